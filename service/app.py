@@ -1,0 +1,63 @@
+"""Application factory. `create_app()` takes no arguments so gunicorn can call it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import AsyncIterator, Callable
+
+from aiohttp import web
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .appkeys import OPENAPI_BODY, REDIS, SETTINGS, STORE
+from .handlers import setup_routes
+from .openapi import build_openapi
+from .problems import problem_middleware
+from .settings import Settings
+from .store import TicketStore
+
+log = logging.getLogger(__name__)
+
+
+def redis_from_settings(settings: Settings) -> Redis:
+    """A client with a bounded pool and bounded timeouts. One retry on a dropped connection
+    is safe because every write script is idempotent for the same arguments."""
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_ms / 1000,
+        socket_timeout=settings.redis_timeout_ms / 1000,
+        socket_connect_timeout=settings.redis_connect_timeout_ms / 1000,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 1),
+    )
+    return Redis.from_pool(pool)
+
+
+def _redis_ctx(
+    injected: Redis | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        client = injected if injected is not None else redis_from_settings(settings)
+        app[REDIS] = client
+        app[STORE] = TicketStore(client, replay_ttl_s=settings.replay_ttl_s)
+        yield
+        if injected is None:
+            await client.aclose()
+
+    return redis_ctx
+
+
+def create_app(settings: Settings | None = None, redis: Redis | None = None) -> web.Application:
+    """Build the application; settings default to the environment, the Redis client to
+    one built from them (tests pass their own)."""
+    settings = settings or Settings.from_env()
+    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[OPENAPI_BODY] = json.dumps(build_openapi()).encode()
+    app.cleanup_ctx.append(_redis_ctx(redis))
+    setup_routes(app)
+    return app

@@ -1,0 +1,14 @@
+"""Every object shared through the application, under one typed key each."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from .settings import Settings
+from .store import TicketStore
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", TicketStore)
+OPENAPI_BODY = web.AppKey("openapi_body", bytes)

@@ -1,0 +1,82 @@
+"""Domain types shared by the store and the HTTP layer."""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+# Canonical textual UUID of any version: the seed's own examples are uuid1 and must still
+# be answered (with 404), while new ids are always uuid4.
+_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class TicketState(str, Enum):
+    VALID = "valid"
+    INVALID = "invalid"
+
+
+class Transition(str, Enum):
+    INVALIDATE = "invalidate"
+    VALIDATE = "validate"
+
+    @property
+    def target(self) -> TicketState:
+        return TicketState.INVALID if self is Transition.INVALIDATE else TicketState.VALID
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    id: str
+    timestamp: float
+    state: TicketState
+
+    @property
+    def valid(self) -> bool:
+        return self.state is TicketState.VALID
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "timestamp": self.timestamp, "valid": self.valid}
+
+
+def new_ticket_id() -> str:
+    """A random, unguessable id: knowing one ticket tells nothing about another."""
+    return str(uuid.uuid4())
+
+
+def parse_ticket_id(raw: str | None) -> str | None:
+    """Return the canonical (lower-case) id, or None when `raw` is not a UUID."""
+    if raw is None:
+        return None
+    candidate = raw.strip().lower()
+    return candidate if _ID_RE.fullmatch(candidate) else None
+
+
+@dataclass(frozen=True, slots=True)
+class PageCursor:
+    """Where a listing walk stands: shard index, SSCAN cursor, and the last id returned
+    from the SSCAN batch at that cursor."""
+
+    shard: int
+    scan: int
+    after: str
+
+    def encode(self) -> str:
+        raw = f"{self.shard}.{self.scan}.{self.after}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str, shard_count: int) -> PageCursor | None:
+        """Parse an opaque cursor; None when it was not made by `encode`."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            shard_s, scan_s, after = raw.split(".", 2)
+            shard, scan = int(shard_s), int(scan_s)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not 0 <= shard < shard_count or scan < 0 or (after and not parse_ticket_id(after)):
+            return None
+        return cls(shard=shard, scan=scan, after=after)

@@ -1,0 +1,81 @@
+"""RFC 9457 problem details, and the one middleware that turns errors into them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from .appkeys import SETTINGS
+from .errors import InvalidInput, ServiceError, StoreUnavailable, TicketNotFound, TransitionRefused
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+_TYPE_PREFIX = "urn:tickets:problem:"
+
+
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> web.Response:
+    body = {"type": _TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
+    body.update(extra or {})
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def _from_service_error(request: web.Request, exc: ServiceError) -> web.Response:
+    if isinstance(exc, InvalidInput):
+        return problem(exc.status, exc.slug, "Invalid request", exc.detail)
+    if isinstance(exc, TicketNotFound):
+        return problem(404, "ticket-not-found", "Ticket not found", str(exc))
+    if isinstance(exc, TransitionRefused):
+        return problem(
+            409, "ticket-state-conflict", "Ticket already in that state", str(exc),
+            extra={"ticket": exc.ticket.to_json()},
+        )
+    if isinstance(exc, StoreUnavailable):
+        retry_after = str(request.app[SETTINGS].retry_after_s)
+        return problem(
+            503, "store-unavailable", "Service unavailable",
+            "the ticket store is not answering; nothing was changed, retry shortly",
+            headers={"Retry-After": retry_after},
+        )
+    raise exc
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    slug = exc.reason.lower().replace(" ", "-")
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+    if exc.status == 405:
+        detail = f"{exc.reason}; allowed: {headers.get('Allow', '')}"
+    return problem(exc.status, slug, exc.reason, detail, headers=headers)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except ServiceError as exc:
+        return _from_service_error(request, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_http_exception(exc)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(500, "internal-error", "Internal Server Error", "an unexpected error")

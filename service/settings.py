@@ -1,0 +1,54 @@
+"""Runtime settings, read once from the environment into a frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Bounded so that a dead or blackholed Redis turns into a fast 503, never a hang.
+    redis_timeout_ms: int = 1000
+    redis_connect_timeout_ms: int = 500
+    redis_max_connections: int = 64
+    # How long a worker waits for a free pooled connection before answering 503.
+    redis_pool_timeout_ms: int = 1000
+    # How long a transition remembers its request id, so a load-balancer replay gets the
+    # first answer back instead of a false 409.
+    replay_ttl_s: int = 300
+    retry_after_s: int = 1
+    max_body_bytes: int = 16 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; unset ones keep their defaults."""
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            redis_url=env.get("REDIS_URL", "").strip() or d.redis_url,
+            redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", d.redis_timeout_ms, 1),
+            redis_connect_timeout_ms=_int(
+                env, "REDIS_CONNECT_TIMEOUT_MS", d.redis_connect_timeout_ms, 1
+            ),
+            redis_max_connections=_int(env, "REDIS_MAX_CONNECTIONS", d.redis_max_connections, 1),
+            redis_pool_timeout_ms=_int(env, "REDIS_POOL_TIMEOUT_MS", d.redis_pool_timeout_ms, 1),
+            replay_ttl_s=_int(env, "REPLAY_TTL_S", d.replay_ttl_s, 1),
+            retry_after_s=_int(env, "RETRY_AFTER_S", d.retry_after_s, 1),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 2),
+        )

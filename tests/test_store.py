@@ -1,0 +1,165 @@
+"""The store against fakeredis and a real redis-server alike."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from service.errors import TicketNotFound, TransitionRefused
+from service.models import TicketState, Transition, new_ticket_id
+from service.store import SHARDS, TicketStore
+
+
+@pytest.fixture
+def store(any_redis: Redis) -> TicketStore:
+    return TicketStore(any_redis, replay_ttl_s=60)
+
+
+async def test_create_stores_a_valid_ticket_with_server_time(store: TicketStore) -> None:
+    tid = new_ticket_id()
+    ticket = await store.create(tid)
+    assert ticket.id == tid and ticket.state is TicketState.VALID
+    assert await store.get(tid) == ticket
+    server_s, _ = await store.redis.time()
+    assert abs(ticket.timestamp - server_s) < 5
+
+
+async def test_ticket_is_a_hash_indexed_in_its_shard_set(store: TicketStore) -> None:
+    tid = new_ticket_id()
+    await store.create(tid)
+    assert await store.redis.type(f"ticket:{{{tid[0]}}}:{tid}") == "hash"
+    assert await store.redis.sismember(f"tickets:{{{tid[0]}}}", tid)
+
+
+async def test_create_is_idempotent_for_the_same_id(store: TicketStore) -> None:
+    tid = new_ticket_id()
+    first = await store.create(tid)
+    await store.transition(tid, Transition.INVALIDATE, "r1")
+    again = await store.create(tid)
+    assert again.timestamp == first.timestamp and again.state is TicketState.INVALID
+    assert await store.redis.scard(store.index_key(tid[0])) == 1
+
+
+async def test_get_unknown_raises(store: TicketStore) -> None:
+    with pytest.raises(TicketNotFound):
+        await store.get(new_ticket_id())
+
+
+async def test_invalidate_then_again_is_refused_with_current_ticket(store: TicketStore) -> None:
+    tid = new_ticket_id()
+    await store.create(tid)
+    result = await store.transition(tid, Transition.INVALIDATE, "a")
+    assert result.ticket.state is TicketState.INVALID and not result.replayed
+    with pytest.raises(TransitionRefused) as refused:
+        await store.transition(tid, Transition.INVALIDATE, "b")
+    assert refused.value.ticket.state is TicketState.INVALID
+    assert refused.value.ticket.timestamp == result.ticket.timestamp
+
+
+async def test_validate_reenables_and_refuses_when_already_valid(store: TicketStore) -> None:
+    tid = new_ticket_id()
+    await store.create(tid)
+    with pytest.raises(TransitionRefused):
+        await store.transition(tid, Transition.VALIDATE, "a")
+    await store.transition(tid, Transition.INVALIDATE, "b")
+    result = await store.transition(tid, Transition.VALIDATE, "c")
+    assert result.ticket.state is TicketState.VALID
+
+
+async def test_transition_of_unknown_ticket_raises_not_found(store: TicketStore) -> None:
+    with pytest.raises(TicketNotFound):
+        await store.transition(new_ticket_id(), Transition.INVALIDATE, "a")
+
+
+async def test_replayed_request_id_gets_the_first_answer(store: TicketStore) -> None:
+    tid = new_ticket_id()
+    await store.create(tid)
+    first = await store.transition(tid, Transition.INVALIDATE, "gate-1")
+    replay = await store.transition(tid, Transition.INVALIDATE, "gate-1")
+    assert replay.replayed and replay.ticket == first.ticket
+    with pytest.raises(TransitionRefused):
+        await store.transition(tid, Transition.INVALIDATE, "gate-2")
+
+
+async def test_replay_record_expires(store: TicketStore) -> None:
+    tid = new_ticket_id()
+    await store.create(tid)
+    await store.transition(tid, Transition.INVALIDATE, "gate-1")
+    ttl = await store.redis.ttl(store.replay_key(tid, "gate-1"))
+    assert 0 < ttl <= 60
+
+
+async def test_refused_answer_is_replayed_as_refused(store: TicketStore) -> None:
+    tid = new_ticket_id()
+    await store.create(tid)
+    await store.transition(tid, Transition.INVALIDATE, "a")
+    for _ in range(2):
+        with pytest.raises(TransitionRefused):
+            await store.transition(tid, Transition.INVALIDATE, "b")
+
+
+async def test_concurrent_invalidations_have_exactly_one_winner(store: TicketStore) -> None:
+    tid = new_ticket_id()
+    await store.create(tid)
+
+    async def attempt(i: int) -> bool:
+        try:
+            await store.transition(tid, Transition.INVALIDATE, f"req-{i}")
+            return True
+        except TransitionRefused:
+            return False
+
+    wins = await asyncio.gather(*(attempt(i) for i in range(60)))
+    assert wins.count(True) == 1
+
+
+@pytest.mark.parametrize("limit", [1, 7, 100])
+async def test_list_pages_cover_every_ticket_once(store: TicketStore, limit: int) -> None:
+    ids = {new_ticket_id() for _ in range(3 * limit + 5)}
+    for tid in ids:
+        await store.create(tid)
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10_000):
+        page = await store.list_page(cursor, limit)
+        assert len(page.tickets) <= limit
+        seen.extend(t.id for t in page.tickets)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids)
+
+
+async def test_list_of_empty_store_is_one_empty_page(store: TicketStore) -> None:
+    page = await store.list_page(None, 10)
+    assert page.tickets == [] and page.next_cursor is None
+
+
+async def test_big_shard_is_split_into_limit_sized_pages(store: TicketStore) -> None:
+    # 300 ids in one shard: past the listpack size, so SSCAN batches are hashtable buckets.
+    ids: set[str] = set()
+    while len(ids) < 300:
+        tid = new_ticket_id()
+        if tid[0] == "a":
+            ids.add(tid)
+    for tid in ids:
+        await store.create(tid)
+    cursor, pages = None, 0
+    seen: list[str] = []
+    while True:
+        page = await store.list_page(cursor, 25)
+        pages += 1
+        assert len(page.tickets) <= 25
+        seen.extend(t.id for t in page.tickets)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == sorted(ids)
+    assert pages >= 300 // 25
+
+
+def test_every_shard_is_a_hex_digit() -> None:
+    assert SHARDS == tuple("0123456789abcdef")
+    assert TicketStore.ticket_key("ab" + "0" * 34) == "ticket:{a}:ab" + "0" * 34
