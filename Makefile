@@ -7,13 +7,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test lint system clean
 
+# Environment for `make up` (defaults): PORT=8080 API_PORT=8081 REDIS_PORT=6380 REPLICAS=2
+# WEB_CONCURRENCY=1 VAR_DIR=./var; with REDIS_URL set, that Redis is used and none is started.
+
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 system:
-	bash deploy/ensure-system.sh redis-server nginx
+	bash deploy/ensure-system.sh redis-server nginx curl
+
+up: $(STAMP) system
+	$(BIN)/python -m deploy.stack
 
 test: $(STAMP) system
 	$(BIN)/pytest

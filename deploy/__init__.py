@@ -1,0 +1,1 @@
+"""Deployment: the local stack (`make up`), gunicorn settings, and the Docker image."""

@@ -1,0 +1,169 @@
+"""The local stack for end-to-end tests: the same commands and configs as `make up`
+(deploy/stack.py), with each process owned here so that a test can kill one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from deploy.stack import StackConfig, nginx_argv, prepare, redis_argv, replica_argv, replica_env
+
+from .procs import free_port, wait_until
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port_run(n: int) -> int:
+    """The first of `n` consecutive free loopback ports (replicas use API_PORT, API_PORT+1...)."""
+    for _ in range(200):
+        base = free_port()
+        if all(_port_is_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError(f"no run of {n} free ports")
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            status: int = r.status
+            return status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+class LocalStack:
+    def __init__(self, var_dir: Path, replicas: int = 2, web_concurrency: int = 1) -> None:
+        self.cfg = StackConfig(
+            port=free_port(), api_port=free_port_run(replicas), redis_port=free_port(),
+            replicas=replicas, web_concurrency=web_concurrency, var_dir=var_dir,
+        )
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.replicas: list[subprocess.Popen[bytes] | None] = [None] * replicas
+        self.nginx: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.port}"
+
+    def replica_url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.cfg.api_ports[i]}"
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(self.cfg.var_dir / "log" / f"{name}.log", "ab") as log:
+            # Own process group, so that a replica's master and workers die together.
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def start(self) -> LocalStack:
+        prepare(self.cfg)
+        self.start_redis()
+        for i in range(self.cfg.replicas):
+            self.start_replica(i)
+        self.nginx = self._spawn("nginx", nginx_argv(self.cfg))
+        wait_until(lambda: http_status(self.url + "/readyz") == 200, what="the stack through nginx")
+        return self
+
+    def start_redis(self) -> None:
+        self.redis = self._spawn("redis", redis_argv(self.cfg))
+        wait_until(self.redis_answers, what="redis")
+
+    def redis_answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.cfg.redis_port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start_replica(self, i: int) -> None:
+        port = self.cfg.api_ports[i]
+        self.replicas[i] = self._spawn(f"api{i + 1}", replica_argv(self.cfg, port), replica_env(self.cfg))
+        wait_until(lambda: http_status(self.replica_url(i) + "/readyz") == 200, what=f"replica {i}")
+
+    def worker_pids(self, i: int) -> list[int]:
+        proc = self.replicas[i]
+        assert proc is not None
+        return children(proc.pid)
+
+    def kill_worker(self, i: int) -> int:
+        """SIGKILL one worker of replica i; its master starts a new one."""
+        [pid, *_] = self.worker_pids(i)
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def kill_replica(self, i: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.replicas[i]
+        assert proc is not None
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def kill_redis(self, sig: int = signal.SIGKILL) -> None:
+        assert self.redis is not None
+        os.killpg(self.redis.pid, sig)
+        self.redis.wait(timeout=10)
+
+    def access_log(self) -> list[dict[str, Any]]:
+        path = self.cfg.var_dir / "log" / "nginx-access.log"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        procs = [self.nginx, *self.replicas, self.redis]
+        for proc in procs:
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@dataclass
+class ExtraNginx:
+    """A second nginx from the same template, in front of other upstreams."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    @classmethod
+    def start(cls, stack: LocalStack, var_dir: Path, upstream_ports: list[int]) -> ExtraNginx:
+        cfg = replace(stack.cfg, port=free_port(), var_dir=var_dir)
+        prepare(cfg, upstream_ports)
+        with open(var_dir / "log" / "nginx.log", "ab") as log:
+            proc = subprocess.Popen(
+                nginx_argv(cfg), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_until(lambda: not _port_is_free(cfg.port), what="the extra nginx")
+        return cls(proc, f"http://127.0.0.1:{cfg.port}")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=10)

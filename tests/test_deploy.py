@@ -1,0 +1,212 @@
+"""Deployment files: the compose file against the Compose schema, the nginx configs with the
+real nginx, gunicorn's settings, and `make up`'s process runner end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import pytest
+import yaml
+
+from deploy.stack import NGINX_DIR, ROOT, StackConfig, binary, prepare, procfile, render_nginx
+
+from .procs import free_port, wait_until
+from .stack import children, free_port_run, http_status
+
+SHARED_SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+VENDORED_SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def test_compose_validates_against_the_compose_schema(compose: dict[str, Any]) -> None:
+    schema_path = SHARED_SCHEMA if SHARED_SCHEMA.exists() else VENDORED_SCHEMA
+    schema = json.loads(schema_path.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(compose)
+
+
+def test_compose_schema_check_can_fail(compose: dict[str, Any]) -> None:
+    schema = json.loads(VENDORED_SCHEMA.read_text())
+    broken = {**compose, "services": {"api": {**compose["services"]["api"], "ports": 8080}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(schema).validate(broken)
+
+
+def test_redis_service_has_aof_volume_and_healthcheck(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert "--appendonly" in redis["command"] and "yes" in redis["command"]
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    assert redis["volumes"][0].split(":")[0] in compose["volumes"]
+    assert "redis-cli" in redis["healthcheck"]["test"]
+
+
+def test_api_service_scales(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    assert "container_name" not in api and "ports" not in api
+    assert api["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+    grace_s = int(api["stop_grace_period"].rstrip("s"))
+    gunicorn_conf = (ROOT / "deploy" / "gunicorn.conf.py").read_text()
+    graceful_s = int(re.search(r"^graceful_timeout = (\d+)", gunicorn_conf, re.M).group(1))  # type: ignore[union-attr]
+    assert graceful_s < grace_s
+
+
+def test_nginx_service_publishes_8080_after_healthy_api(compose: dict[str, Any]) -> None:
+    nginx = compose["services"]["nginx"]
+    assert nginx["ports"] == ["8080:8080"]
+    assert nginx["depends_on"]["api"]["condition"] == "service_healthy"
+    major, minor, patch = (int(x) for x in nginx["image"].split(":")[1].split("-")[0].split("."))
+    assert (major, minor, patch) >= (1, 27, 3), "`server ... resolve` needs nginx 1.27.3+"
+    mounted = {v.split(":")[0] for v in nginx["volumes"]}
+    assert mounted == {"./nginx/compose.conf", "./nginx/http.conf", "./nginx/server.conf"}
+
+
+def test_dockerfile_is_pinned_slim_and_non_root() -> None:
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11\.\d+-slim", text, re.M)
+    assert re.search(r"^USER tickets$", text, re.M)
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            assert "==" in line, line
+
+
+def _without_comments(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+def _outside_upstream(lines: list[str]) -> list[str]:
+    out, depth = [], 0
+    for ln in lines:
+        if ln.startswith("upstream "):
+            depth = 1
+            continue
+        if depth:
+            depth += ln.count("{") - ln.count("}")
+            continue
+        out.append(ln)
+    return out
+
+
+def test_compose_and_local_nginx_share_everything_but_upstream(tmp_path: Path) -> None:
+    cfg = StackConfig(port=8080, var_dir=tmp_path)
+    local = _outside_upstream(_without_comments(render_nginx(cfg, [8081])))
+    composed = _outside_upstream(_without_comments((NGINX_DIR / "compose.conf").read_text()))
+    # Both pull the shared files in, and add nothing of their own to the server block.
+    for lines, prefix in ((local, str(NGINX_DIR)), (composed, "/etc/nginx/tickets")):
+        assert f"include {prefix}/http.conf;" in lines
+        assert f"include {prefix}/server.conf;" in lines
+        server = lines[lines.index("server {") + 1:]
+        assert [ln.split()[0] for ln in server[:3]] == ["listen", "access_log", "include"]
+
+
+def test_local_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
+    prepare(StackConfig(port=free_port(), var_dir=tmp_path), [free_port(), free_port()])
+    assert "tickets_api" in (tmp_path / "nginx.conf").read_text()
+
+
+def test_compose_nginx_config_passes_nginx_t_bar_the_resolve_parameter(tmp_path: Path) -> None:
+    """Debian's nginx (1.22) lacks `resolve`, so that one parameter is dropped for the check."""
+    conf = (NGINX_DIR / "compose.conf").read_text()
+    conf = conf.replace("/etc/nginx/tickets", str(NGINX_DIR)).replace(" resolve ", " ")
+    conf = conf.replace("server api:8000", "server 127.0.0.1:8000")
+    conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{free_port()};")
+    for d in ("client_body", "proxy"):
+        (tmp_path / d).mkdir()
+    main = (
+        f"pid {tmp_path}/nginx.pid; error_log stderr; events {{}}\n"
+        f"http {{ client_body_temp_path {tmp_path}/client_body; proxy_temp_path {tmp_path}/proxy;\n"
+        f"{conf}\n}}\n"
+    )
+    (tmp_path / "nginx.conf").write_text(main)
+    r = subprocess.run([binary("nginx"), "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_gunicorn_keepalive_outlives_nginx_upstream_keepalive() -> None:
+    gunicorn_conf = (ROOT / "deploy" / "gunicorn.conf.py").read_text()
+    keepalive_s = int(re.search(r"^keepalive = (\d+)", gunicorn_conf, re.M).group(1))  # type: ignore[union-attr]
+    for conf in (NGINX_DIR / "compose.conf", NGINX_DIR / "local.conf.template"):
+        nginx_s = int(re.search(r"keepalive_timeout (\d+)s;", conf.read_text()).group(1))  # type: ignore[union-attr]
+        assert keepalive_s > nginx_s
+
+
+def test_procfile_starts_redis_only_without_redis_url(tmp_path: Path) -> None:
+    own = procfile(StackConfig(var_dir=tmp_path, replicas=3))
+    assert [ln.split(":")[0] for ln in own.splitlines()] == ["redis", "api1", "api2", "api3", "nginx"]
+    assert "--appendonly yes" in own
+    shared = procfile(StackConfig(var_dir=tmp_path, redis_url="redis://elsewhere:6379/0"))
+    assert [ln.split(":")[0] for ln in shared.splitlines()] == ["api1", "api2", "nginx"]
+
+
+def _descendants(pid: int) -> set[int]:
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children(todo.pop()):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def make_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`make up`'s own command, on free ports."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "API_PORT": str(free_port_run(2)),
+           "REDIS_PORT": str(free_port()), "VAR_DIR": str(tmp_path / "var")}
+    env.pop("REDIS_URL", None)
+    with open(tmp_path / "up.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "deploy.stack"], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    yield proc, url
+    # Whatever the test did, leave nothing behind: the whole session goes.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+@pytest.mark.e2e
+def test_make_up_serves_then_stops_every_child(make_up: tuple[subprocess.Popen[bytes], str]) -> None:
+    proc, url = make_up
+    wait_until(lambda: http_status(url + "/readyz") == 200, what="make up's stack")
+    family = _descendants(proc.pid)
+    assert len(family) >= 4  # redis, two gunicorn masters, nginx (and their workers)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=40) is not None
+    assert not [p for p in family if _alive(p)]
+
+
+@pytest.mark.e2e
+def test_make_up_stops_when_one_process_dies(make_up: tuple[subprocess.Popen[bytes], str]) -> None:
+    proc, url = make_up
+    wait_until(lambda: http_status(url + "/readyz") == 200, what="make up's stack")
+    family = _descendants(proc.pid)
+    redis = next(p for p in family if b"redis-server" in Path(f"/proc/{p}/cmdline").read_bytes())
+    os.kill(redis, signal.SIGKILL)
+    assert proc.wait(timeout=40) is not None
+    assert not [p for p in family if _alive(p)]
