@@ -11,7 +11,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from .appkeys import OPENAPI_BODY, REDIS, SETTINGS, STORE
+from .apikeys import describe
+from .appkeys import KEYRING, OPENAPI_BODY, REDIS, SETTINGS, STORE
+from .auth import auth_middleware
 from .handlers import setup_routes
 from .openapi import build_openapi
 from .problems import problem_middleware
@@ -43,7 +45,9 @@ def _redis_ctx(
         settings = app[SETTINGS]
         client = injected if injected is not None else redis_from_settings(settings)
         app[REDIS] = client
-        app[STORE] = TicketStore(client, replay_ttl_s=settings.replay_ttl_s)
+        app[STORE] = TicketStore(
+            client, replay_ttl_s=settings.replay_ttl_s, idempotency_ttl_s=settings.idempotency_ttl_s
+        )
         yield
         if injected is None:
             await client.aclose()
@@ -51,12 +55,26 @@ def _redis_ctx(
     return redis_ctx
 
 
+def _log_auth(settings: Settings) -> None:
+    if settings.keyring.enabled:
+        log.info("auth on; API keys: %s", describe(settings.keyring.keys))
+    else:
+        log.warning(
+            "auth is OFF: anyone can create, list and re-validate tickets. "
+            "Set API_KEYS=name:role:secret,... (or API_KEYS_FILE) to turn it on."
+        )
+
+
 def create_app(settings: Settings | None = None, redis: Redis | None = None) -> web.Application:
     """Build the application; settings default to the environment, the Redis client to
     one built from them (tests pass their own)."""
     settings = settings or Settings.from_env()
-    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[problem_middleware, auth_middleware], client_max_size=settings.max_body_bytes
+    )
     app[SETTINGS] = settings
+    app[KEYRING] = settings.keyring
+    _log_auth(settings)
     app[OPENAPI_BODY] = json.dumps(build_openapi()).encode()
     app.cleanup_ctx.append(_redis_ctx(redis))
     setup_routes(app)

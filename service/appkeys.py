@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
+from .apikeys import KeyRing
 from .settings import Settings
 from .store import TicketStore
 
@@ -12,3 +13,6 @@ SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", TicketStore)
 OPENAPI_BODY = web.AppKey("openapi_body", bytes)
+KEYRING = web.AppKey("keyring", KeyRing)
+# The acting API key's name ("anonymous" with auth off), for the audit trail.
+ACTOR = web.RequestKey("actor", str)

@@ -10,16 +10,20 @@ from typing import Any, Iterable
 from aiohttp import web
 
 from . import SERVICE_NAME, __version__
-from .appkeys import OPENAPI_BODY, STORE
+from .apikeys import Permission
+from .appkeys import ACTOR, KEYRING, OPENAPI_BODY, STORE
+from .auth import requires
 from .errors import InvalidInput
-from .models import PageCursor, Transition, new_ticket_id, parse_ticket_id
-from .store import SHARDS
+from .models import IdempotencyKey, PageCursor, Transition, parse_ticket_id
+from .store import SHARDS, WriteResult
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 TRANSITION_METHODS = ("POST", "PATCH", "UPDATE")
 # nginx's $request_id is 32 hex digits; accept any short token of that alphabet.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Visible ASCII, as the IETF draft's sf-string allows; optionally sent quoted.
+_IDEMPOTENCY_KEY_RE = re.compile(r'^[\x20-\x7e]{1,255}$')
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -44,10 +48,33 @@ def _reject_unknown_params(request: web.Request, allowed: Iterable[str]) -> None
         raise InvalidInput(f"unknown query parameter(s): {', '.join(unknown)}", slug="unknown-parameter")
 
 
-def request_id(request: web.Request) -> str:
-    """The id nginx gave this request (the same on nginx's retries), else a fresh one."""
+def forwarded_request_id(request: web.Request) -> str | None:
+    """The id nginx gave this request: the same when nginx re-sends it to another replica."""
     given = request.headers.get("X-Request-Id", "")
-    return given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+    return given if _REQUEST_ID_RE.fullmatch(given) else None
+
+
+def request_id(request: web.Request) -> str:
+    """nginx's request id, else a fresh one (a retry by the Redis client reuses it)."""
+    return forwarded_request_id(request) or uuid.uuid4().hex
+
+
+def idempotency_key(request: web.Request) -> IdempotencyKey | None:
+    """The caller's Idempotency-Key header, scoped to the caller; None when absent."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not _IDEMPOTENCY_KEY_RE.fullmatch(key) or '"' in key:
+        raise InvalidInput("Idempotency-Key must be 1 to 255 visible ASCII characters",
+                           slug="bad-idempotency-key")
+    return IdempotencyKey(actor=request[ACTOR], key=key)
+
+
+def _write_headers(result: WriteResult, **extra: str) -> dict[str, str]:
+    return {**extra, "Idempotent-Replayed": "true"} if result.replayed else extra
 
 
 async def _read_empty_body(request: web.Request) -> None:
@@ -65,7 +92,8 @@ async def _read_empty_body(request: web.Request) -> None:
 
 
 async def index(request: web.Request) -> web.Response:
-    return _json({"service": SERVICE_NAME, "version": __version__})
+    auth = "on" if request.app[KEYRING].enabled else "off"
+    return _json({"service": SERVICE_NAME, "version": __version__, "auth": auth})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -81,13 +109,22 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI_BODY], content_type="application/json")
 
 
+@requires(Permission.CREATE)
 async def create_ticket(request: web.Request) -> web.Response:
     _reject_unknown_params(request, ())
     await _read_empty_body(request)
-    ticket = await request.app[STORE].create(new_ticket_id())
-    return _json(ticket.to_json(), status=201, headers={"Location": f"/ticket/{ticket.id}"})
+    result = await request.app[STORE].create(
+        idempotency=idempotency_key(request), request_id=forwarded_request_id(request)
+    )
+    headers = _write_headers(result, Location=f"/ticket/{result.ticket.id}")
+    return _json(result.ticket.to_json(), status=201, headers=headers)
 
 
+def _get_tickets_permission(request: web.Request) -> Permission:
+    return Permission.READ if "id" in request.query else Permission.LIST
+
+
+@requires(_get_tickets_permission)
 async def get_tickets(request: web.Request) -> web.Response:
     """The seed's GET /ticket: one ticket (as a list) with ?id=, else a page of all."""
     _reject_unknown_params(request, ("id", "limit", "cursor"))
@@ -125,6 +162,7 @@ def _page_cursor(raw: str | None) -> PageCursor | None:
     return cursor
 
 
+@requires(Permission.READ)
 async def get_ticket(request: web.Request) -> web.Response:
     _reject_unknown_params(request, ())
     ticket = await request.app[STORE].get(_require_id(request.match_info["id"]))
@@ -132,12 +170,17 @@ async def get_ticket(request: web.Request) -> web.Response:
 
 
 async def _transition(request: web.Request, ticket_id: str, transition: Transition) -> web.Response:
-    result = await request.app[STORE].transition(ticket_id, transition, request_id(request))
-    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return _json(result.ticket.to_json(), headers=headers)
+    result = await request.app[STORE].transition(
+        ticket_id, transition, request_id=request_id(request), idempotency=idempotency_key(request)
+    )
+    return _json(result.ticket.to_json(), headers=_write_headers(result))
+
+
+_TRANSITION_PERMISSION = {Transition.INVALIDATE: Permission.INVALIDATE, Transition.VALIDATE: Permission.VALIDATE}
 
 
 def _by_query(transition: Transition) -> Any:
+    @requires(_TRANSITION_PERMISSION[transition])
     async def handler(request: web.Request) -> web.Response:
         _reject_unknown_params(request, ("id",))
         return await _transition(request, _require_id(request.query.get("id")), transition)
@@ -146,6 +189,7 @@ def _by_query(transition: Transition) -> Any:
 
 
 def _by_path(transition: Transition) -> Any:
+    @requires(_TRANSITION_PERMISSION[transition])
     async def handler(request: web.Request) -> web.Response:
         _reject_unknown_params(request, ())
         return await _transition(request, _require_id(request.match_info["id"]), transition)

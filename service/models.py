@@ -42,6 +42,14 @@ class Ticket:
         return {"id": self.id, "timestamp": self.timestamp, "valid": self.valid}
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A client's Idempotency-Key, scoped to the caller that sent it."""
+
+    actor: str
+    key: str
+
+
 def new_ticket_id() -> str:
     """A random, unguessable id: knowing one ticket tells nothing about another."""
     return str(uuid.uuid4())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import re
 from typing import Any
 
 from . import SERVICE_NAME, __version__
@@ -27,15 +29,38 @@ def _ok(description: str, schema: dict[str, Any], headers: dict[str, Any] | None
 
 
 _UNAVAILABLE = {
-    "description": "Redis is not answering; nothing was changed",
+    "description": "Redis did not answer; retry (with the same Idempotency-Key for a write)",
     "headers": {"Retry-After": {"schema": {"type": "string"}}},
     "content": {PROBLEM: {"schema": _ref("Problem")}},
 }
+_ID_SCHEMA = {
+    "type": "string",
+    "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+}
 _ID_QUERY = {
     "name": "id", "in": "query", "required": True,
-    "schema": {"type": "string"}, "description": "Ticket id (a UUID).",
+    "schema": _ID_SCHEMA, "description": "Ticket id (a UUID).",
 }
-_ID_PATH = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ID_PATH = {"name": "id", "in": "path", "required": True, "schema": _ID_SCHEMA}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ !#-~]+$"},
+    "description": (
+        "Makes a retry safe: the first answer (status and body) is kept for 24 h, scoped to "
+        "the caller (and, for a transition, the ticket), and returned again with "
+        "`Idempotent-Replayed: true`. The same key on a different request is a 422."
+    ),
+}
+_AUTH_ERRORS = {
+    "401": {
+        "description": "Missing or unknown API key",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    },
+    "403": {"description": "The key's role does not allow this",
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+}
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 _REPLAYED = {
     "Idempotent-Replayed": {
         "description": "Present when this is the stored first answer to a replayed request",
@@ -45,19 +70,23 @@ _REPLAYED = {
 
 
 def _transition(verb: str, params: list[dict[str, Any]], already: str) -> dict[str, Any]:
+    roles = "scanner, admin" if verb == "invalidate" else "admin"
     return {
-        "summary": f"{verb.capitalize()} a ticket",
+        "summary": f"{verb.capitalize()} a ticket (roles: {roles})",
         "description": (
             f"Atomic compare-and-set inside Redis. Of many concurrent {verb} calls on one "
             "ticket exactly one gets 200. A replay of the same request (same X-Request-Id, as "
             "nginx sends when it retries on another replica) gets the first answer back."
         ),
-        "parameters": params,
+        "parameters": [*params, _IDEMPOTENCY_KEY],
+        "security": _SECURED,
         "responses": {
             "200": _ok("The ticket after the change", _ref("Ticket"), _REPLAYED),
             "400": _problem("Missing or malformed id, or an unknown query parameter"),
+            **_AUTH_ERRORS,
             "404": _problem("No such ticket"),
             "409": _problem(f"The ticket is already {already}; `ticket` holds it", "Conflict"),
+            "422": _problem("The Idempotency-Key was used for a different request"),
             "503": _UNAVAILABLE,
         },
     }
@@ -79,21 +108,29 @@ def _paths() -> dict[str, Any]:
             "200": _ok("OpenAPI 3.1 document", {"type": "object"})}}},
         "/ticket": {
             "post": {
-                "summary": "Create a ticket",
+                "summary": "Create a ticket (roles: issuer, admin)",
+                "parameters": [_IDEMPOTENCY_KEY],
+                "security": _SECURED,
                 "requestBody": {"required": False, "content": {JSON: {"schema": {
                     "type": "object", "maxProperties": 0}}}},
                 "responses": {
                     "201": _ok("The new ticket", _ref("Ticket"), {
-                        "Location": {"schema": {"type": "string"}}}),
+                        "Location": {"schema": {"type": "string"}}, **_REPLAYED}),
                     "400": _problem("Malformed body or unknown query parameter"),
+                    **_AUTH_ERRORS,
                     "413": _problem("Body too large"),
+                    "422": _problem("The Idempotency-Key was used for a different request"),
                     "503": _UNAVAILABLE,
                 },
             },
             "get": {
-                "summary": "One ticket (with ?id=, as a one-element list) or a page of all",
+                "summary": (
+                    "One ticket with ?id=, as a one-element list (roles: issuer, scanner, "
+                    "admin), or a page of all tickets (role: admin)"
+                ),
+                "security": _SECURED,
                 "parameters": [
-                    {"name": "id", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "id", "in": "query", "required": False, "schema": _ID_SCHEMA},
                     {"name": "limit", "in": "query", "required": False, "schema": {
                         "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
                         "default": DEFAULT_PAGE_SIZE}},
@@ -104,17 +141,20 @@ def _paths() -> dict[str, Any]:
                     "200": _ok("Tickets", {"type": "array", "items": _ref("Ticket")}, {
                         "Link": {"description": "rel=next while more remain", "schema": {"type": "string"}}}),
                     "400": _problem("Malformed id, limit or cursor"),
+                    **_AUTH_ERRORS,
                     "404": _problem("No ticket with that id"),
                     "503": _UNAVAILABLE,
                 },
             },
         },
         "/ticket/{id}": {"get": {
-            "summary": "One ticket",
+            "summary": "One ticket (roles: issuer, scanner, admin)",
             "parameters": [_ID_PATH],
+            "security": _SECURED,
             "responses": {
                 "200": _ok("The ticket", _ref("Ticket")),
                 "400": _problem("Malformed id"),
+                **_AUTH_ERRORS,
                 "404": _problem("No such ticket"),
                 "503": _UNAVAILABLE,
             },
@@ -153,10 +193,49 @@ def _schemas() -> dict[str, Any]:
         "Ticket": ticket,
         "Problem": problem,
         "Conflict": conflict,
-        "Index": {"type": "object", "required": ["service", "version"], "properties": {
-            "service": {"type": "string"}, "version": {"type": "string"}}},
+        "Index": {"type": "object", "required": ["service", "version", "auth"], "properties": {
+            "service": {"type": "string"}, "version": {"type": "string"},
+            "auth": {"type": "string", "enum": ["on", "off"]}}},
         "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
     }
+
+
+# What nginx, in front of every replica, may answer on any operation.
+_GATEWAY_RESPONSES = {
+    "414": _problem("Request line over 4 KiB (nginx)"),
+    "429": {
+        "description": "Over the per-client rate limit (nginx)",
+        "headers": {"Retry-After": {"schema": {"type": "string"}}},
+        "content": {PROBLEM: {"schema": _ref("Problem")}},
+    },
+    "431": _problem("A request header over 4 KiB (nginx)"),
+    "502": _problem("No replica answered (nginx)"),
+    "504": _problem("A replica did not answer in time (nginx)"),
+}
+_CREATED_LINKS = {
+    name: {"operationId": op_id, "parameters": {"id": "$response.body#/id"}}
+    for name, op_id in {
+        "GetTicket": "get_ticket_id", "InvalidateTicket": "post_ticket_id_invalidate",
+        "ValidateTicket": "post_ticket_id_validate", "InvalidateByQuery": "patch_ticket_invalidate",
+        "ValidateByQuery": "patch_ticket_validate",
+    }.items()
+}
+
+
+def _operation_id(method: str, path: str) -> str:
+    return f"{method}_{re.sub(r'[^a-z]+', '_', path).strip('_')}".rstrip("_")
+
+
+def _finish(paths: dict[str, Any]) -> dict[str, Any]:
+    """Give every operation its id and the gateway's answers; link creation to the rest."""
+    for path, item in paths.items():
+        for method in [m for m in item if not m.startswith("x-")]:
+            op = item[method] = copy.deepcopy(item[method])
+            op["operationId"] = _operation_id(method, path)
+            for status, response in _GATEWAY_RESPONSES.items():
+                op["responses"].setdefault(status, response)
+    paths["/ticket"]["post"]["responses"]["201"]["links"] = _CREATED_LINKS
+    return paths
 
 
 def build_openapi() -> dict[str, Any]:
@@ -170,6 +249,15 @@ def build_openapi() -> dict[str, Any]:
                 "Issue tickets and check them at the gate. Errors are RFC 9457 problem details."
             ),
         },
-        "paths": _paths(),
-        "components": {"schemas": _schemas()},
+        "paths": _finish(_paths()),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": (
+                    "API key from API_KEYS (name:role:secret); roles issuer, scanner, admin. "
+                    "With no keys configured, auth is off and no header is needed."
+                ),
+            }},
+        },
     }

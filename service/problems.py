@@ -9,12 +9,22 @@ from typing import Any
 from aiohttp import web
 
 from .appkeys import SETTINGS
-from .errors import InvalidInput, ServiceError, StoreUnavailable, TicketNotFound, TransitionRefused
+from .errors import (
+    Forbidden,
+    IdempotencyKeyReused,
+    InvalidInput,
+    ServiceError,
+    StoreUnavailable,
+    TicketNotFound,
+    TransitionRefused,
+    Unauthenticated,
+)
 
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:tickets:problem:"
+_REPLAYED = {"Idempotent-Replayed": "true"}
 
 
 def problem(
@@ -44,13 +54,22 @@ def _from_service_error(request: web.Request, exc: ServiceError) -> web.Response
     if isinstance(exc, TransitionRefused):
         return problem(
             409, "ticket-state-conflict", "Ticket already in that state", str(exc),
-            extra={"ticket": exc.ticket.to_json()},
+            headers=_REPLAYED if exc.replayed else None, extra={"ticket": exc.ticket.to_json()},
         )
+    if isinstance(exc, Unauthenticated):
+        challenge = 'Bearer realm="tickets"' + (', error="invalid_token"' if exc.token_given else "")
+        return problem(401, "unauthenticated", "Unauthorized", str(exc),
+                       headers={"WWW-Authenticate": challenge})
+    if isinstance(exc, Forbidden):
+        return problem(403, "forbidden", "Forbidden", str(exc))
+    if isinstance(exc, IdempotencyKeyReused):
+        return problem(422, "idempotency-key-reused", "Idempotency-Key reused", str(exc))
     if isinstance(exc, StoreUnavailable):
         retry_after = str(request.app[SETTINGS].retry_after_s)
         return problem(
             503, "store-unavailable", "Service unavailable",
-            "the ticket store is not answering; nothing was changed, retry shortly",
+            "the ticket store did not answer. A write may or may not have been applied: "
+            "retry it with the same Idempotency-Key to get its outcome",
             headers={"Retry-After": retry_after},
         )
     raise exc

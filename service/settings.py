@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
+
+from .apikeys import KeyRing
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -29,11 +32,16 @@ class Settings:
     redis_max_connections: int = 64
     # How long a worker waits for a free pooled connection before answering 503.
     redis_pool_timeout_ms: int = 1000
-    # How long a transition remembers its request id, so a load-balancer replay gets the
-    # first answer back instead of a false 409.
-    replay_ttl_s: int = 300
+    # How long a write remembers its request id, so that nginx re-sending it to another
+    # replica gets the first answer back (no false 409, no second ticket). nginx gives up
+    # re-sending after proxy_next_upstream_timeout (5 s); this is ample.
+    replay_ttl_s: int = 60
     retry_after_s: int = 1
     max_body_bytes: int = 16 * 1024
+    # How long an Idempotency-Key's first answer is kept (Stripe and the IETF draft: 24 h).
+    idempotency_ttl_s: int = 24 * 3600
+    # Empty: auth is off (the seed's behaviour), loudly.
+    keyring: KeyRing = KeyRing()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -51,4 +59,14 @@ class Settings:
             replay_ttl_s=_int(env, "REPLAY_TTL_S", d.replay_ttl_s, 1),
             retry_after_s=_int(env, "RETRY_AFTER_S", d.retry_after_s, 1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 2),
+            idempotency_ttl_s=_int(env, "IDEMPOTENCY_TTL_S", d.idempotency_ttl_s, 1),
+            keyring=KeyRing.parse(_api_keys_text(env)),
         )
+
+
+def _api_keys_text(env: Mapping[str, str]) -> str:
+    """API_KEYS, or the contents of API_KEYS_FILE (a Docker secret, say)."""
+    path = env.get("API_KEYS_FILE", "").strip()
+    if path and env.get("API_KEYS", "").strip():
+        raise ValueError("set API_KEYS or API_KEYS_FILE, not both")
+    return Path(path).read_text() if path else env.get("API_KEYS", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,8 +12,8 @@ from typing import Any, Iterator, Sequence
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .errors import StoreUnavailable, TicketNotFound, TransitionRefused
-from .models import PageCursor, Ticket, TicketState, Transition
+from .errors import IdempotencyKeyReused, StoreUnavailable, TicketNotFound, TransitionRefused
+from .models import IdempotencyKey, PageCursor, Ticket, TicketState, Transition, new_ticket_id
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,9 @@ def _load_lua(name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class TransitionResult:
+class WriteResult:
     ticket: Ticket
+    # True when this is the stored first answer to the same request, not a new write.
     replayed: bool
 
 
@@ -58,9 +60,10 @@ def _ticket(ticket_id: str, ts: str, valid: str) -> Ticket:
 class TicketStore:
     """Tickets in Redis: one hash per ticket, one id set per shard, atomic transitions in Lua."""
 
-    def __init__(self, redis: Redis, *, replay_ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, replay_ttl_s: int, idempotency_ttl_s: int = 86400) -> None:
         self.redis = redis
         self.replay_ttl_s = replay_ttl_s
+        self.idempotency_ttl_s = idempotency_ttl_s
         self._create = redis.register_script(_load_lua("create.lua"))
         self._transition = redis.register_script(_load_lua("transition.lua"))
         self._list = redis.register_script(_load_lua("list.lua"))
@@ -86,12 +89,58 @@ class TicketStore:
     def replay_key(cls, ticket_id: str, request_id: str) -> str:
         return f"replay:{{{cls.shard_of(ticket_id)}}}:{ticket_id}:{request_id}"
 
-    async def create(self, ticket_id: str) -> Ticket:
-        """Store a new valid ticket under `ticket_id`, timestamped by Redis, and return it."""
-        keys = [self.ticket_key(ticket_id), self.index_key(self.shard_of(ticket_id))]
+    @staticmethod
+    def idempotency_key(shard: str, *scope: str) -> str:
+        # Hashed: the caller's key may be long or hold any character; the record key may not.
+        digest = hashlib.sha256("\n".join(scope).encode()).hexdigest()[:32]
+        return f"idem:{{{shard}}}:{digest}"
+
+    @staticmethod
+    def _scope_shard(*scope: str) -> str:
+        return hashlib.sha256("\n".join(scope).encode()).hexdigest()[0]
+
+    @classmethod
+    def idempotency_shard(cls, idem: IdempotencyKey) -> str:
+        return cls._scope_shard(idem.actor, idem.key)
+
+    def _create_record(
+        self, idempotency: IdempotencyKey | None, request_id: str | None
+    ) -> tuple[str, str, int] | None:
+        """(shard, record key, ttl_s) under which a create's first answer is kept, if any."""
+        if idempotency is not None:
+            shard = self.idempotency_shard(idempotency)
+            key = self.idempotency_key(shard, idempotency.actor, idempotency.key)
+            return shard, key, self.idempotency_ttl_s
+        if request_id is not None:
+            shard = self._scope_shard(request_id)
+            return shard, f"replay:{{{shard}}}:{request_id}", self.replay_ttl_s
+        return None
+
+    async def create(
+        self,
+        ticket_id: str | None = None,
+        *,
+        idempotency: IdempotencyKey | None = None,
+        request_id: str | None = None,
+    ) -> WriteResult:
+        """Store a new valid ticket, timestamped by Redis. With an idempotency key (kept 24 h)
+        or a load balancer's request id (kept replay_ttl_s), a repeat of the same call gets
+        the first answer instead of creating another ticket."""
+        ticket_id = ticket_id or new_ticket_id()
+        args: list[str | int] = [ticket_id]
+        record: list[str] = []
+        found = self._create_record(idempotency, request_id)
+        if found is not None:
+            shard, record_key, ttl_s = found
+            # The ticket goes to the shard of its record, so that one script sees both.
+            ticket_id = shard + ticket_id[1:]
+            record, args = [record_key], [ticket_id, "create", ttl_s]
+        keys = [self.ticket_key(ticket_id), self.index_key(self.shard_of(ticket_id)), *record]
         with _redis_errors():
-            _created, ts, valid = await self._create(keys=keys, args=[ticket_id])
-        return _ticket(ticket_id, ts, valid)
+            outcome, tid, ts, valid, replayed = await self._create(keys=keys, args=args)
+        if outcome == "mismatch":
+            raise IdempotencyKeyReused()
+        return WriteResult(_ticket(tid, ts, valid), bool(replayed))
 
     async def get(self, ticket_id: str) -> Ticket:
         """Return the ticket, or raise TicketNotFound."""
@@ -102,21 +151,35 @@ class TicketStore:
         return _ticket(ticket_id, str(ts), str(valid))
 
     async def transition(
-        self, ticket_id: str, transition: Transition, request_id: str
-    ) -> TransitionResult:
+        self,
+        ticket_id: str,
+        transition: Transition,
+        *,
+        request_id: str,
+        idempotency: IdempotencyKey | None = None,
+    ) -> WriteResult:
         """Apply `transition` atomically. A ticket already in the target state raises
-        TransitionRefused; the same `request_id` again gets the first answer back."""
+        TransitionRefused. The same request id, or the same idempotency key (scoped to the
+        caller and the ticket), gets the first answer back, refusal included."""
         target = "1" if transition.target is TicketState.VALID else "0"
-        keys = [self.ticket_key(ticket_id), self.replay_key(ticket_id, request_id)]
+        if idempotency is None:
+            record, ttl_s = self.replay_key(ticket_id, request_id), self.replay_ttl_s
+        else:
+            scope = (idempotency.actor, idempotency.key, ticket_id)
+            record = self.idempotency_key(self.shard_of(ticket_id), *scope)
+            ttl_s = self.idempotency_ttl_s
+        keys = [self.ticket_key(ticket_id), record]
         with _redis_errors():
-            reply = await self._transition(keys=keys, args=[target, self.replay_ttl_s])
+            reply = await self._transition(keys=keys, args=[target, ttl_s, transition.value])
         outcome, ts, valid, replayed = reply
         if outcome == "missing":
             raise TicketNotFound(ticket_id)
+        if outcome == "mismatch":
+            raise IdempotencyKeyReused()
         ticket = _ticket(ticket_id, ts, valid)
         if outcome == "conflict":
-            raise TransitionRefused(ticket)
-        return TransitionResult(ticket=ticket, replayed=bool(replayed))
+            raise TransitionRefused(ticket, replayed=bool(replayed))
+        return WriteResult(ticket=ticket, replayed=bool(replayed))
 
     async def list_page(self, cursor: PageCursor | None, limit: int) -> Page:
         """Return up to `limit` tickets from `cursor` on, and the cursor of the rest (None

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from service.errors import TicketNotFound, TransitionRefused
-from service.models import TicketState, Transition, new_ticket_id
+from service.errors import IdempotencyKeyReused, TicketNotFound, TransitionRefused
+from service.models import IdempotencyKey, TicketState, Transition, new_ticket_id
 from service.store import SHARDS, TicketStore
 
 
@@ -19,7 +19,7 @@ def store(any_redis: Redis) -> TicketStore:
 
 async def test_create_stores_a_valid_ticket_with_server_time(store: TicketStore) -> None:
     tid = new_ticket_id()
-    ticket = await store.create(tid)
+    ticket = (await store.create(tid)).ticket
     assert ticket.id == tid and ticket.state is TicketState.VALID
     assert await store.get(tid) == ticket
     server_s, _ = await store.redis.time()
@@ -35,9 +35,9 @@ async def test_ticket_is_a_hash_indexed_in_its_shard_set(store: TicketStore) -> 
 
 async def test_create_is_idempotent_for_the_same_id(store: TicketStore) -> None:
     tid = new_ticket_id()
-    first = await store.create(tid)
-    await store.transition(tid, Transition.INVALIDATE, "r1")
-    again = await store.create(tid)
+    first = (await store.create(tid)).ticket
+    await store.transition(tid, Transition.INVALIDATE, request_id="r1")
+    again = (await store.create(tid)).ticket
     assert again.timestamp == first.timestamp and again.state is TicketState.INVALID
     assert await store.redis.scard(store.index_key(tid[0])) == 1
 
@@ -50,10 +50,10 @@ async def test_get_unknown_raises(store: TicketStore) -> None:
 async def test_invalidate_then_again_is_refused_with_current_ticket(store: TicketStore) -> None:
     tid = new_ticket_id()
     await store.create(tid)
-    result = await store.transition(tid, Transition.INVALIDATE, "a")
+    result = await store.transition(tid, Transition.INVALIDATE, request_id="a")
     assert result.ticket.state is TicketState.INVALID and not result.replayed
     with pytest.raises(TransitionRefused) as refused:
-        await store.transition(tid, Transition.INVALIDATE, "b")
+        await store.transition(tid, Transition.INVALIDATE, request_id="b")
     assert refused.value.ticket.state is TicketState.INVALID
     assert refused.value.ticket.timestamp == result.ticket.timestamp
 
@@ -62,31 +62,31 @@ async def test_validate_reenables_and_refuses_when_already_valid(store: TicketSt
     tid = new_ticket_id()
     await store.create(tid)
     with pytest.raises(TransitionRefused):
-        await store.transition(tid, Transition.VALIDATE, "a")
-    await store.transition(tid, Transition.INVALIDATE, "b")
-    result = await store.transition(tid, Transition.VALIDATE, "c")
+        await store.transition(tid, Transition.VALIDATE, request_id="a")
+    await store.transition(tid, Transition.INVALIDATE, request_id="b")
+    result = await store.transition(tid, Transition.VALIDATE, request_id="c")
     assert result.ticket.state is TicketState.VALID
 
 
 async def test_transition_of_unknown_ticket_raises_not_found(store: TicketStore) -> None:
     with pytest.raises(TicketNotFound):
-        await store.transition(new_ticket_id(), Transition.INVALIDATE, "a")
+        await store.transition(new_ticket_id(), Transition.INVALIDATE, request_id="a")
 
 
 async def test_replayed_request_id_gets_the_first_answer(store: TicketStore) -> None:
     tid = new_ticket_id()
     await store.create(tid)
-    first = await store.transition(tid, Transition.INVALIDATE, "gate-1")
-    replay = await store.transition(tid, Transition.INVALIDATE, "gate-1")
+    first = await store.transition(tid, Transition.INVALIDATE, request_id="gate-1")
+    replay = await store.transition(tid, Transition.INVALIDATE, request_id="gate-1")
     assert replay.replayed and replay.ticket == first.ticket
     with pytest.raises(TransitionRefused):
-        await store.transition(tid, Transition.INVALIDATE, "gate-2")
+        await store.transition(tid, Transition.INVALIDATE, request_id="gate-2")
 
 
 async def test_replay_record_expires(store: TicketStore) -> None:
     tid = new_ticket_id()
     await store.create(tid)
-    await store.transition(tid, Transition.INVALIDATE, "gate-1")
+    await store.transition(tid, Transition.INVALIDATE, request_id="gate-1")
     ttl = await store.redis.ttl(store.replay_key(tid, "gate-1"))
     assert 0 < ttl <= 60
 
@@ -94,10 +94,10 @@ async def test_replay_record_expires(store: TicketStore) -> None:
 async def test_refused_answer_is_replayed_as_refused(store: TicketStore) -> None:
     tid = new_ticket_id()
     await store.create(tid)
-    await store.transition(tid, Transition.INVALIDATE, "a")
+    await store.transition(tid, Transition.INVALIDATE, request_id="a")
     for _ in range(2):
         with pytest.raises(TransitionRefused):
-            await store.transition(tid, Transition.INVALIDATE, "b")
+            await store.transition(tid, Transition.INVALIDATE, request_id="b")
 
 
 async def test_concurrent_invalidations_have_exactly_one_winner(store: TicketStore) -> None:
@@ -106,7 +106,7 @@ async def test_concurrent_invalidations_have_exactly_one_winner(store: TicketSto
 
     async def attempt(i: int) -> bool:
         try:
-            await store.transition(tid, Transition.INVALIDATE, f"req-{i}")
+            await store.transition(tid, Transition.INVALIDATE, request_id=f"req-{i}")
             return True
         except TransitionRefused:
             return False
@@ -163,3 +163,57 @@ async def test_big_shard_is_split_into_limit_sized_pages(store: TicketStore) -> 
 def test_every_shard_is_a_hex_digit() -> None:
     assert SHARDS == tuple("0123456789abcdef")
     assert TicketStore.ticket_key("ab" + "0" * 34) == "ticket:{a}:ab" + "0" * 34
+
+
+async def test_idempotent_create_returns_the_first_ticket(store: TicketStore) -> None:
+    key = IdempotencyKey(actor="box-office-1", key="order-17")
+    first = await store.create(idempotency=key)
+    again = await store.create(idempotency=key)
+    assert not first.replayed and again.replayed and again.ticket == first.ticket
+    assert first.ticket.id[0] == TicketStore.idempotency_shard(key)
+    other_caller = await store.create(idempotency=IdempotencyKey(actor="box-office-2", key="order-17"))
+    assert other_caller.ticket.id != first.ticket.id and not other_caller.replayed
+    total = sum([await store.redis.scard(store.index_key(s)) for s in SHARDS])
+    assert total == 2
+
+
+async def test_idempotent_transition_replays_and_refuses_other_use(store: TicketStore) -> None:
+    tid = (await store.create()).ticket.id
+    key = IdempotencyKey(actor="gate-3", key="scan-1")
+    first = await store.transition(tid, Transition.INVALIDATE, request_id="a", idempotency=key)
+    again = await store.transition(tid, Transition.INVALIDATE, request_id="b", idempotency=key)
+    assert again.replayed and again.ticket == first.ticket
+    with pytest.raises(IdempotencyKeyReused):
+        await store.transition(tid, Transition.VALIDATE, request_id="c", idempotency=key)
+    assert (await store.get(tid)).state is TicketState.INVALID
+    ttl = await store.redis.ttl(store.idempotency_key(tid[0], key.actor, key.key, tid))
+    assert 23 * 3600 < ttl <= 24 * 3600
+
+
+async def test_idempotency_keys_are_scoped_per_ticket(store: TicketStore) -> None:
+    a, b = (await store.create()).ticket.id, (await store.create()).ticket.id
+    key = IdempotencyKey(actor="gate-3", key="scan-1")
+    await store.transition(a, Transition.INVALIDATE, request_id="a", idempotency=key)
+    result = await store.transition(b, Transition.INVALIDATE, request_id="b", idempotency=key)
+    assert not result.replayed and result.ticket.state is TicketState.INVALID
+
+
+async def test_refusal_is_replayed_under_the_same_idempotency_key(store: TicketStore) -> None:
+    tid = (await store.create()).ticket.id
+    await store.transition(tid, Transition.INVALIDATE, request_id="a")
+    key = IdempotencyKey(actor="gate-3", key="scan-2")
+    with pytest.raises(TransitionRefused) as first:
+        await store.transition(tid, Transition.INVALIDATE, request_id="b", idempotency=key)
+    await store.transition(tid, Transition.VALIDATE, request_id="c")
+    with pytest.raises(TransitionRefused) as again:
+        await store.transition(tid, Transition.INVALIDATE, request_id="d", idempotency=key)
+    assert not first.value.replayed and again.value.replayed
+
+
+async def test_create_replayed_by_request_id_makes_one_ticket(store: TicketStore) -> None:
+    first = await store.create(request_id="0123456789abcdef0123456789abcdef")
+    again = await store.create(request_id="0123456789abcdef0123456789abcdef")
+    assert again.replayed and again.ticket == first.ticket
+    assert sum([await store.redis.scard(store.index_key(s)) for s in SHARDS]) == 1
+    other = await store.create(request_id="fedcba9876543210fedcba9876543210")
+    assert other.ticket.id != first.ticket.id and not other.replayed

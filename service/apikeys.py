@@ -1,0 +1,98 @@
+"""API keys and roles: parsed from API_KEYS, compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterable
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_MIN_SECRET_CHARS = 16
+
+
+class Role(str, Enum):
+    ISSUER = "issuer"
+    SCANNER = "scanner"
+    ADMIN = "admin"
+
+
+class Permission(str, Enum):
+    CREATE = "create"
+    READ = "read"
+    INVALIDATE = "invalidate"
+    VALIDATE = "validate"
+    LIST = "list"
+    HISTORY = "history"
+    STATS = "stats"
+    EVENTS = "events"
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ISSUER: frozenset({Permission.CREATE, Permission.READ}),
+    Role.SCANNER: frozenset({Permission.READ, Permission.INVALIDATE, Permission.HISTORY}),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A configured key. Only the secret's SHA-256 is kept, so no repr or log can leak it."""
+
+    name: str
+    role: Role
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    keys: tuple[ApiKey, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    @classmethod
+    def parse(cls, text: str) -> KeyRing:
+        """Parse `name:role:secret` entries separated by commas or newlines."""
+        keys = [_parse_entry(e.strip()) for e in re.split(r"[,\n]", text) if e.strip()]
+        names = [k.name for k in keys]
+        if len(set(names)) != len(names):
+            raise ValueError("API_KEYS: key names must be unique")
+        if len({k.digest for k in keys}) != len(keys):
+            raise ValueError("API_KEYS: two keys share a secret")
+        return cls(tuple(keys))
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        """The key whose secret this is, compared in constant time over every key."""
+        presented = _digest(secret)
+        found = None
+        for key in self.keys:
+            if hmac.compare_digest(presented, key.digest):
+                found = key
+        return found
+
+
+def _parse_entry(entry: str) -> ApiKey:
+    parts = entry.split(":", 2)
+    if len(parts) != 3:
+        raise ValueError("API_KEYS: each entry is name:role:secret")
+    name, role, secret = parts
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(f"API_KEYS: bad key name {name!r}")
+    if role not in {r.value for r in Role}:
+        raise ValueError(f"API_KEYS: key {name!r} has unknown role {role!r}")
+    if len(secret) < _MIN_SECRET_CHARS or any(c.isspace() for c in secret):
+        raise ValueError(f"API_KEYS: key {name!r} needs a secret of {_MIN_SECRET_CHARS}+ non-blank characters")
+    return ApiKey(name=name, role=Role(role), digest=_digest(secret))
+
+
+def describe(keys: Iterable[ApiKey]) -> str:
+    """For the startup log: names and roles, never secrets."""
+    return ", ".join(f"{k.name} ({k.role.value})" for k in keys) or "none"

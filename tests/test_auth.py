@@ -1,0 +1,183 @@
+"""API keys and roles, idempotent retries, and settings from the environment."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from service.apikeys import KeyRing, Role
+from service.app import create_app
+from service.settings import Settings
+
+from .conftest import AiohttpClient, Api
+from .test_api import assert_problem
+
+SECRETS = {
+    "issuer": "iss-0123456789abcdef",
+    "scanner": "scn-0123456789abcdef",
+    "admin": "adm-0123456789abcdef",
+}
+API_KEYS = ",".join(f"{role}-key:{role}:{secret}" for role, secret in SECRETS.items())
+
+
+def bearer(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {SECRETS[role]}"}
+
+
+@pytest.fixture
+async def keyed(aiohttp_client: AiohttpClient, fake_redis: Redis) -> Api:
+    settings = Settings(keyring=KeyRing.parse(API_KEYS))
+    return Api(await aiohttp_client(create_app(settings, redis=fake_redis)))
+
+
+async def _ticket(api: Api) -> str:
+    r = await api.post("/ticket", headers=bearer("admin"))
+    assert r.status == 201
+    ticket_id: str = r.body["id"]
+    return ticket_id
+
+
+def test_keys_parse_commas_and_newlines() -> None:
+    ring = KeyRing.parse("a:issuer:0123456789abcdef0,\n b:scanner:0123456789abcdef1\n\nc:admin:0123456789abcdef2")
+    assert [(k.name, k.role) for k in ring.keys] == [("a", Role.ISSUER), ("b", Role.SCANNER), ("c", Role.ADMIN)]
+    assert ring.authenticate("0123456789abcdef1") == ring.keys[1]
+    assert ring.authenticate("0123456789abcdef") is None
+    assert "0123456789abcdef0" not in repr(ring)
+
+
+@pytest.mark.parametrize("bad", [
+    "a:issuer", "a:king:0123456789abcdef", "a:issuer:short", "a b:admin:0123456789abcdef",
+    "a:issuer:0123456789abcdef,a:admin:0123456789abcdeX", "a:issuer:0123456789abcdef,b:admin:0123456789abcdef",
+])
+def test_bad_keys_are_refused_at_start(bad: str) -> None:
+    with pytest.raises(ValueError):
+        KeyRing.parse(bad)
+
+
+def test_keys_from_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("gate:scanner:0123456789abcdefXYZ\n")
+    settings = Settings.from_env({"API_KEYS_FILE": str(path)})
+    assert [k.name for k in settings.keyring.keys] == ["gate"]
+    with pytest.raises(ValueError):
+        Settings.from_env({"API_KEYS_FILE": str(path), "API_KEYS": "x:admin:0123456789abcdef"})
+
+
+def test_settings_from_env_and_bad_numbers() -> None:
+    s = Settings.from_env({"REDIS_URL": "redis://r:1/2", "REDIS_TIMEOUT_MS": "250", "REPLAY_TTL_S": "9"})
+    assert (s.redis_url, s.redis_timeout_ms, s.replay_ttl_s, s.keyring.enabled) == ("redis://r:1/2", 250, 9, False)
+    with pytest.raises(ValueError):
+        Settings.from_env({"REDIS_TIMEOUT_MS": "soon"})
+    with pytest.raises(ValueError):
+        Settings.from_env({"REDIS_MAX_CONNECTIONS": "0"})
+
+
+async def test_auth_off_says_so_and_warns(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    assert (await api.get("/")).body["auth"] == "off"
+    with caplog.at_level(logging.WARNING):
+        create_app(Settings())
+    assert "auth is OFF" in caplog.text
+
+
+async def test_public_routes_need_no_key(keyed: Api) -> None:
+    for path in ("/", "/healthz", "/readyz", "/openapi.json"):
+        assert (await keyed.get(path)).status == 200
+    assert (await keyed.get("/")).body["auth"] == "on"
+
+
+async def test_missing_or_unknown_key_is_401_with_challenge(keyed: Api) -> None:
+    r = await keyed.post("/ticket")
+    assert_problem(r, 401)
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    r = await keyed.post("/ticket", headers={"Authorization": "Bearer not-a-key-0123456789"})
+    assert_problem(r, 401)
+    assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+    assert_problem(await keyed.post("/ticket", headers={"Authorization": f"Basic {SECRETS['admin']}"}), 401)
+
+
+ROLE_MATRIX = [
+    # (role, method, path template, allowed)
+    ("issuer", "POST", "/ticket", True),
+    ("issuer", "GET", "/ticket/{id}", True),
+    ("issuer", "GET", "/ticket?id={id}", True),
+    ("issuer", "GET", "/ticket", False),
+    ("issuer", "POST", "/ticket/{id}/invalidate", False),
+    ("issuer", "PATCH", "/ticket/validate?id={id}", False),
+    ("scanner", "POST", "/ticket", False),
+    ("scanner", "GET", "/ticket/{id}", True),
+    ("scanner", "GET", "/ticket", False),
+    ("scanner", "PATCH", "/ticket/invalidate?id={id}", True),
+    ("scanner", "POST", "/ticket/{id}/validate", False),
+    ("admin", "GET", "/ticket", True),
+    ("admin", "POST", "/ticket/{id}/invalidate", True),
+    ("admin", "POST", "/ticket/{id}/validate", True),
+]
+
+
+@pytest.mark.parametrize(("role", "method", "path", "allowed"), ROLE_MATRIX)
+async def test_roles(keyed: Api, role: str, method: str, path: str, allowed: bool) -> None:
+    ticket_id = await _ticket(keyed)
+    if path.endswith("/validate") or "validate?" in path and "invalidate" not in path:
+        await keyed.post(f"/ticket/{ticket_id}/invalidate", headers=bearer("admin"))
+    r = await keyed.request(method, path.format(id=ticket_id), headers=bearer(role))
+    if allowed:
+        assert r.status in (200, 201), r.body
+    else:
+        assert_problem(r, 403)
+
+
+async def test_denials_do_not_reveal_whether_a_ticket_exists(keyed: Api) -> None:
+    known = await _ticket(keyed)
+    unknown = str(uuid.uuid4())
+    for who in ({}, bearer("issuer")):
+        a = await keyed.post(f"/ticket/{known}/invalidate", headers=who)
+        b = await keyed.post(f"/ticket/{unknown}/invalidate", headers=who)
+        assert a.status == b.status and a.body == {**b.body, "detail": a.body["detail"]}
+        assert a.body["detail"] == b.body["detail"]
+
+
+async def test_secrets_are_never_logged(
+    aiohttp_client: AiohttpClient, fake_redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        api = Api(await aiohttp_client(create_app(Settings(keyring=KeyRing.parse(API_KEYS)), redis=fake_redis)))
+        await api.post("/ticket", headers=bearer("issuer"))
+        await api.post("/ticket", headers={"Authorization": "Bearer wrong-secret-0123456789"})
+    assert "admin-key (admin)" in caplog.text
+    for secret in [*SECRETS.values(), "wrong-secret-0123456789"]:
+        assert secret not in caplog.text
+
+
+async def test_idempotent_create_replays_first_answer(keyed: Api) -> None:
+    hdr = {**bearer("issuer"), "Idempotency-Key": "order-42"}
+    first = await keyed.post("/ticket", headers=hdr)
+    again = await keyed.post("/ticket", headers=hdr)
+    assert first.status == again.status == 201 and again.body == first.body
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert again.headers["Location"] == first.headers["Location"]
+    # Scoped to the caller: the admin's "order-42" is another request.
+    other = await keyed.post("/ticket", headers={**bearer("admin"), "Idempotency-Key": "order-42"})
+    assert other.body["id"] != first.body["id"]
+    assert len((await keyed.get("/ticket", headers=bearer("admin"))).body) == 2
+
+
+async def test_idempotent_transition_and_reuse_for_another_request(keyed: Api) -> None:
+    ticket_id = await _ticket(keyed)
+    hdr = {**bearer("admin"), "Idempotency-Key": '"scan-7"'}
+    first = await keyed.post(f"/ticket/{ticket_id}/invalidate", headers=hdr)
+    again = await keyed.request("PATCH", f"/ticket/invalidate?id={ticket_id}", headers=hdr)
+    assert first.status == again.status == 200 and again.body == first.body
+    assert again.headers["Idempotent-Replayed"] == "true"
+    reused = await keyed.post(f"/ticket/{ticket_id}/validate", headers=hdr)
+    assert_problem(reused, 422)
+    assert (await keyed.get(f"/ticket/{ticket_id}", headers=bearer("admin"))).body["valid"] is False
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 256, "caf\u00e9", 'a"b'])
+async def test_bad_idempotency_key_is_400(keyed: Api, bad: str) -> None:
+    r = await keyed.request("POST", "/ticket", headers={**bearer("issuer"), "Idempotency-Key": bad}, check=False)
+    assert_problem(r, 400)
