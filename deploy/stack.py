@@ -33,6 +33,10 @@ class StackConfig:
     web_concurrency: int = 1
     var_dir: Path = ROOT / "var"
     redis_url: str | None = None
+    rate_limit_rps: int = 1000
+    rate_limit_burst: int = 2000
+    # always: an acknowledged write survives a power loss of the Redis host (README, Durability).
+    redis_appendfsync: str = "always"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StackConfig:
@@ -46,6 +50,9 @@ class StackConfig:
             web_concurrency=_int(env, "WEB_CONCURRENCY", d.web_concurrency),
             var_dir=Path(env.get("VAR_DIR") or d.var_dir).resolve(),
             redis_url=env.get("REDIS_URL") or None,
+            rate_limit_rps=_int(env, "RATE_LIMIT_RPS", d.rate_limit_rps),
+            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", d.rate_limit_burst),
+            redis_appendfsync=env.get("REDIS_APPENDFSYNC") or d.redis_appendfsync,
         )
 
     @property
@@ -69,10 +76,10 @@ def binary(name: str) -> str:
 
 
 def redis_argv(cfg: StackConfig) -> list[str]:
-    """redis-server with AOF on; see README, Durability, for the fsync choice."""
+    """redis-server with AOF fsynced before every reply; see README, Durability."""
     return [
         binary("redis-server"), "--port", str(cfg.redis_port), "--bind", "127.0.0.1",
-        "--dir", str(cfg.var_dir / "redis"), "--appendonly", "yes", "--appendfsync", "everysec",
+        "--dir", str(cfg.var_dir / "redis"), "--appendonly", "yes", "--appendfsync", cfg.redis_appendfsync,
         "--save", "", "--daemonize", "no",
     ]
 
@@ -109,6 +116,8 @@ def render_nginx(cfg: StackConfig, upstream_ports: Sequence[int], access_log: st
         "@UPSTREAM_SERVERS@": servers,
         "@LISTEN@": f"127.0.0.1:{cfg.port}",
         "@ACCESS_LOG@": access_log or str(cfg.var_dir / "log" / "nginx-access.log"),
+        "@RATE_LIMIT_RPS@": str(cfg.rate_limit_rps),
+        "@RATE_LIMIT_BURST@": str(cfg.rate_limit_burst),
     }.items():
         template = template.replace(name, value)
     return template

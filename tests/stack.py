@@ -57,10 +57,21 @@ def children(pid: int) -> list[int]:
 
 
 class LocalStack:
-    def __init__(self, var_dir: Path, replicas: int = 2, web_concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        var_dir: Path,
+        replicas: int = 2,
+        web_concurrency: int = 1,
+        rate_limit_rps: int = 100_000,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = env or {}
+        # The load and fault tests send thousands of requests a second from one address: far
+        # over the default per-client limit, which has a test of its own.
         self.cfg = StackConfig(
             port=free_port(), api_port=free_port_run(replicas), redis_port=free_port(),
             replicas=replicas, web_concurrency=web_concurrency, var_dir=var_dir,
+            rate_limit_rps=rate_limit_rps, rate_limit_burst=rate_limit_rps,
         )
         self.redis: subprocess.Popen[bytes] | None = None
         self.replicas: list[subprocess.Popen[bytes] | None] = [None] * replicas
@@ -101,7 +112,8 @@ class LocalStack:
 
     def start_replica(self, i: int) -> None:
         port = self.cfg.api_ports[i]
-        self.replicas[i] = self._spawn(f"api{i + 1}", replica_argv(self.cfg, port), replica_env(self.cfg))
+        env = {**replica_env(self.cfg), **self.env}
+        self.replicas[i] = self._spawn(f"api{i + 1}", replica_argv(self.cfg, port), env)
         wait_until(lambda: http_status(self.replica_url(i) + "/readyz") == 200, what=f"replica {i}")
 
     def worker_pids(self, i: int) -> list[int]:
@@ -154,8 +166,12 @@ class ExtraNginx:
     url: str
 
     @classmethod
-    def start(cls, stack: LocalStack, var_dir: Path, upstream_ports: list[int]) -> ExtraNginx:
+    def start(
+        cls, stack: LocalStack, var_dir: Path, upstream_ports: list[int], rate_limit_rps: int | None = None
+    ) -> ExtraNginx:
         cfg = replace(stack.cfg, port=free_port(), var_dir=var_dir)
+        if rate_limit_rps is not None:
+            cfg = replace(cfg, rate_limit_rps=rate_limit_rps, rate_limit_burst=rate_limit_rps)
         prepare(cfg, upstream_ports)
         with open(var_dir / "log" / "nginx.log", "ab") as log:
             proc = subprocess.Popen(

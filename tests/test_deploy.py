@@ -109,7 +109,7 @@ def test_compose_and_local_nginx_share_everything_but_upstream(tmp_path: Path) -
         assert f"include {prefix}/http.conf;" in lines
         assert f"include {prefix}/server.conf;" in lines
         server = lines[lines.index("server {") + 1:]
-        assert [ln.split()[0] for ln in server[:3]] == ["listen", "access_log", "include"]
+        assert [ln.split()[0] for ln in server[:4]] == ["listen", "access_log", "limit_req", "include"]
 
 
 def test_local_nginx_config_passes_nginx_t(tmp_path: Path) -> None:

@@ -166,6 +166,7 @@ class DroppingProxy:
         self.upstream_port = upstream_port
         self.port = free_port()
         self.dropped: list[bytes] = []
+        self.bodies: list[bytes] = []
 
     async def __aenter__(self) -> DroppingProxy:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -180,7 +181,10 @@ class DroppingProxy:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         up_writer.write(head)
         await up_writer.drain()
-        self.dropped.append(await up_reader.readline())  # the replica's status line
+        head = await up_reader.readuntil(b"\r\n\r\n")  # the replica's answer
+        self.dropped.append(head.split(b"\r\n", 1)[0])
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        self.bodies.append(await up_reader.readexactly(int(length.group(1))) if length else b"")
         up_writer.close()
         writer.transport.abort()
 
@@ -204,6 +208,26 @@ async def test_replayed_transition_gets_no_false_409(
     # nginx did send a transition to the dying replica, which applied it (200), and
     # re-sent it to the other one: the client still got the winner's 200.
     assert proxy.dropped and all(line.startswith(b"HTTP/1.1 200") for line in proxy.dropped)
+
+
+async def test_replayed_create_makes_one_ticket(
+    stack: LocalStack, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    async with DroppingProxy(stack.cfg.api_ports[0]) as proxy:
+        lb = ExtraNginx.start(stack, tmp_path, [proxy.port, stack.cfg.api_ports[1]])
+        try:
+            made = []
+            for _ in range(4):
+                async with http.post(f"{lb.url}/ticket") as r:
+                    assert r.status == 201
+                    made.append((await r.json())["id"])
+        finally:
+            lb.stop()
+    assert proxy.dropped and all(line.startswith(b"HTTP/1.1 201") for line in proxy.dropped)
+    # The dying replica created a ticket and nginx re-sent the create: the client got that
+    # same ticket back from the other replica, not a second one.
+    created_by_dying = {json.loads(body)["id"] for body in proxy.bodies}
+    assert created_by_dying <= set(made)
 
 
 async def test_nginx_own_errors_are_problem_json(

@@ -1,0 +1,128 @@
+"""Faults against real processes (redis-server, gunicorn replicas, nginx), under load.
+Each test prints a line `FAULT <name>: sent=.. failed=.. lost=..` for the record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+import pytest
+
+from .load import MixedLoad, Outcome, make_tickets, tally
+from .procs import wait_until
+from .stack import LocalStack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+        yield session
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> AsyncIterator[LocalStack]:
+    s = LocalStack(tmp_path / "stack").start()
+    yield s  # type: ignore[misc]
+    s.stop()
+
+
+async def lost_writes(http: aiohttp.ClientSession, base: str, outcomes: list[Outcome]) -> int:
+    """Acknowledged writes that Redis no longer shows: a 201 whose ticket is gone, or a 200
+    invalidation whose ticket is valid again."""
+    created = {o.ticket_id for o in outcomes if o.op == "create" and o.status == 201}
+    invalidated = {o.ticket_id for o in outcomes if o.op == "invalidate" and o.status == 200}
+    lost = 0
+    for tid in created | invalidated:
+        async with http.get(f"{base}/ticket/{tid}") as r:
+            body = await r.json()
+            if r.status != 200 or (tid in invalidated and body["valid"]):
+                lost += 1
+    return lost
+
+
+def record(name: str, outcomes: list[Outcome], lost: int, **extra: object) -> None:
+    failed = sum(1 for o in outcomes if o.status not in (200, 201))
+    print(f"\nFAULT {name}: sent={len(outcomes)} failed={failed} lost={lost} "
+          f"by_op={json.dumps(tally(outcomes))} {json.dumps(extra)}")
+
+
+async def test_redis_killed_then_restarted_from_aof(stack: LocalStack, http: aiohttp.ClientSession) -> None:
+    to_invalidate = await make_tickets(http, stack.url, 2000)
+    load = MixedLoad(http, stack.url, read_ids=[], to_invalidate=to_invalidate, ops=("create", "create", "invalidate"))
+    workers_before = [stack.worker_pids(i) for i in range(stack.cfg.replicas)]
+    load.start(clients=4)
+    await load.more(300)
+    killed_at = time.monotonic()
+    stack.kill_redis(signal.SIGKILL)
+    await load.more(200)
+    restart_at = time.monotonic()
+    await asyncio.to_thread(stack.start_redis)  # returns once Redis answers PING
+    back_at = time.monotonic()
+    await asyncio.to_thread(
+        wait_until, lambda: any(o.status == 201 and o.started > back_at for o in load.outcomes),
+        5.0, "a create to succeed after Redis came back",
+    )
+    await load.started_after(back_at + 2.0)
+    outcomes = await load.stop()
+
+    during = [o for o in outcomes if killed_at < o.started and o.started + o.elapsed_s < restart_at]
+    assert during and all(o.status == 503 and o.retry_after == "1" for o in during)
+    assert max(o.elapsed_s for o in during) < 1.0, "503s must be fast"
+    first_ok = min(o.started + o.elapsed_s for o in outcomes if o.status == 201 and o.started > back_at)
+    assert first_ok - back_at < 2.0
+    settled = [o for o in outcomes if o.started > back_at + 2.0]
+    assert settled and all(o.status in (200, 201) for o in settled)
+    assert [stack.worker_pids(i) for i in range(stack.cfg.replicas)] == workers_before
+    lost = await lost_writes(http, stack.url, outcomes)
+    record("redis-killed", outcomes, lost, outage_503s=len(during),
+           recovered_s=round(first_ok - back_at, 3))
+    assert lost == 0
+
+
+async def test_replica_killed_under_mixed_load(stack: LocalStack, http: aiohttp.ClientSession) -> None:
+    read_ids = await make_tickets(http, stack.url, 50)
+    to_invalidate = await make_tickets(http, stack.url, 3000)
+    load = MixedLoad(http, stack.url, read_ids, to_invalidate)
+    load.start()
+    await load.more(600)
+    stack.kill_replica(1, signal.SIGKILL)
+    await load.more(600)
+    await asyncio.to_thread(stack.start_replica, 1)
+    await load.more(600)
+    outcomes = await load.stop()
+
+    gets = [o for o in outcomes if o.op == "get"]
+    assert gets and all(o.status == 200 for o in gets)
+    invalidations = [o for o in outcomes if o.op == "invalidate"]
+    # One request per ticket: a 409 would be a false refusal, a transition reported wrongly.
+    assert not [o for o in invalidations if o.status == 409]
+    lost = await lost_writes(http, stack.url, outcomes)
+    record("replica-killed", outcomes, lost)
+    assert lost == 0
+    # Every invalidated ticket is invalid exactly once: its one request got the one 200.
+    assert sum(1 for o in invalidations if o.status == 200) == len({o.ticket_id for o in invalidations if o.status == 200})
+
+
+async def test_rolling_restart_fails_nothing(stack: LocalStack, http: aiohttp.ClientSession) -> None:
+    read_ids = await make_tickets(http, stack.url, 50)
+    to_invalidate = await make_tickets(http, stack.url, 4000)
+    load = MixedLoad(http, stack.url, read_ids, to_invalidate)
+    load.start()
+    await load.more(400)
+    for i in range(stack.cfg.replicas):
+        await asyncio.to_thread(stack.kill_replica, i, signal.SIGTERM)
+        await load.more(300)
+        await asyncio.to_thread(stack.start_replica, i)
+        await load.more(300)
+    outcomes = await load.stop()
+    lost = await lost_writes(http, stack.url, outcomes)
+    record("rolling-restart", outcomes, lost)
+    assert {o.status for o in outcomes} <= {200, 201}, tally(outcomes)
+    assert lost == 0

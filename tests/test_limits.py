@@ -1,0 +1,97 @@
+"""Bad and oversized input through the real nginx: every refusal is problem+json."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from .stack import ExtraNginx, LocalStack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    s = LocalStack(tmp_path_factory.mktemp("limits"), replicas=1).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def _problem(r: aiohttp.ClientResponse, status: int) -> dict[str, object]:
+    assert r.status == status
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+    body: dict[str, object] = json.loads(await r.read())
+    assert body["status"] == status and str(body["type"]).startswith("urn:tickets:problem:")
+    return body
+
+
+async def test_body_over_cap_is_413(stack: LocalStack, http: aiohttp.ClientSession) -> None:
+    async with http.post(stack.url + "/ticket", data=b"{" + b" " * 40_000 + b"}") as r:
+        await _problem(r, 413)
+
+
+async def test_long_url_is_414(stack: LocalStack, http: aiohttp.ClientSession) -> None:
+    async with http.get(stack.url + "/ticket?id=" + "a" * 5000) as r:
+        await _problem(r, 414)
+
+
+async def test_long_header_is_431(stack: LocalStack, http: aiohttp.ClientSession) -> None:
+    async with http.get(stack.url + "/", headers={"X-Big": "b" * 5000}) as r:
+        await _problem(r, 431)
+
+
+def test_garbage_request_is_problem_400(stack: LocalStack) -> None:
+    with socket.create_connection(("127.0.0.1", stack.cfg.port), timeout=5) as s:
+        s.sendall(b"GET /\x01\x02 HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = s.recv(65536).decode("latin-1")
+    head, _, body = reply.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 400")
+    assert "application/problem+json" in head
+    assert json.loads(body)["status"] == 400
+
+
+async def test_unknown_write_parameter_is_400_through_nginx(stack: LocalStack, http: aiohttp.ClientSession) -> None:
+    async with http.post(stack.url + "/ticket?valid=false") as r:
+        await _problem(r, 400)
+
+
+async def test_rate_limit_is_429_with_retry_after(
+    stack: LocalStack, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    lb = ExtraNginx.start(stack, tmp_path, stack.cfg.api_ports, rate_limit_rps=5)
+    try:
+        async def one() -> tuple[int, str, bytes]:
+            async with http.get(lb.url + "/healthz") as r:
+                return r.status, r.headers.get("Retry-After", ""), await r.read()
+
+        results = await asyncio.gather(*(one() for _ in range(40)))
+    finally:
+        lb.stop()
+    statuses = [s for s, _, _ in results]
+    assert statuses.count(200) >= 5 and statuses.count(429) >= 20
+    for status, retry_after, body in results:
+        if status == 429:
+            assert retry_after == "1" and json.loads(body)["status"] == 429
+
+
+async def test_nginx_internal_paths_are_problem_404(stack: LocalStack, http: aiohttp.ClientSession) -> None:
+    for path in ("/_problem/502", "/metrics"):
+        async with http.get(stack.url + path) as r:
+            await _problem(r, 404)
+
+
+async def test_trace_is_refused_as_problem(stack: LocalStack, http: aiohttp.ClientSession) -> None:
+    async with http.request("TRACE", stack.url + "/") as r:
+        await _problem(r, 405)
