@@ -21,3 +21,23 @@ proc_name = "tickets-api"
 # Several replicas run side by side on one host in the local stack; gunicorn's control
 # socket would be shared between them, and nothing here uses it.
 control_socket_disable = True
+
+
+# prometheus_client's multiprocess mode: every worker writes its metrics to files in
+# PROMETHEUS_MULTIPROC_DIR and a scrape of any worker adds them all up. Stale files from a
+# previous run would be added too, so the directory is emptied at start; a dead worker's
+# gauges are dropped when it exits.
+def on_starting(server):  # type: ignore[no-untyped-def]
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -35,6 +35,7 @@ class StackConfig:
     redis_url: str | None = None
     rate_limit_rps: int = 1000
     rate_limit_burst: int = 2000
+    processor_port: int = 9100
     # always: an acknowledged write survives a power loss of the Redis host (README, Durability).
     redis_appendfsync: str = "always"
 
@@ -53,6 +54,7 @@ class StackConfig:
             rate_limit_rps=_int(env, "RATE_LIMIT_RPS", d.rate_limit_rps),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", d.rate_limit_burst),
             redis_appendfsync=env.get("REDIS_APPENDFSYNC") or d.redis_appendfsync,
+            processor_port=_int(env, "PROCESSOR_PORT", d.processor_port),
         )
 
     @property
@@ -84,8 +86,14 @@ def redis_argv(cfg: StackConfig) -> list[str]:
     ]
 
 
+def metrics_dir(cfg: StackConfig, port: int) -> Path:
+    """prometheus_client's multiprocess files of the replica on `port`."""
+    return cfg.var_dir / "prometheus" / str(port)
+
+
 def replica_argv(cfg: StackConfig, port: int) -> list[str]:
     return [
+        "env", f"PROMETHEUS_MULTIPROC_DIR={metrics_dir(cfg, port)}",
         sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
         "--bind", f"127.0.0.1:{port}", "--workers", str(cfg.web_concurrency),
         "service.app:create_app()",
@@ -97,6 +105,10 @@ def replica_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
     env["REDIS_URL"] = cfg.effective_redis_url
     env["PYTHONPATH"] = str(ROOT)
     return env
+
+
+def processor_argv(cfg: StackConfig) -> list[str]:
+    return ["env", f"PROCESSOR_PORT={cfg.processor_port}", sys.executable, "-m", "service.processor"]
 
 
 def nginx_argv(cfg: StackConfig) -> list[str]:
@@ -127,6 +139,8 @@ def prepare(cfg: StackConfig, upstream_ports: Sequence[int] | None = None) -> No
     """Create VAR_DIR's folders and write nginx.conf, then check it with `nginx -t`."""
     for sub in ("redis", "log", "nginx/client_body", "nginx/proxy"):
         (cfg.var_dir / sub).mkdir(parents=True, exist_ok=True)
+    for port in cfg.api_ports:
+        metrics_dir(cfg, port).mkdir(parents=True, exist_ok=True)
     ports = cfg.api_ports if upstream_ports is None else upstream_ports
     cfg.nginx_conf.write_text(render_nginx(cfg, ports))
     subprocess.run([*nginx_argv(cfg), "-t", "-q"], check=True)
@@ -139,6 +153,7 @@ def procfile(cfg: StackConfig) -> str:
     if cfg.redis_url is None:
         procs.append(("redis", redis_argv(cfg)))
     procs += [(f"api{i}", replica_argv(cfg, port)) for i, port in enumerate(cfg.api_ports, 1)]
+    procs.append(("processor", processor_argv(cfg)))
     procs.append(("nginx", nginx_argv(cfg)))
     return "".join(f"{name}: exec {shlex.join(argv)}\n" for name, argv in procs)
 
@@ -151,7 +166,8 @@ def main() -> None:
     env = replica_env(cfg)
     print(
         f"tickets stack: nginx on http://127.0.0.1:{cfg.port} -> replicas {cfg.api_ports}, "
-        f"Redis {cfg.effective_redis_url}; ready when /readyz answers 200. Ctrl-C stops all.",
+        f"Redis {cfg.effective_redis_url}, processor metrics on :{cfg.processor_port}; "
+        "ready when /readyz answers 200. Ctrl-C stops all.",
         flush=True,
     )
     # honcho stops every process when one exits, and all of them on Ctrl-C or SIGTERM.

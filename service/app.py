@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 from .apikeys import describe
 from .appkeys import KEYRING, OPENAPI_BODY, REDIS, SETTINGS, STORE
 from .auth import auth_middleware
+from .observability import metrics_middleware
 from .handlers import setup_routes
 from .openapi import build_openapi
 from .problems import problem_middleware
@@ -38,6 +39,13 @@ def redis_from_settings(settings: Settings) -> Redis:
     return Redis.from_pool(pool)
 
 
+def store_from_settings(client: Redis, settings: Settings) -> TicketStore:
+    return TicketStore(
+        client, replay_ttl_s=settings.replay_ttl_s,
+        idempotency_ttl_s=settings.idempotency_ttl_s, events_maxlen=settings.events_maxlen,
+    )
+
+
 def _redis_ctx(
     injected: Redis | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -45,9 +53,7 @@ def _redis_ctx(
         settings = app[SETTINGS]
         client = injected if injected is not None else redis_from_settings(settings)
         app[REDIS] = client
-        app[STORE] = TicketStore(
-            client, replay_ttl_s=settings.replay_ttl_s, idempotency_ttl_s=settings.idempotency_ttl_s
-        )
+        app[STORE] = store_from_settings(client, settings)
         yield
         if injected is None:
             await client.aclose()
@@ -70,7 +76,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     one built from them (tests pass their own)."""
     settings = settings or Settings.from_env()
     app = web.Application(
-        middlewares=[problem_middleware, auth_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[metrics_middleware, problem_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[KEYRING] = settings.keyring

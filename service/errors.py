@@ -60,3 +60,13 @@ class IdempotencyKeyReused(ServiceError):
         super().__init__(
             "this Idempotency-Key was already used for a different request; use a new key"
         )
+
+
+class FeedCursorExpired(ServiceError):
+    """The event streams were trimmed past the cursor: events after it are gone."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "events after this cursor were trimmed from the streams (EVENTS_MAXLEN); "
+            "start again from the beginning or from a snapshot"
+        )

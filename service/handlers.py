@@ -14,11 +14,13 @@ from .apikeys import Permission
 from .appkeys import ACTOR, KEYRING, OPENAPI_BODY, STORE
 from .auth import requires
 from .errors import InvalidInput
-from .models import IdempotencyKey, PageCursor, Transition, parse_ticket_id
+from .observability import metrics_handler
+from .models import FeedCursor, IdempotencyKey, Origin, PageCursor, Transition, parse_ticket_id
 from .store import SHARDS, WriteResult
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+PROCESSOR_GROUP = "processor"
 TRANSITION_METHODS = ("POST", "PATCH", "UPDATE")
 # nginx's $request_id is 32 hex digits; accept any short token of that alphabet.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -54,9 +56,15 @@ def forwarded_request_id(request: web.Request) -> str | None:
     return given if _REQUEST_ID_RE.fullmatch(given) else None
 
 
-def request_id(request: web.Request) -> str:
-    """nginx's request id, else a fresh one (a retry by the Redis client reuses it)."""
-    return forwarded_request_id(request) or uuid.uuid4().hex
+def origin(request: web.Request) -> Origin:
+    """Who is asking: the API key's name, nginx's request id (else a fresh one, which a
+    retry by the Redis client reuses) and the client address nginx saw."""
+    forwarded = forwarded_request_id(request)
+    client_ip = request.headers.get("X-Real-IP") or request.remote or ""
+    return Origin(
+        actor=request[ACTOR], request_id=forwarded or uuid.uuid4().hex,
+        client_ip=client_ip[:64], forwarded=forwarded is not None,
+    )
 
 
 def idempotency_key(request: web.Request) -> IdempotencyKey | None:
@@ -113,9 +121,7 @@ async def openapi(request: web.Request) -> web.Response:
 async def create_ticket(request: web.Request) -> web.Response:
     _reject_unknown_params(request, ())
     await _read_empty_body(request)
-    result = await request.app[STORE].create(
-        idempotency=idempotency_key(request), request_id=forwarded_request_id(request)
-    )
+    result = await request.app[STORE].create(origin=origin(request), idempotency=idempotency_key(request))
     headers = _write_headers(result, Location=f"/ticket/{result.ticket.id}")
     return _json(result.ticket.to_json(), status=201, headers=headers)
 
@@ -145,6 +151,36 @@ async def _list_page(request: web.Request) -> web.Response:
     return _json([t.to_json() for t in page.tickets], headers=headers)
 
 
+@requires(Permission.HISTORY)
+async def ticket_history(request: web.Request) -> web.Response:
+    _reject_unknown_params(request, ())
+    events = await request.app[STORE].history(_require_id(request.match_info["id"]))
+    return _json([e.to_json() for e in events])
+
+
+@requires(Permission.STATS)
+async def stats(request: web.Request) -> web.Response:
+    _reject_unknown_params(request, ())
+    s = await request.app[STORE].stats(PROCESSOR_GROUP)
+    return _json({
+        "total": s.total, "valid": s.valid, "invalid": s.invalid, "refused": s.refused,
+        "processed": s.processed, "processor_lag": s.processor_lag,
+    })
+
+
+@requires(Permission.EVENTS)
+async def events(request: web.Request) -> web.Response:
+    _reject_unknown_params(request, ("after", "limit"))
+    limit = _page_limit(request.query.get("limit"))
+    after = request.query.get("after")
+    cursor = None if after is None else FeedCursor.decode(after, len(SHARDS))
+    if after is not None and cursor is None:
+        raise InvalidInput("after is not a cursor this service issued", slug="bad-cursor")
+    page = await request.app[STORE].events_page(cursor, limit)
+    nxt = request.rel_url.update_query(limit=limit, after=page.next_cursor.encode())
+    return _json([e.to_json() for e in page.events], headers={"Link": f'<{nxt}>; rel="next"'})
+
+
 def _page_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE_SIZE
@@ -171,7 +207,7 @@ async def get_ticket(request: web.Request) -> web.Response:
 
 async def _transition(request: web.Request, ticket_id: str, transition: Transition) -> web.Response:
     result = await request.app[STORE].transition(
-        ticket_id, transition, request_id=request_id(request), idempotency=idempotency_key(request)
+        ticket_id, transition, origin=origin(request), idempotency=idempotency_key(request)
     )
     return _json(result.ticket.to_json(), headers=_write_headers(result))
 
@@ -203,6 +239,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/openapi.json", openapi)
+    r.add_get("/metrics", metrics_handler)
+    r.add_get("/stats", stats)
+    r.add_get("/events", events)
     r.add_post("/ticket", create_ticket)
     r.add_get("/ticket", get_tickets)
     for transition in Transition:
@@ -210,6 +249,7 @@ def setup_routes(app: web.Application) -> None:
         for method in TRANSITION_METHODS:
             r.add_route(method, f"/ticket/{transition.value}", query_handler)
         r.add_post(f"/ticket/{{id}}/{transition.value}", _by_path(transition))
+    r.add_get("/ticket/{id}/history", ticket_history)
     # The id pattern leaves out the transition words, so `GET /ticket/invalidate` is a 405
     # from the resource above rather than a malformed-id 400 from this one.
     r.add_get(r"/ticket/{id:(?!(?:in)?validate$)[^/]+}", get_ticket)

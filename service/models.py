@@ -11,6 +11,7 @@ from typing import Any
 
 # Canonical textual UUID of any version: the seed's own examples are uuid1 and must still
 # be answered (with 404), while new ids are always uuid4.
+_STREAM_ID_RE = re.compile(r"^\d{1,20}(?:-\d{1,20})?$")
 _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -48,6 +49,55 @@ class IdempotencyKey:
 
     actor: str
     key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who made a request, for the event trail."""
+
+    actor: str = "anonymous"
+    request_id: str = ""
+    client_ip: str = ""
+    # True when nginx gave the request id: only then can the same request arrive twice.
+    forwarded: bool = False
+
+
+class EventType(str, Enum):
+    CREATED = "created"
+    INVALIDATED = "invalidated"
+    VALIDATED = "validated"
+    INVALIDATE_REFUSED = "invalidate_refused"
+    VALIDATE_REFUSED = "validate_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change of a ticket (or refused attempt), as the event stream records it."""
+
+    id: str  # the stream entry id, "<ms>-<seq>"
+    ticket_id: str
+    type: EventType
+    timestamp: float
+    actor: str
+    request_id: str
+    client_ip: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.id, "ticket_id": self.ticket_id, "type": self.type.value,
+            "timestamp": self.timestamp, "actor": self.actor, "request_id": self.request_id,
+            "client_ip": self.client_ip,
+        }
+
+    @classmethod
+    def from_fields(cls, entry_id: str, f: dict[str, str]) -> Event:
+        return cls(entry_id, f["t"], EventType(f["e"]), float(f["ts"]), f["a"], f["r"], f["ip"])
+
+
+def stream_id_key(entry_id: str) -> tuple[int, int]:
+    """Sort key of a stream entry id."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def new_ticket_id() -> str:
@@ -88,3 +138,30 @@ class PageCursor:
         if not 0 <= shard < shard_count or scan < 0 or (after and not parse_ticket_id(after)):
             return None
         return cls(shard=shard, scan=scan, after=after)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedCursor:
+    """Where a change-feed reader stands: the last entry id it has seen in each shard."""
+
+    positions: tuple[str, ...]
+
+    @classmethod
+    def start(cls, shard_count: int) -> FeedCursor:
+        return cls(("0-0",) * shard_count)
+
+    def encode(self) -> str:
+        raw = ",".join(p.removesuffix("-0") if p != "0-0" else "0" for p in self.positions)
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str, shard_count: int) -> FeedCursor | None:
+        """Parse an opaque cursor; None when it was not made by `encode`."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        parts = raw.split(",")
+        if len(parts) != shard_count or not all(_STREAM_ID_RE.fullmatch(p) for p in parts):
+            return None
+        return cls(tuple(p if "-" in p else f"{p}-0" for p in parts))

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import SERVICE_NAME, __version__
 from .handlers import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from .models import EventType
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -161,6 +162,58 @@ def _paths() -> dict[str, Any]:
         }},
         "/ticket/invalidate": _query_transition("invalidate", "invalid"),
         "/ticket/validate": _query_transition("validate", "valid"),
+        "/ticket/{id}/history": {"get": {
+            "summary": "The ticket's events, oldest first (roles: scanner, admin)",
+            "description": (
+                "As recorded by the tickets processor from the event stream: refused attempts "
+                "(a second scan) included. It trails the ticket's state by the processor's lag."
+            ),
+            "parameters": [_ID_PATH],
+            "security": _SECURED,
+            "responses": {
+                "200": _ok("Events", {"type": "array", "items": _ref("Event")}),
+                "400": _problem("Malformed id"),
+                **_AUTH_ERRORS,
+                "404": _problem("No such ticket"),
+                "503": _UNAVAILABLE,
+            },
+        }},
+        "/stats": {"get": {
+            "summary": "Exact ticket totals and the processor's counts (role: admin)",
+            "security": _SECURED,
+            "responses": {"200": _ok("Totals", _ref("Stats")), **_AUTH_ERRORS, "503": _UNAVAILABLE},
+        }},
+        "/events": {"get": {
+            "summary": "The change feed: every event in order, paged (role: admin)",
+            "description": (
+                "Start without `after`; follow `Link: rel=next`, which is always sent, to poll "
+                "for more. No event is skipped or repeated. 410 when the streams were trimmed "
+                "past the cursor (EVENTS_MAXLEN)."
+            ),
+            "security": _SECURED,
+            "parameters": [
+                {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "required": False, "schema": {
+                    "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
+                    "default": DEFAULT_PAGE_SIZE}},
+            ],
+            "responses": {
+                "200": _ok("Events", {"type": "array", "items": _ref("Event")}, {
+                    "Link": {"schema": {"type": "string"}}}),
+                "400": _problem("Malformed cursor or limit"),
+                **_AUTH_ERRORS,
+                "410": _problem("The streams were trimmed past this cursor"),
+                "503": _UNAVAILABLE,
+            },
+        }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics of this replica (not served through nginx)",
+            "responses": {
+                "200": {"description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "404": _problem("Asked through nginx's public port, which does not serve it"),
+            },
+        }},
         "/ticket/{id}/invalidate": {"post": _transition("invalidate", [_ID_PATH], "invalid")},
         "/ticket/{id}/validate": {"post": _transition("validate", [_ID_PATH], "valid")},
     }
@@ -196,6 +249,30 @@ def _schemas() -> dict[str, Any]:
         "Index": {"type": "object", "required": ["service", "version", "auth"], "properties": {
             "service": {"type": "string"}, "version": {"type": "string"},
             "auth": {"type": "string", "enum": ["on", "off"]}}},
+        "Event": {
+            "type": "object",
+            "required": ["event_id", "ticket_id", "type", "timestamp", "actor", "request_id", "client_ip"],
+            "properties": {
+                "event_id": {"type": "string", "description": "Stream entry id, <ms>-<seq>"},
+                "ticket_id": {"type": "string"},
+                "type": {"type": "string", "enum": [t.value for t in EventType]},
+                "timestamp": {"type": "number", "description": "Redis server time of the event"},
+                "actor": {"type": "string", "description": "API key name, or anonymous"},
+                "request_id": {"type": "string"},
+                "client_ip": {"type": "string"},
+            },
+        },
+        "Stats": {
+            "type": "object",
+            "required": ["total", "valid", "invalid", "refused", "processed", "processor_lag"],
+            "properties": {
+                "total": {"type": "integer"}, "valid": {"type": "integer"},
+                "invalid": {"type": "integer"},
+                "refused": {"type": "integer", "description": "Refused transitions (second scans)"},
+                "processed": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "processor_lag": {"type": ["integer", "null"]},
+            },
+        },
         "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
     }
 

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .appkeys import SETTINGS
 from .errors import (
+    FeedCursorExpired,
     Forbidden,
     IdempotencyKeyReused,
     InvalidInput,
@@ -62,6 +63,8 @@ def _from_service_error(request: web.Request, exc: ServiceError) -> web.Response
                        headers={"WWW-Authenticate": challenge})
     if isinstance(exc, Forbidden):
         return problem(403, "forbidden", "Forbidden", str(exc))
+    if isinstance(exc, FeedCursorExpired):
+        return problem(410, "cursor-expired", "Cursor expired", str(exc))
     if isinstance(exc, IdempotencyKeyReused):
         return problem(422, "idempotency-key-reused", "Idempotency-Key reused", str(exc))
     if isinstance(exc, StoreUnavailable):

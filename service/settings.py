@@ -10,7 +10,7 @@ from typing import Mapping
 from .apikeys import KeyRing
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -40,6 +40,8 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     # How long an Idempotency-Key's first answer is kept (Stripe and the IETF draft: 24 h).
     idempotency_ttl_s: int = 24 * 3600
+    # Approximate cap of each shard's event stream (16 shards): XADD MAXLEN ~.
+    events_maxlen: int = 100_000
     # Empty: auth is off (the seed's behaviour), loudly.
     keyring: KeyRing = KeyRing()
 
@@ -50,16 +52,17 @@ class Settings:
         d = cls()
         return cls(
             redis_url=env.get("REDIS_URL", "").strip() or d.redis_url,
-            redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", d.redis_timeout_ms, 1),
-            redis_connect_timeout_ms=_int(
+            redis_timeout_ms=env_int(env, "REDIS_TIMEOUT_MS", d.redis_timeout_ms, 1),
+            redis_connect_timeout_ms=env_int(
                 env, "REDIS_CONNECT_TIMEOUT_MS", d.redis_connect_timeout_ms, 1
             ),
-            redis_max_connections=_int(env, "REDIS_MAX_CONNECTIONS", d.redis_max_connections, 1),
-            redis_pool_timeout_ms=_int(env, "REDIS_POOL_TIMEOUT_MS", d.redis_pool_timeout_ms, 1),
-            replay_ttl_s=_int(env, "REPLAY_TTL_S", d.replay_ttl_s, 1),
-            retry_after_s=_int(env, "RETRY_AFTER_S", d.retry_after_s, 1),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 2),
-            idempotency_ttl_s=_int(env, "IDEMPOTENCY_TTL_S", d.idempotency_ttl_s, 1),
+            redis_max_connections=env_int(env, "REDIS_MAX_CONNECTIONS", d.redis_max_connections, 1),
+            redis_pool_timeout_ms=env_int(env, "REDIS_POOL_TIMEOUT_MS", d.redis_pool_timeout_ms, 1),
+            replay_ttl_s=env_int(env, "REPLAY_TTL_S", d.replay_ttl_s, 1),
+            retry_after_s=env_int(env, "RETRY_AFTER_S", d.retry_after_s, 1),
+            max_body_bytes=env_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 2),
+            idempotency_ttl_s=env_int(env, "IDEMPOTENCY_TTL_S", d.idempotency_ttl_s, 1),
+            events_maxlen=env_int(env, "EVENTS_MAXLEN", d.events_maxlen, 1),
             keyring=KeyRing.parse(_api_keys_text(env)),
         )
 

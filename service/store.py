@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Iterator, Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
-from .errors import IdempotencyKeyReused, StoreUnavailable, TicketNotFound, TransitionRefused
-from .models import IdempotencyKey, PageCursor, Ticket, TicketState, Transition, new_ticket_id
+from . import metrics
+from .errors import (
+    FeedCursorExpired,
+    IdempotencyKeyReused,
+    StoreUnavailable,
+    TicketNotFound,
+    TransitionRefused,
+)
+from .models import (
+    Event,
+    EventType,
+    FeedCursor,
+    IdempotencyKey,
+    Origin,
+    PageCursor,
+    Ticket,
+    TicketState,
+    Transition,
+    new_ticket_id,
+    stream_id_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +45,7 @@ SHARDS: tuple[str, ...] = tuple("0123456789abcdef")
 # one walk can skip ids, so it is a constant, not a setting.
 _SCAN_COUNT = 128
 _VALID = {"1": TicketState.VALID, "0": TicketState.INVALID}
+_STAT_FIELDS = ("total", "valid", "invalid", "refused")
 
 
 def _load_lua(name: str) -> str:
@@ -43,30 +65,73 @@ class Page:
     next_cursor: PageCursor | None
 
 
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    events: list[Event]
+    next_cursor: FeedCursor
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    total: int
+    valid: int
+    invalid: int
+    refused: int
+    # Events the tickets processor has recorded, by type, and the entries it has yet to.
+    processed: dict[str, int] = field(default_factory=dict)
+    processor_lag: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    shard: str
+    entry_id: str
+    fields: dict[str, str]
+
+
 @contextmanager
-def _redis_errors() -> Iterator[None]:
-    """Turn any Redis failure into StoreUnavailable, so callers see one domain error."""
+def _redis_call(op: str) -> Iterator[None]:
+    """Time one Redis round trip, and turn any Redis failure into StoreUnavailable."""
+    started = time.perf_counter()
     try:
         yield
     except RedisError as exc:
-        log.warning("redis error: %s: %s", type(exc).__name__, exc)
+        metrics.REDIS_ERRORS.labels(op).inc()
+        log.warning("redis error in %s: %s: %s", op, type(exc).__name__, exc)
         raise StoreUnavailable(str(exc)) from exc
+    finally:
+        metrics.REDIS_LATENCY.labels(op).observe(time.perf_counter() - started)
 
 
 def _ticket(ticket_id: str, ts: str, valid: str) -> Ticket:
     return Ticket(id=ticket_id, timestamp=float(ts), state=_VALID[valid])
 
 
-class TicketStore:
-    """Tickets in Redis: one hash per ticket, one id set per shard, atomic transitions in Lua."""
+def _scope_shard(*scope: str) -> str:
+    return hashlib.sha256("\n".join(scope).encode()).hexdigest()[0]
 
-    def __init__(self, redis: Redis, *, replay_ttl_s: int, idempotency_ttl_s: int = 86400) -> None:
+
+class TicketStore:
+    """Tickets in Redis: one hash per ticket, one id set, counter hash and event stream per
+    shard, and every change made by one Lua script call."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        replay_ttl_s: int,
+        idempotency_ttl_s: int = 86400,
+        events_maxlen: int = 100_000,
+    ) -> None:
         self.redis = redis
         self.replay_ttl_s = replay_ttl_s
         self.idempotency_ttl_s = idempotency_ttl_s
+        self.events_maxlen = events_maxlen
         self._create = redis.register_script(_load_lua("create.lua"))
         self._transition = redis.register_script(_load_lua("transition.lua"))
         self._list = redis.register_script(_load_lua("list.lua"))
+        self._history = redis.register_script(_load_lua("history.lua"))
+        self._process = redis.register_script(_load_lua("process.lua"))
 
     # Key builders: the only place key names are spelled.
     @staticmethod
@@ -85,9 +150,29 @@ class TicketStore:
     def index_key(shard: str) -> str:
         return f"tickets:{{{shard}}}"
 
+    @staticmethod
+    def stats_key(shard: str) -> str:
+        return f"stats:{{{shard}}}"
+
+    @staticmethod
+    def stream_key(shard: str) -> str:
+        return f"events:{{{shard}}}"
+
+    @classmethod
+    def history_key(cls, ticket_id: str) -> str:
+        return f"history:{{{cls.shard_of(ticket_id)}}}:{ticket_id}"
+
+    @staticmethod
+    def processed_key(shard: str) -> str:
+        return f"processed:{{{shard}}}"
+
     @classmethod
     def replay_key(cls, ticket_id: str, request_id: str) -> str:
         return f"replay:{{{cls.shard_of(ticket_id)}}}:{ticket_id}:{request_id}"
+
+    @staticmethod
+    def create_replay_key(shard: str, request_id: str) -> str:
+        return f"replay:{{{shard}}}:{request_id}"
 
     @staticmethod
     def idempotency_key(shard: str, *scope: str) -> str:
@@ -96,47 +181,49 @@ class TicketStore:
         return f"idem:{{{shard}}}:{digest}"
 
     @staticmethod
-    def _scope_shard(*scope: str) -> str:
-        return hashlib.sha256("\n".join(scope).encode()).hexdigest()[0]
-
-    @classmethod
-    def idempotency_shard(cls, idem: IdempotencyKey) -> str:
-        return cls._scope_shard(idem.actor, idem.key)
+    def idempotency_shard(idem: IdempotencyKey) -> str:
+        return _scope_shard(idem.actor, idem.key)
 
     def _create_record(
-        self, idempotency: IdempotencyKey | None, request_id: str | None
+        self, idempotency: IdempotencyKey | None, origin: Origin
     ) -> tuple[str, str, int] | None:
         """(shard, record key, ttl_s) under which a create's first answer is kept, if any."""
         if idempotency is not None:
             shard = self.idempotency_shard(idempotency)
             key = self.idempotency_key(shard, idempotency.actor, idempotency.key)
             return shard, key, self.idempotency_ttl_s
-        if request_id is not None:
-            shard = self._scope_shard(request_id)
-            return shard, f"replay:{{{shard}}}:{request_id}", self.replay_ttl_s
+        if origin.forwarded:
+            shard = _scope_shard(origin.request_id)
+            return shard, self.create_replay_key(shard, origin.request_id), self.replay_ttl_s
         return None
+
+    def _origin_args(self, origin: Origin) -> list[str | int]:
+        return [origin.actor, origin.request_id, origin.client_ip, self.events_maxlen]
 
     async def create(
         self,
         ticket_id: str | None = None,
         *,
+        origin: Origin = Origin(),
         idempotency: IdempotencyKey | None = None,
-        request_id: str | None = None,
     ) -> WriteResult:
-        """Store a new valid ticket, timestamped by Redis. With an idempotency key (kept 24 h)
-        or a load balancer's request id (kept replay_ttl_s), a repeat of the same call gets
-        the first answer instead of creating another ticket."""
+        """Store a new valid ticket, timestamped by Redis, counted, with its `created` event.
+        With an idempotency key (kept 24 h) or nginx's request id (kept replay_ttl_s), a
+        repeat of the same call gets the first answer instead of creating another ticket."""
         ticket_id = ticket_id or new_ticket_id()
-        args: list[str | int] = [ticket_id]
         record: list[str] = []
-        found = self._create_record(idempotency, request_id)
+        extra: list[str | int] = []
+        found = self._create_record(idempotency, origin)
         if found is not None:
             shard, record_key, ttl_s = found
             # The ticket goes to the shard of its record, so that one script sees both.
             ticket_id = shard + ticket_id[1:]
-            record, args = [record_key], [ticket_id, "create", ttl_s]
-        keys = [self.ticket_key(ticket_id), self.index_key(self.shard_of(ticket_id)), *record]
-        with _redis_errors():
+            record, extra = [record_key], ["create", ttl_s]
+        shard = self.shard_of(ticket_id)
+        keys = [self.ticket_key(ticket_id), self.index_key(shard), self.stats_key(shard),
+                self.stream_key(shard), *record]
+        args = [ticket_id, *self._origin_args(origin), *extra]
+        with _redis_call("create"):
             outcome, tid, ts, valid, replayed = await self._create(keys=keys, args=args)
         if outcome == "mismatch":
             raise IdempotencyKeyReused()
@@ -144,7 +231,7 @@ class TicketStore:
 
     async def get(self, ticket_id: str) -> Ticket:
         """Return the ticket, or raise TicketNotFound."""
-        with _redis_errors():
+        with _redis_call("get"):
             ts, valid = await self.redis.hmget(self.ticket_key(ticket_id), ["ts", "valid"])
         if ts is None:
             raise TicketNotFound(ticket_id)
@@ -155,23 +242,24 @@ class TicketStore:
         ticket_id: str,
         transition: Transition,
         *,
-        request_id: str,
+        origin: Origin,
         idempotency: IdempotencyKey | None = None,
     ) -> WriteResult:
-        """Apply `transition` atomically. A ticket already in the target state raises
-        TransitionRefused. The same request id, or the same idempotency key (scoped to the
-        caller and the ticket), gets the first answer back, refusal included."""
+        """Apply `transition` atomically, with its event. A ticket already in the target
+        state raises TransitionRefused (and records a refused event). The same request id,
+        or the same idempotency key (scoped to the caller and the ticket), gets the first
+        answer back, refusal included, with no second event."""
         target = "1" if transition.target is TicketState.VALID else "0"
+        shard = self.shard_of(ticket_id)
         if idempotency is None:
-            record, ttl_s = self.replay_key(ticket_id, request_id), self.replay_ttl_s
+            record, ttl_s = self.replay_key(ticket_id, origin.request_id), self.replay_ttl_s
         else:
             scope = (idempotency.actor, idempotency.key, ticket_id)
-            record = self.idempotency_key(self.shard_of(ticket_id), *scope)
-            ttl_s = self.idempotency_ttl_s
-        keys = [self.ticket_key(ticket_id), record]
-        with _redis_errors():
-            reply = await self._transition(keys=keys, args=[target, ttl_s, transition.value])
-        outcome, ts, valid, replayed = reply
+            record, ttl_s = self.idempotency_key(shard, *scope), self.idempotency_ttl_s
+        keys = [self.ticket_key(ticket_id), record, self.stats_key(shard), self.stream_key(shard)]
+        args = [target, ttl_s, transition.value, *self._origin_args(origin), ticket_id]
+        with _redis_call("transition"):
+            outcome, ts, valid, replayed = await self._transition(keys=keys, args=args)
         if outcome == "missing":
             raise TicketNotFound(ticket_id)
         if outcome == "mismatch":
@@ -191,8 +279,10 @@ class TicketStore:
             room = limit - len(tickets)
             # Enough SSCAN calls to fill the page from a dense set, bounded for a sparse one.
             max_batches = room // _SCAN_COUNT + 4
-            args: list[str | int] = [at.scan, at.after, room, self.ticket_prefix(shard), max_batches, _SCAN_COUNT]
-            with _redis_errors():
+            args: list[str | int] = [
+                at.scan, at.after, room, self.ticket_prefix(shard), max_batches, _SCAN_COUNT
+            ]
+            with _redis_call("list"):
                 reply = await self._list(keys=[self.index_key(shard)], args=args)
             tickets.extend(self._tickets_from(reply[2:]))
             nxt = self._next_cursor(at.shard, reply[0], reply[1])
@@ -214,7 +304,149 @@ class TicketStore:
             return PageCursor(shard=shard + 1, scan=0, after="")
         return None
 
+    async def history(self, ticket_id: str) -> list[Event]:
+        """The ticket's events as the tickets processor recorded them, oldest first."""
+        keys = [self.ticket_key(ticket_id), self.history_key(ticket_id)]
+        with _redis_call("history"):
+            exists, *flat = await self._history(keys=keys, args=[])
+        if not exists:
+            raise TicketNotFound(ticket_id)
+        entries = sorted(zip(flat[::2], flat[1::2]), key=lambda kv: stream_id_key(kv[0]))
+        return [Event.from_fields(entry_id, json.loads(raw)) for entry_id, raw in entries]
+
+    async def stats(self, group: str | None = None) -> Stats:
+        """Exact totals (kept by the same scripts that change tickets), the processor's
+        counts by event type, and, given its group, its lag. One round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in SHARDS:
+                pipe.hmget(self.stats_key(shard), list(_STAT_FIELDS))
+                pipe.hgetall(self.processed_key(shard))
+            with _redis_call("stats"):
+                replies = await pipe.execute()
+        totals = [sum(int(r[i] or 0) for r in replies[::2]) for i in range(len(_STAT_FIELDS))]
+        processed: dict[str, int] = {t.value: 0 for t in EventType}
+        for counts in replies[1::2]:
+            for name, n in counts.items():
+                processed[name] = processed.get(name, 0) + int(n)
+        lag = await self.processor_lag(group) if group else None
+        total, valid, invalid, refused = totals
+        return Stats(total, valid, invalid, refused, processed=processed, processor_lag=lag)
+
+    async def events_page(self, cursor: FeedCursor | None, limit: int) -> FeedPage:
+        """The next `limit` events after `cursor`, merged across shards in stream-id order.
+        Each shard's position moves only past the events returned, so no event is skipped
+        or repeated. Raises FeedCursorExpired if the streams were trimmed past the cursor."""
+        at = cursor or FeedCursor.start(len(SHARDS))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard, pos in zip(SHARDS, at.positions):
+                pipe.xrange(self.stream_key(shard), f"({pos}", "+", count=limit)
+                pipe.xinfo_stream(self.stream_key(shard))
+            with _redis_call("events"):
+                replies = await pipe.execute(raise_on_error=False)
+        merged: list[tuple[tuple[int, int], int, str, dict[str, str]]] = []
+        for i, pos in enumerate(at.positions):
+            entries, info = replies[2 * i], replies[2 * i + 1]
+            self._check_not_trimmed(pos, info)
+            merged.extend((stream_id_key(eid), i, eid, f) for eid, f in entries)
+        merged.sort()
+        taken = merged[:limit]
+        positions = list(at.positions)
+        for _, i, eid, _ in taken:
+            positions[i] = eid
+        events = [Event.from_fields(eid, f) for _, _, eid, f in taken]
+        return FeedPage(events, FeedCursor(tuple(positions)))
+
+    @staticmethod
+    def _check_not_trimmed(pos: str, info: Any) -> None:
+        """Refuse a cursor whose own entry was trimmed away: entries after it may have
+        gone too (trimming cannot say), and a feed that may skip is no feed."""
+        if isinstance(info, ResponseError):  # no such stream yet: nothing was trimmed
+            return
+        if isinstance(info, Exception):
+            raise StoreUnavailable(str(info))
+        if pos == "0-0":
+            return
+        first = info.get("first-entry")
+        if first is None:  # empty: anything after pos was trimmed
+            trimmed = stream_id_key(info["last-generated-id"]) > stream_id_key(pos)
+        else:
+            trimmed = stream_id_key(first[0]) > stream_id_key(pos)
+        if trimmed:
+            raise FeedCursorExpired()
+
+    # The tickets processor's side.
+    async def ensure_group(self, group: str) -> None:
+        """Create the consumer group on every shard's stream (and the stream), once."""
+        for shard in SHARDS:
+            try:
+                with _redis_call("xgroup"):
+                    await self.redis.xgroup_create(self.stream_key(shard), group, id="0", mkstream=True)
+            except StoreUnavailable as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def read_new(self, group: str, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+        """New entries for this consumer, from every shard, waiting up to block_ms."""
+        streams: dict[Any, Any] = {self.stream_key(s): ">" for s in SHARDS}
+        with _redis_call("xreadgroup"):
+            reply = await self.redis.xreadgroup(group, consumer, streams, count=count, block=block_ms)
+        return self._entries(reply)
+
+    async def read_own_pending(self, group: str, consumer: str, count: int) -> list[StreamEntry]:
+        """Entries delivered to this consumer name and not yet acknowledged."""
+        streams: dict[Any, Any] = {self.stream_key(s): "0" for s in SHARDS}
+        with _redis_call("xreadgroup"):
+            reply = await self.redis.xreadgroup(group, consumer, streams, count=count)
+        return self._entries(reply)
+
+    async def claim_stale(self, group: str, consumer: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
+        """Take over entries that another consumer left unacknowledged for min_idle_ms."""
+        out: list[StreamEntry] = []
+        for shard in SHARDS:
+            with _redis_call("xautoclaim"):
+                reply = await self.redis.xautoclaim(
+                    self.stream_key(shard), group, consumer, min_idle_ms, "0-0", count=count
+                )
+            out.extend(StreamEntry(shard, eid, f) for eid, f in reply[1] if f)
+        return out
+
+    @staticmethod
+    def _entries(reply: Any) -> list[StreamEntry]:
+        out: list[StreamEntry] = []
+        for stream, entries in reply or []:
+            shard = stream[stream.index("{") + 1]
+            out.extend(StreamEntry(shard, eid, f) for eid, f in entries if f)
+        return out
+
+    async def apply(self, group: str, entries: Sequence[StreamEntry]) -> int:
+        """Record each entry in its ticket's history, count it, and ack it: one pipelined
+        round trip. Returns how many were new (an entry seen before is not counted again)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for e in entries:
+                event = Event.from_fields(e.entry_id, e.fields)
+                keys = [self.history_key(event.ticket_id), self.processed_key(e.shard),
+                        self.stream_key(e.shard)]
+                args = [group, e.entry_id, event.type.value, json.dumps(e.fields)]
+                await self._process(keys=keys, args=args, client=pipe)
+            with _redis_call("process"):
+                results = await pipe.execute()
+        return sum(int(r) for r in results)
+
+    async def processor_lag(self, group: str) -> int:
+        """Entries not yet acknowledged by the group: never delivered, or delivered and pending."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in SHARDS:
+                pipe.xinfo_groups(self.stream_key(shard))
+            with _redis_call("xinfo"):
+                replies = await pipe.execute(raise_on_error=False)
+        lag = 0
+        for groups in replies:
+            for g in groups if isinstance(groups, list) else []:
+                if g["name"] == group:
+                    lag += int(g.get("lag") or 0) + int(g["pending"])
+        return lag
+
     async def ping(self) -> None:
         """Raise StoreUnavailable unless Redis answers."""
-        with _redis_errors():
+        with _redis_call("ping"):
             await self.redis.ping()

@@ -14,7 +14,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from deploy.stack import StackConfig, nginx_argv, prepare, redis_argv, replica_argv, replica_env
+from deploy.stack import (
+    StackConfig,
+    nginx_argv,
+    prepare,
+    processor_argv,
+    redis_argv,
+    replica_argv,
+    replica_env,
+)
 
 from .procs import free_port, wait_until
 
@@ -72,7 +80,9 @@ class LocalStack:
             port=free_port(), api_port=free_port_run(replicas), redis_port=free_port(),
             replicas=replicas, web_concurrency=web_concurrency, var_dir=var_dir,
             rate_limit_rps=rate_limit_rps, rate_limit_burst=rate_limit_rps,
+            processor_port=free_port(),
         )
+        self.processor: subprocess.Popen[bytes] | None = None
         self.redis: subprocess.Popen[bytes] | None = None
         self.replicas: list[subprocess.Popen[bytes] | None] = [None] * replicas
         self.nginx: subprocess.Popen[bytes] | None = None
@@ -94,6 +104,7 @@ class LocalStack:
         self.start_redis()
         for i in range(self.cfg.replicas):
             self.start_replica(i)
+        self.start_processor()
         self.nginx = self._spawn("nginx", nginx_argv(self.cfg))
         wait_until(lambda: http_status(self.url + "/readyz") == 200, what="the stack through nginx")
         return self
@@ -115,6 +126,17 @@ class LocalStack:
         env = {**replica_env(self.cfg), **self.env}
         self.replicas[i] = self._spawn(f"api{i + 1}", replica_argv(self.cfg, port), env)
         wait_until(lambda: http_status(self.replica_url(i) + "/readyz") == 200, what=f"replica {i}")
+
+    def start_processor(self, env: dict[str, str] | None = None) -> None:
+        full_env = {**replica_env(self.cfg), **self.env, **(env or {})}
+        self.processor = self._spawn("processor", processor_argv(self.cfg), full_env)
+        url = f"http://127.0.0.1:{self.cfg.processor_port}/metrics"
+        wait_until(lambda: http_status(url) == 200, what="the processor")
+
+    def kill_processor(self, sig: int = signal.SIGKILL) -> None:
+        assert self.processor is not None
+        os.killpg(self.processor.pid, sig)
+        self.processor.wait(timeout=30)
 
     def worker_pids(self, i: int) -> list[int]:
         proc = self.replicas[i]
@@ -144,7 +166,7 @@ class LocalStack:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def stop(self) -> None:
-        procs = [self.nginx, *self.replicas, self.redis]
+        procs = [self.nginx, *self.replicas, self.processor, self.redis]
         for proc in procs:
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -146,10 +146,10 @@ def test_gunicorn_keepalive_outlives_nginx_upstream_keepalive() -> None:
 
 def test_procfile_starts_redis_only_without_redis_url(tmp_path: Path) -> None:
     own = procfile(StackConfig(var_dir=tmp_path, replicas=3))
-    assert [ln.split(":")[0] for ln in own.splitlines()] == ["redis", "api1", "api2", "api3", "nginx"]
+    assert [ln.split(":")[0] for ln in own.splitlines()] == ["redis", "api1", "api2", "api3", "processor", "nginx"]
     assert "--appendonly yes" in own
     shared = procfile(StackConfig(var_dir=tmp_path, redis_url="redis://elsewhere:6379/0"))
-    assert [ln.split(":")[0] for ln in shared.splitlines()] == ["api1", "api2", "nginx"]
+    assert [ln.split(":")[0] for ln in shared.splitlines()] == ["api1", "api2", "processor", "nginx"]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -175,7 +175,8 @@ def make_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`make up`'s own command, on free ports."""
     port = free_port()
     env = {**os.environ, "PORT": str(port), "API_PORT": str(free_port_run(2)),
-           "REDIS_PORT": str(free_port()), "VAR_DIR": str(tmp_path / "var")}
+           "REDIS_PORT": str(free_port()), "PROCESSOR_PORT": str(free_port()),
+           "VAR_DIR": str(tmp_path / "var")}
     env.pop("REDIS_URL", None)
     with open(tmp_path / "up.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "deploy.stack"], cwd=ROOT, env=env,
@@ -195,7 +196,7 @@ def test_make_up_serves_then_stops_every_child(make_up: tuple[subprocess.Popen[b
     proc, url = make_up
     wait_until(lambda: http_status(url + "/readyz") == 200, what="make up's stack")
     family = _descendants(proc.pid)
-    assert len(family) >= 4  # redis, two gunicorn masters, nginx (and their workers)
+    assert len(family) >= 5  # redis, two gunicorn masters, the processor, nginx (and workers)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) is not None
     assert not [p for p in family if _alive(p)]
@@ -210,3 +211,18 @@ def test_make_up_stops_when_one_process_dies(make_up: tuple[subprocess.Popen[byt
     os.kill(redis, signal.SIGKILL)
     assert proc.wait(timeout=40) is not None
     assert not [p for p in family if _alive(p)]
+
+
+def test_processor_and_monitoring_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    processor = services["processor"]
+    assert processor["command"][-1] == "service.processor" and "container_name" not in processor
+    assert services["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    for name in ("prometheus", "redis-exporter"):
+        assert services[name]["profiles"] == ["monitoring"]
+    assert "--check-streams=events:*" in services["redis-exporter"]["command"]
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    assert jobs["tickets-api"]["dns_sd_configs"][0]["names"] == ["api"]
+    assert jobs["tickets-processor"]["static_configs"][0]["targets"] == ["processor:9100"]
+    assert jobs["redis"]["static_configs"][0]["targets"] == ["redis-exporter:9121"]

@@ -8,7 +8,7 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -27,9 +27,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> AsyncIterator[LocalStack]:
+def stack(tmp_path: Path) -> Iterator[LocalStack]:
     s = LocalStack(tmp_path / "stack").start()
-    yield s  # type: ignore[misc]
+    yield s
     s.stop()
 
 

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.errors import IdempotencyKeyReused, TicketNotFound, TransitionRefused
-from service.models import IdempotencyKey, TicketState, Transition, new_ticket_id
+from service.models import IdempotencyKey, Origin, TicketState, Transition, new_ticket_id
 from service.store import SHARDS, TicketStore
 
 
@@ -36,7 +36,7 @@ async def test_ticket_is_a_hash_indexed_in_its_shard_set(store: TicketStore) -> 
 async def test_create_is_idempotent_for_the_same_id(store: TicketStore) -> None:
     tid = new_ticket_id()
     first = (await store.create(tid)).ticket
-    await store.transition(tid, Transition.INVALIDATE, request_id="r1")
+    await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="r1"))
     again = (await store.create(tid)).ticket
     assert again.timestamp == first.timestamp and again.state is TicketState.INVALID
     assert await store.redis.scard(store.index_key(tid[0])) == 1
@@ -50,10 +50,10 @@ async def test_get_unknown_raises(store: TicketStore) -> None:
 async def test_invalidate_then_again_is_refused_with_current_ticket(store: TicketStore) -> None:
     tid = new_ticket_id()
     await store.create(tid)
-    result = await store.transition(tid, Transition.INVALIDATE, request_id="a")
+    result = await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="a"))
     assert result.ticket.state is TicketState.INVALID and not result.replayed
     with pytest.raises(TransitionRefused) as refused:
-        await store.transition(tid, Transition.INVALIDATE, request_id="b")
+        await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="b"))
     assert refused.value.ticket.state is TicketState.INVALID
     assert refused.value.ticket.timestamp == result.ticket.timestamp
 
@@ -62,31 +62,31 @@ async def test_validate_reenables_and_refuses_when_already_valid(store: TicketSt
     tid = new_ticket_id()
     await store.create(tid)
     with pytest.raises(TransitionRefused):
-        await store.transition(tid, Transition.VALIDATE, request_id="a")
-    await store.transition(tid, Transition.INVALIDATE, request_id="b")
-    result = await store.transition(tid, Transition.VALIDATE, request_id="c")
+        await store.transition(tid, Transition.VALIDATE, origin=Origin(request_id="a"))
+    await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="b"))
+    result = await store.transition(tid, Transition.VALIDATE, origin=Origin(request_id="c"))
     assert result.ticket.state is TicketState.VALID
 
 
 async def test_transition_of_unknown_ticket_raises_not_found(store: TicketStore) -> None:
     with pytest.raises(TicketNotFound):
-        await store.transition(new_ticket_id(), Transition.INVALIDATE, request_id="a")
+        await store.transition(new_ticket_id(), Transition.INVALIDATE, origin=Origin(request_id="a"))
 
 
 async def test_replayed_request_id_gets_the_first_answer(store: TicketStore) -> None:
     tid = new_ticket_id()
     await store.create(tid)
-    first = await store.transition(tid, Transition.INVALIDATE, request_id="gate-1")
-    replay = await store.transition(tid, Transition.INVALIDATE, request_id="gate-1")
+    first = await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="gate-1"))
+    replay = await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="gate-1"))
     assert replay.replayed and replay.ticket == first.ticket
     with pytest.raises(TransitionRefused):
-        await store.transition(tid, Transition.INVALIDATE, request_id="gate-2")
+        await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="gate-2"))
 
 
 async def test_replay_record_expires(store: TicketStore) -> None:
     tid = new_ticket_id()
     await store.create(tid)
-    await store.transition(tid, Transition.INVALIDATE, request_id="gate-1")
+    await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="gate-1"))
     ttl = await store.redis.ttl(store.replay_key(tid, "gate-1"))
     assert 0 < ttl <= 60
 
@@ -94,10 +94,10 @@ async def test_replay_record_expires(store: TicketStore) -> None:
 async def test_refused_answer_is_replayed_as_refused(store: TicketStore) -> None:
     tid = new_ticket_id()
     await store.create(tid)
-    await store.transition(tid, Transition.INVALIDATE, request_id="a")
+    await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="a"))
     for _ in range(2):
         with pytest.raises(TransitionRefused):
-            await store.transition(tid, Transition.INVALIDATE, request_id="b")
+            await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="b"))
 
 
 async def test_concurrent_invalidations_have_exactly_one_winner(store: TicketStore) -> None:
@@ -106,7 +106,7 @@ async def test_concurrent_invalidations_have_exactly_one_winner(store: TicketSto
 
     async def attempt(i: int) -> bool:
         try:
-            await store.transition(tid, Transition.INVALIDATE, request_id=f"req-{i}")
+            await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id=f"req-{i}"))
             return True
         except TransitionRefused:
             return False
@@ -180,11 +180,11 @@ async def test_idempotent_create_returns_the_first_ticket(store: TicketStore) ->
 async def test_idempotent_transition_replays_and_refuses_other_use(store: TicketStore) -> None:
     tid = (await store.create()).ticket.id
     key = IdempotencyKey(actor="gate-3", key="scan-1")
-    first = await store.transition(tid, Transition.INVALIDATE, request_id="a", idempotency=key)
-    again = await store.transition(tid, Transition.INVALIDATE, request_id="b", idempotency=key)
+    first = await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="a"), idempotency=key)
+    again = await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="b"), idempotency=key)
     assert again.replayed and again.ticket == first.ticket
     with pytest.raises(IdempotencyKeyReused):
-        await store.transition(tid, Transition.VALIDATE, request_id="c", idempotency=key)
+        await store.transition(tid, Transition.VALIDATE, origin=Origin(request_id="c"), idempotency=key)
     assert (await store.get(tid)).state is TicketState.INVALID
     ttl = await store.redis.ttl(store.idempotency_key(tid[0], key.actor, key.key, tid))
     assert 23 * 3600 < ttl <= 24 * 3600
@@ -193,27 +193,27 @@ async def test_idempotent_transition_replays_and_refuses_other_use(store: Ticket
 async def test_idempotency_keys_are_scoped_per_ticket(store: TicketStore) -> None:
     a, b = (await store.create()).ticket.id, (await store.create()).ticket.id
     key = IdempotencyKey(actor="gate-3", key="scan-1")
-    await store.transition(a, Transition.INVALIDATE, request_id="a", idempotency=key)
-    result = await store.transition(b, Transition.INVALIDATE, request_id="b", idempotency=key)
+    await store.transition(a, Transition.INVALIDATE, origin=Origin(request_id="a"), idempotency=key)
+    result = await store.transition(b, Transition.INVALIDATE, origin=Origin(request_id="b"), idempotency=key)
     assert not result.replayed and result.ticket.state is TicketState.INVALID
 
 
 async def test_refusal_is_replayed_under_the_same_idempotency_key(store: TicketStore) -> None:
     tid = (await store.create()).ticket.id
-    await store.transition(tid, Transition.INVALIDATE, request_id="a")
+    await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="a"))
     key = IdempotencyKey(actor="gate-3", key="scan-2")
     with pytest.raises(TransitionRefused) as first:
-        await store.transition(tid, Transition.INVALIDATE, request_id="b", idempotency=key)
-    await store.transition(tid, Transition.VALIDATE, request_id="c")
+        await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="b"), idempotency=key)
+    await store.transition(tid, Transition.VALIDATE, origin=Origin(request_id="c"))
     with pytest.raises(TransitionRefused) as again:
-        await store.transition(tid, Transition.INVALIDATE, request_id="d", idempotency=key)
+        await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="d"), idempotency=key)
     assert not first.value.replayed and again.value.replayed
 
 
 async def test_create_replayed_by_request_id_makes_one_ticket(store: TicketStore) -> None:
-    first = await store.create(request_id="0123456789abcdef0123456789abcdef")
-    again = await store.create(request_id="0123456789abcdef0123456789abcdef")
+    first = await store.create(origin=Origin(request_id="0123456789abcdef0123456789abcdef", forwarded=True))
+    again = await store.create(origin=Origin(request_id="0123456789abcdef0123456789abcdef", forwarded=True))
     assert again.replayed and again.ticket == first.ticket
     assert sum([await store.redis.scard(store.index_key(s)) for s in SHARDS]) == 1
-    other = await store.create(request_id="fedcba9876543210fedcba9876543210")
+    other = await store.create(origin=Origin(request_id="fedcba9876543210fedcba9876543210", forwarded=True))
     assert other.ticket.id != first.ticket.id and not other.replayed

@@ -1,23 +1,28 @@
--- Create a ticket, valid, stamped with the Redis server's clock, and index its id.
--- Creating an id that already exists changes nothing and returns the stored ticket, so a
--- client-library retry of the same call (same id) is harmless. With an idempotency record,
--- the first answer is stored, and a later call with the same record gets it back.
+-- Create a ticket, valid, stamped with the Redis server's clock; index its id, count it, and
+-- append a `created` event, all in one step. Creating an id that already exists changes
+-- nothing and returns the stored ticket, so a client-library retry of the same call (same id)
+-- is harmless. With a replay record, the first answer is stored, and a later call with the
+-- same record gets it back, with no second ticket and no second event.
 --
--- KEYS[1]  ticket hash                      ticket:{<shard>}:<id>
--- KEYS[2]  id index of the shard            tickets:{<shard>}
--- KEYS[3]  optional idempotency record      idem:{<shard>}:<hash of caller and key>
+-- KEYS[1]  ticket hash                 ticket:{<shard>}:<id>
+-- KEYS[2]  id index of the shard       tickets:{<shard>}
+-- KEYS[3]  counters of the shard       stats:{<shard>}
+-- KEYS[4]  event stream of the shard   events:{<shard>}
+-- KEYS[5]  optional replay record      replay:{<shard>}:<request id>  or  idem:{<shard>}:<hash>
 -- ARGV[1]  ticket id
--- ARGV[2]  fingerprint of the request (with KEYS[3]): 'create'
--- ARGV[3]  record ttl_s (with KEYS[3])
+-- ARGV[2]  actor (API key name)        ARGV[3]  request id        ARGV[4]  client address
+-- ARGV[5]  events_maxlen (approximate cap of the stream)
+-- ARGV[6]  fingerprint of the request (with KEYS[5]): 'create'
+-- ARGV[7]  record ttl_s (with KEYS[5])
 -- Returns  {outcome, id, timestamp, valid, replayed}
 --          outcome: 'created', or 'mismatch' when the record belongs to another request
 --          timestamp: seconds since the epoch, as a decimal string; valid: '1' or '0'
 --          replayed: 1 when the answer is the stored first answer, else 0
-if KEYS[3] then
-  local prior = redis.call('GET', KEYS[3])
+if KEYS[5] then
+  local prior = redis.call('GET', KEYS[5])
   if prior then
     local fp, outcome, id, ts, valid = string.match(prior, '^([^|]*)|(%a+)|([^|]*)|([^|]*)|(%d)$')
-    if fp ~= ARGV[2] then
+    if fp ~= ARGV[6] then
       return {'mismatch', '', '', '', 1}
     end
     return {outcome, id, ts, valid, 1}
@@ -29,11 +34,15 @@ local valid = '1'
 if redis.call('HSETNX', KEYS[1], 'ts', ts) == 1 then
   redis.call('HSET', KEYS[1], 'valid', valid)
   redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[3], 'total', 1)
+  redis.call('HINCRBY', KEYS[3], 'valid', 1)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',
+    't', ARGV[1], 'e', 'created', 'ts', ts, 'a', ARGV[2], 'r', ARGV[3], 'ip', ARGV[4])
 else
   local cur = redis.call('HMGET', KEYS[1], 'ts', 'valid')
   ts, valid = cur[1], cur[2]
 end
-if KEYS[3] then
-  redis.call('SET', KEYS[3], table.concat({ARGV[2], 'created', ARGV[1], ts, valid}, '|'), 'EX', ARGV[3])
+if KEYS[5] then
+  redis.call('SET', KEYS[5], table.concat({ARGV[6], 'created', ARGV[1], ts, valid}, '|'), 'EX', ARGV[7])
 end
 return {'created', ARGV[1], ts, valid, 0}

@@ -1,13 +1,20 @@
--- Move a ticket to a target state as one compare-and-set, and store the answer in a replay
--- record: keyed by the request id (a load balancer re-sending the request to another
--- replica) or by the caller's Idempotency-Key. The same record again gets the first answer,
--- so the gate that won never gets a false 409.
+-- Move a ticket to a target state as one compare-and-set; count it and append its event (a
+-- refused attempt too: repeated scans of a used ticket are what fraud checks look for); and
+-- store the answer in a replay record, keyed by the request id (a load balancer re-sending
+-- the request to another replica) or by the caller's Idempotency-Key. The same record again
+-- gets the first answer, with no second change and no second event, so the gate that won
+-- never gets a false 409.
 --
--- KEYS[1]  ticket hash       ticket:{<shard>}:<id>
--- KEYS[2]  replay record     replay:{<shard>}:<id>:<request id>  or  idem:{<shard>}:<hash>
+-- KEYS[1]  ticket hash                 ticket:{<shard>}:<id>
+-- KEYS[2]  replay record               replay:{<shard>}:<id>:<request id>  or  idem:{<shard>}:<hash>
+-- KEYS[3]  counters of the shard       stats:{<shard>}
+-- KEYS[4]  event stream of the shard   events:{<shard>}
 -- ARGV[1]  target value of the ticket's `valid` field: '1' validate, '0' invalidate
 -- ARGV[2]  record ttl_s
--- ARGV[3]  fingerprint of the request: 'invalidate' or 'validate'
+-- ARGV[3]  transition name, also the request's fingerprint: 'invalidate' or 'validate'
+-- ARGV[4]  actor (API key name)        ARGV[5]  request id        ARGV[6]  client address
+-- ARGV[7]  events_maxlen (approximate cap of the stream)
+-- ARGV[8]  ticket id
 -- Returns  {outcome, timestamp, valid, replayed}
 --          outcome: 'ok' (state changed), 'conflict' (already in the target state),
 --                   'missing' (no such ticket; nothing stored),
@@ -26,10 +33,21 @@ local cur = redis.call('HMGET', KEYS[1], 'ts', 'valid')
 if not cur[1] then
   return {'missing', '', '', 0}
 end
-local outcome = 'conflict'
+local outcome, event = 'conflict', ARGV[3] .. '_refused'
 if cur[2] ~= ARGV[1] then
   redis.call('HSET', KEYS[1], 'valid', ARGV[1])
-  outcome = 'ok'
+  outcome, event = 'ok', ARGV[3] .. 'd'
+  local from, to = 'valid', 'invalid'
+  if ARGV[1] == '1' then from, to = 'invalid', 'valid' end
+  redis.call('HINCRBY', KEYS[3], from, -1)
+  redis.call('HINCRBY', KEYS[3], to, 1)
+else
+  redis.call('HINCRBY', KEYS[3], 'refused', 1)
 end
+local now = redis.call('TIME')
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*',
+  't', ARGV[8], 'e', event,
+  'ts', now[1] .. '.' .. string.format('%06d', tonumber(now[2])),
+  'a', ARGV[4], 'r', ARGV[5], 'ip', ARGV[6])
 redis.call('SET', KEYS[2], table.concat({ARGV[3], outcome, cur[1], ARGV[1]}, '|'), 'EX', ARGV[2])
 return {outcome, cur[1], ARGV[1], 0}

@@ -1,0 +1,37 @@
+"""Prometheus metrics. With several gunicorn workers per replica, prometheus_client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR) adds up every worker's counts in one scrape."""
+
+from __future__ import annotations
+
+import os
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess
+
+
+_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUESTS = Counter("tickets_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+LATENCY = Histogram("tickets_http_request_duration_seconds", "HTTP request latency", ["route"],
+                    buckets=_BUCKETS_S)
+REDIS_LATENCY = Histogram("tickets_redis_call_duration_seconds", "Redis round-trip latency", ["op"],
+                          buckets=_BUCKETS_S)
+REDIS_ERRORS = Counter("tickets_redis_errors_total", "Redis calls that failed", ["op"])
+PROCESSED = Counter("tickets_processor_entries_total", "Stream entries the processor handled",
+                    ["result"])
+PROCESSOR_LAG = Gauge("tickets_processor_lag_entries", "Stream entries not yet processed",
+                      multiprocess_mode="max")
+
+def render() -> bytes:
+    """This process's metrics, or every worker's when in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

@@ -1,0 +1,140 @@
+"""The tickets processor (`python -m service.processor`): the diagram's consumer.
+
+It reads every shard's event stream as one consumer of the `processor` group, records each
+event in its ticket's history and counts it, then acknowledges it. Entries that a dead
+consumer left unacknowledged are claimed (XAUTOCLAIM) after PROCESSOR_CLAIM_IDLE_MS. Each
+step is idempotent per entry, so redelivery never counts twice. Run as many as you like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+from aiohttp import web
+
+from . import metrics
+from .app import redis_from_settings, store_from_settings
+from .errors import StoreUnavailable
+from .handlers import PROCESSOR_GROUP
+from .observability import metrics_handler
+from .settings import Settings, env_int
+from .store import StreamEntry, TicketStore
+
+log = logging.getLogger("service.processor")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSettings:
+    consumer: str
+    batch_size: int = 200
+    block_ms: int = 1000
+    claim_idle_ms: int = 30_000
+    claim_every_s: float = 5.0
+    metrics_port: int = 9100
+    retry_s: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ProcessorSettings:
+        env = os.environ if env is None else env
+        d = cls(consumer="")
+        return cls(
+            consumer=env.get("PROCESSOR_CONSUMER") or f"{socket.gethostname()}-{os.getpid()}",
+            batch_size=env_int(env, "PROCESSOR_BATCH_SIZE", d.batch_size, 1),
+            block_ms=env_int(env, "PROCESSOR_BLOCK_MS", d.block_ms, 1),
+            claim_idle_ms=env_int(env, "PROCESSOR_CLAIM_IDLE_MS", d.claim_idle_ms, 1),
+            metrics_port=env_int(env, "PROCESSOR_PORT", d.metrics_port, 0),
+        )
+
+
+class Processor:
+    def __init__(self, store: TicketStore, cfg: ProcessorSettings, group: str = PROCESSOR_GROUP) -> None:
+        self.store, self.cfg, self.group = store, cfg, group
+        self._next_claim_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process until `stop` is set; a Redis outage pauses it, never ends it."""
+        started = False
+        while not stop.is_set():
+            try:
+                if not started:
+                    await self.store.ensure_group(self.group)
+                    await self._drain_own_pending()
+                    started = True
+                await self.step()
+            except StoreUnavailable as exc:
+                log.warning("redis unavailable (%s); retrying in %.1fs", exc, self.cfg.retry_s)
+                await _wait(stop, self.cfg.retry_s)
+        log.info("stopped cleanly")
+
+    async def _drain_own_pending(self) -> None:
+        """After a restart under the same consumer name, finish what this name had begun."""
+        while entries := await self.store.read_own_pending(self.group, self.cfg.consumer, self.cfg.batch_size):
+            await self._apply(entries)
+
+    async def step(self) -> int:
+        """One batch: claimed entries of dead consumers if it is time, else new ones."""
+        entries: list[StreamEntry] = []
+        if time.monotonic() >= self._next_claim_at:
+            self._next_claim_at = time.monotonic() + self.cfg.claim_every_s
+            entries = await self.store.claim_stale(
+                self.group, self.cfg.consumer, self.cfg.claim_idle_ms, self.cfg.batch_size
+            )
+            if entries:
+                log.info("claimed %d entries left by other consumers", len(entries))
+            metrics.PROCESSOR_LAG.set(await self.store.processor_lag(self.group))
+        if not entries:
+            entries = await self.store.read_new(
+                self.group, self.cfg.consumer, self.cfg.batch_size, self.cfg.block_ms
+            )
+        return await self._apply(entries) if entries else 0
+
+    async def _apply(self, entries: list[StreamEntry]) -> int:
+        new = await self.store.apply(self.group, entries)
+        metrics.PROCESSED.labels("new").inc(new)
+        metrics.PROCESSED.labels("duplicate").inc(len(entries) - new)
+        return new
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+async def _serve_metrics(port: int) -> web.AppRunner:
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    return runner
+
+
+async def main() -> None:
+    settings, cfg = Settings.from_env(), ProcessorSettings.from_env()
+    redis = redis_from_settings(settings)
+    processor = Processor(store_from_settings(redis, settings), cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = await _serve_metrics(cfg.metrics_port)
+    log.info("consumer %s of group %s; metrics on :%d", cfg.consumer, processor.group, cfg.metrics_port)
+    try:
+        await processor.run(stop)
+    finally:
+        await runner.cleanup()
+        await redis.aclose()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(main())
