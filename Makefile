@@ -26,6 +26,7 @@ test: $(STAMP) system
 
 lint: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/ruff check --select F,E9 service tests deploy bench
 
 clean:
 	rm -rf $(VENV) var

@@ -5,30 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
-from typing import Callable
 
 import redis
 
+from deploy.local import free_port, wait_until
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition") -> None:
-    """Poll `check` until it holds; fail loudly (never hang) after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+__all__ = ["RedisServer", "free_port", "need_binary", "wait_until"]
 
 
 def need_binary(name: str) -> str:
