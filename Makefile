@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint system clean
+.PHONY: up test lint system clean bench bench-memory
 
 # Environment for `make up` (defaults): PORT=8080 API_PORT=8081 REDIS_PORT=6380 REPLICAS=2
 # WEB_CONCURRENCY=1 VAR_DIR=./var; with REDIS_URL set, that Redis is used and none is started.
@@ -23,6 +23,13 @@ up: $(STAMP) system
 
 test: $(STAMP) system
 	$(BIN)/pytest
+
+bench: $(STAMP) system
+	bash deploy/ensure-system.sh wrk
+	$(BIN)/python -m bench.run
+
+bench-memory: $(STAMP) system
+	$(BIN)/python -m bench.memory
 
 lint: $(STAMP)
 	$(BIN)/mypy

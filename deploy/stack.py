@@ -91,12 +91,15 @@ def metrics_dir(cfg: StackConfig, port: int) -> Path:
     return cfg.var_dir / "prometheus" / str(port)
 
 
-def replica_argv(cfg: StackConfig, port: int) -> list[str]:
+API_APP = "service.app:create_app()"
+
+
+def replica_argv(cfg: StackConfig, port: int, app: str = API_APP) -> list[str]:
     return [
         "env", f"PROMETHEUS_MULTIPROC_DIR={metrics_dir(cfg, port)}",
         sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
         "--bind", f"127.0.0.1:{port}", "--workers", str(cfg.web_concurrency),
-        "service.app:create_app()",
+        app,
     ]
 
 

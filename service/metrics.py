@@ -4,6 +4,8 @@ multiprocess mode (PROMETHEUS_MULTIPROC_DIR) adds up every worker's counts in on
 from __future__ import annotations
 
 import os
+from typing import Any
+
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -27,6 +29,30 @@ PROCESSED = Counter("tickets_processor_entries_total", "Stream entries the proce
                     ["result"])
 PROCESSOR_LAG = Gauge("tickets_processor_lag_entries", "Stream entries not yet processed",
                       multiprocess_mode="max")
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS", "UPDATE"})
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_redis_children: dict[str, Any] = {}
+
+
+def request_metrics(route: str, method: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram for these labels, looked up once: labels()
+    costs more than the increment itself on the hot path. Unknown methods share one label,
+    so a client cannot grow the label set."""
+    key = (route, method, status)
+    found = _request_children.get(key)
+    if found is None:
+        label = method if method in _KNOWN_METHODS else "OTHER"
+        found = _request_children[key] = (REQUESTS.labels(route, label, str(status)), LATENCY.labels(route))
+    return found
+
+
+def redis_latency(op: str) -> Any:
+    found = _redis_children.get(op)
+    if found is None:
+        found = _redis_children[op] = REDIS_LATENCY.labels(op)
+    return found
+
 
 def render() -> bytes:
     """This process's metrics, or every worker's when in multiprocess mode."""

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .appkeys import ACTOR
-from .metrics import LATENCY, REQUESTS, render
+from .metrics import render, request_metrics
 
 Handler = Callable[[web.Request], Any]
 
@@ -28,9 +28,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     actor = request.get(ACTOR)
     if actor is not None:
         response.headers["X-Actor"] = actor
-    route = _route_label(request)
-    REQUESTS.labels(route, request.method, str(response.status)).inc()
-    LATENCY.labels(route).observe(time.perf_counter() - started)
+    count, latency = request_metrics(_route_label(request), request.method, response.status)
+    count.inc()
+    latency.observe(time.perf_counter() - started)
     return response
 
 

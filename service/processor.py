@@ -120,7 +120,7 @@ async def _serve_metrics(port: int) -> web.AppRunner:
 
 async def main() -> None:
     settings, cfg = Settings.from_env(), ProcessorSettings.from_env()
-    redis = redis_from_settings(settings)
+    redis = redis_from_settings(settings, client_name="tickets-processor")
     processor = Processor(store_from_settings(redis, settings), cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -26,12 +26,11 @@ def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # Bounded so that a dead or blackholed Redis turns into a fast 503, never a hang.
+    # Bounds each store call, the wait for a pooled connection included, so that a dead or
+    # blackholed Redis turns into a fast 503, never a hang.
     redis_timeout_ms: int = 1000
     redis_connect_timeout_ms: int = 500
     redis_max_connections: int = 64
-    # How long a worker waits for a free pooled connection before answering 503.
-    redis_pool_timeout_ms: int = 1000
     # How long a write remembers its request id, so that nginx re-sending it to another
     # replica gets the first answer back (no false 409, no second ticket). nginx gives up
     # re-sending after proxy_next_upstream_timeout (5 s); this is ample.
@@ -57,7 +56,6 @@ class Settings:
                 env, "REDIS_CONNECT_TIMEOUT_MS", d.redis_connect_timeout_ms, 1
             ),
             redis_max_connections=env_int(env, "REDIS_MAX_CONNECTIONS", d.redis_max_connections, 1),
-            redis_pool_timeout_ms=env_int(env, "REDIS_POOL_TIMEOUT_MS", d.redis_pool_timeout_ms, 1),
             replay_ttl_s=env_int(env, "REPLAY_TTL_S", d.replay_ttl_s, 1),
             retry_after_s=env_int(env, "RETRY_AFTER_S", d.retry_after_s, 1),
             max_body_bytes=env_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 2),

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Iterator, Sequence
@@ -89,18 +89,43 @@ class StreamEntry:
     fields: dict[str, str]
 
 
-@contextmanager
-def _redis_call(op: str) -> Iterator[None]:
-    """Time one Redis round trip, and turn any Redis failure into StoreUnavailable."""
-    started = time.perf_counter()
-    try:
-        yield
-    except RedisError as exc:
-        metrics.REDIS_ERRORS.labels(op).inc()
-        log.warning("redis error in %s: %s: %s", op, type(exc).__name__, exc)
-        raise StoreUnavailable(str(exc)) from exc
-    finally:
-        metrics.REDIS_LATENCY.labels(op).observe(time.perf_counter() - started)
+class _RedisCall:
+    """One Redis round trip: bounded in time (the wait for a connection included), timed,
+    and a timeout or Redis failure turned into StoreUnavailable. One asyncio.timeout around
+    the whole call replaces the client's socket_timeout, which costs a task per command
+    (asyncio.wait_for); a semaphore replaces the BlockingConnectionPool's condition and
+    timeout per command. Both were measured on the hot path (bench/)."""
+
+    __slots__ = ("op", "timeout_s", "slots", "_started", "_timeout")
+
+    def __init__(self, op: str, timeout_s: float, slots: asyncio.Semaphore) -> None:
+        self.op, self.timeout_s, self.slots = op, timeout_s, slots
+
+    async def __aenter__(self) -> None:
+        self._started = time.perf_counter()
+        self._timeout = asyncio.timeout(self.timeout_s)
+        await self._timeout.__aenter__()
+        try:
+            await self.slots.acquire()
+        except BaseException as exc:  # the timeout fired while waiting for a connection
+            await self._leave(exc)
+            raise
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.slots.release()
+        await self._leave(exc)
+
+    async def _leave(self, exc: BaseException | None) -> None:
+        try:
+            # Turns the timeout's own cancellation into TimeoutError.
+            await self._timeout.__aexit__(type(exc) if exc else None, exc, None)
+        except TimeoutError as timeout:
+            exc = timeout
+        metrics.redis_latency(self.op).observe(time.perf_counter() - self._started)
+        if isinstance(exc, (RedisError, TimeoutError)):
+            metrics.REDIS_ERRORS.labels(self.op).inc()
+            log.warning("redis error in %s: %s: %s", self.op, type(exc).__name__, exc)
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
 
 
 def _ticket(ticket_id: str, ts: str, valid: str) -> Ticket:
@@ -122,8 +147,13 @@ class TicketStore:
         replay_ttl_s: int,
         idempotency_ttl_s: int = 86400,
         events_maxlen: int = 100_000,
+        timeout_ms: int = 1000,
+        max_concurrent: int = 64,
     ) -> None:
         self.redis = redis
+        self.timeout_s = timeout_ms / 1000
+        # Calls in flight at once, at most the pool's size: more wait here, within the timeout.
+        self._slots = asyncio.Semaphore(max_concurrent)
         self.replay_ttl_s = replay_ttl_s
         self.idempotency_ttl_s = idempotency_ttl_s
         self.events_maxlen = events_maxlen
@@ -132,6 +162,9 @@ class TicketStore:
         self._list = redis.register_script(_load_lua("list.lua"))
         self._history = redis.register_script(_load_lua("history.lua"))
         self._process = redis.register_script(_load_lua("process.lua"))
+
+    def _call(self, op: str, extra_s: float = 0.0) -> _RedisCall:
+        return _RedisCall(op, self.timeout_s + extra_s, self._slots)
 
     # Key builders: the only place key names are spelled.
     @staticmethod
@@ -223,15 +256,27 @@ class TicketStore:
         keys = [self.ticket_key(ticket_id), self.index_key(shard), self.stats_key(shard),
                 self.stream_key(shard), *record]
         args = [ticket_id, *self._origin_args(origin), *extra]
-        with _redis_call("create"):
+        async with self._call("create"):
             outcome, tid, ts, valid, replayed = await self._create(keys=keys, args=args)
         if outcome == "mismatch":
             raise IdempotencyKeyReused()
         return WriteResult(_ticket(tid, ts, valid), bool(replayed))
 
+    async def create_batch(self, count: int, *, origin: Origin = Origin()) -> list[Ticket]:
+        """Create `count` tickets in one pipelined round trip (bulk issue, loading)."""
+        ids = [new_ticket_id() for _ in range(count)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tid in ids:
+                s = self.shard_of(tid)
+                keys = [self.ticket_key(tid), self.index_key(s), self.stats_key(s), self.stream_key(s)]
+                await self._create(keys=keys, args=[tid, *self._origin_args(origin)], client=pipe)
+            async with self._call("create_batch"):
+                replies = await pipe.execute()
+        return [_ticket(tid, ts, valid) for _, tid, ts, valid, _ in replies]
+
     async def get(self, ticket_id: str) -> Ticket:
         """Return the ticket, or raise TicketNotFound."""
-        with _redis_call("get"):
+        async with self._call("get"):
             ts, valid = await self.redis.hmget(self.ticket_key(ticket_id), ["ts", "valid"])
         if ts is None:
             raise TicketNotFound(ticket_id)
@@ -258,7 +303,7 @@ class TicketStore:
             record, ttl_s = self.idempotency_key(shard, *scope), self.idempotency_ttl_s
         keys = [self.ticket_key(ticket_id), record, self.stats_key(shard), self.stream_key(shard)]
         args = [target, ttl_s, transition.value, *self._origin_args(origin), ticket_id]
-        with _redis_call("transition"):
+        async with self._call("transition"):
             outcome, ts, valid, replayed = await self._transition(keys=keys, args=args)
         if outcome == "missing":
             raise TicketNotFound(ticket_id)
@@ -282,7 +327,7 @@ class TicketStore:
             args: list[str | int] = [
                 at.scan, at.after, room, self.ticket_prefix(shard), max_batches, _SCAN_COUNT
             ]
-            with _redis_call("list"):
+            async with self._call("list"):
                 reply = await self._list(keys=[self.index_key(shard)], args=args)
             tickets.extend(self._tickets_from(reply[2:]))
             nxt = self._next_cursor(at.shard, reply[0], reply[1])
@@ -307,7 +352,7 @@ class TicketStore:
     async def history(self, ticket_id: str) -> list[Event]:
         """The ticket's events as the tickets processor recorded them, oldest first."""
         keys = [self.ticket_key(ticket_id), self.history_key(ticket_id)]
-        with _redis_call("history"):
+        async with self._call("history"):
             exists, *flat = await self._history(keys=keys, args=[])
         if not exists:
             raise TicketNotFound(ticket_id)
@@ -321,7 +366,7 @@ class TicketStore:
             for shard in SHARDS:
                 pipe.hmget(self.stats_key(shard), list(_STAT_FIELDS))
                 pipe.hgetall(self.processed_key(shard))
-            with _redis_call("stats"):
+            async with self._call("stats"):
                 replies = await pipe.execute()
         totals = [sum(int(r[i] or 0) for r in replies[::2]) for i in range(len(_STAT_FIELDS))]
         processed: dict[str, int] = {t.value: 0 for t in EventType}
@@ -341,7 +386,7 @@ class TicketStore:
             for shard, pos in zip(SHARDS, at.positions):
                 pipe.xrange(self.stream_key(shard), f"({pos}", "+", count=limit)
                 pipe.xinfo_stream(self.stream_key(shard))
-            with _redis_call("events"):
+            async with self._call("events"):
                 replies = await pipe.execute(raise_on_error=False)
         merged: list[tuple[tuple[int, int], int, str, dict[str, str]]] = []
         for i, pos in enumerate(at.positions):
@@ -379,7 +424,7 @@ class TicketStore:
         """Create the consumer group on every shard's stream (and the stream), once."""
         for shard in SHARDS:
             try:
-                with _redis_call("xgroup"):
+                async with self._call("xgroup"):
                     await self.redis.xgroup_create(self.stream_key(shard), group, id="0", mkstream=True)
             except StoreUnavailable as exc:
                 if "BUSYGROUP" not in str(exc):
@@ -388,14 +433,14 @@ class TicketStore:
     async def read_new(self, group: str, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
         """New entries for this consumer, from every shard, waiting up to block_ms."""
         streams: dict[Any, Any] = {self.stream_key(s): ">" for s in SHARDS}
-        with _redis_call("xreadgroup"):
+        async with self._call("xreadgroup", block_ms / 1000):
             reply = await self.redis.xreadgroup(group, consumer, streams, count=count, block=block_ms)
         return self._entries(reply)
 
     async def read_own_pending(self, group: str, consumer: str, count: int) -> list[StreamEntry]:
         """Entries delivered to this consumer name and not yet acknowledged."""
         streams: dict[Any, Any] = {self.stream_key(s): "0" for s in SHARDS}
-        with _redis_call("xreadgroup"):
+        async with self._call("xreadgroup"):
             reply = await self.redis.xreadgroup(group, consumer, streams, count=count)
         return self._entries(reply)
 
@@ -403,7 +448,7 @@ class TicketStore:
         """Take over entries that another consumer left unacknowledged for min_idle_ms."""
         out: list[StreamEntry] = []
         for shard in SHARDS:
-            with _redis_call("xautoclaim"):
+            async with self._call("xautoclaim"):
                 reply = await self.redis.xautoclaim(
                     self.stream_key(shard), group, consumer, min_idle_ms, "0-0", count=count
                 )
@@ -428,7 +473,7 @@ class TicketStore:
                         self.stream_key(e.shard)]
                 args = [group, e.entry_id, event.type.value, json.dumps(e.fields)]
                 await self._process(keys=keys, args=args, client=pipe)
-            with _redis_call("process"):
+            async with self._call("process"):
                 results = await pipe.execute()
         return sum(int(r) for r in results)
 
@@ -437,7 +482,7 @@ class TicketStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in SHARDS:
                 pipe.xinfo_groups(self.stream_key(shard))
-            with _redis_call("xinfo"):
+            async with self._call("xinfo"):
                 replies = await pipe.execute(raise_on_error=False)
         lag = 0
         for groups in replies:
@@ -448,5 +493,5 @@ class TicketStore:
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless Redis answers."""
-        with _redis_call("ping"):
+        async with self._call("ping"):
             await self.redis.ping()

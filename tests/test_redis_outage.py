@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from pathlib import Path
 
+from redis.asyncio import Redis
+
 from service.app import create_app
+from service.errors import StoreUnavailable
 from service.settings import Settings
+from service.store import TicketStore
 
 from .conftest import AiohttpClient, Api
 from .procs import RedisServer
@@ -35,3 +41,23 @@ async def test_outage_gives_fast_503_then_recovers(aiohttp_client: AiohttpClient
         assert (await api.get("/readyz")).status == 200
     finally:
         server.kill()
+
+
+async def test_a_stalled_redis_is_a_bounded_wait(redis_server: RedisServer) -> None:
+    """DEBUG SLEEP stalls the server: calls (and calls queued for a connection) give up at
+    the store's timeout with StoreUnavailable, instead of hanging."""
+    # Sent before the store's client even connects, so Redis runs it first.
+    stall = socket.create_connection(("127.0.0.1", redis_server.port))
+    stall.sendall(b"DEBUG SLEEP 1\r\n")
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    store = TicketStore(client, replay_ttl_s=60, timeout_ms=200, max_concurrent=1)
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(store.ping(), store.ping(), return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results)
+        assert time.monotonic() - started < 0.6
+        assert stall.recv(16).startswith(b"+OK")  # the stall is over
+        await store.ping()  # and the store recovers on its own
+    finally:
+        stall.close()
+        await client.aclose()

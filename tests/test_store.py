@@ -217,3 +217,10 @@ async def test_create_replayed_by_request_id_makes_one_ticket(store: TicketStore
     assert sum([await store.redis.scard(store.index_key(s)) for s in SHARDS]) == 1
     other = await store.create(origin=Origin(request_id="fedcba9876543210fedcba9876543210", forwarded=True))
     assert other.ticket.id != first.ticket.id and not other.replayed
+
+
+async def test_create_batch_makes_distinct_indexed_tickets(store: TicketStore) -> None:
+    made = await store.create_batch(50)
+    assert len({t.id for t in made}) == 50 and all(t.state is TicketState.VALID for t in made)
+    assert [await store.get(t.id) for t in made] == made
+    assert (await store.stats()).total == 50
