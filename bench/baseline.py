@@ -1,0 +1,82 @@
+"""The bench's baseline: bare aiohttp handlers, each making the same single Redis call as the
+service (the same Lua scripts with the same keys), and nothing else: no auth, no validation,
+no metrics, no problem details. The service's figures are read as a ratio to these.
+
+    gunicorn -c deploy/gunicorn.conf.py 'bench.baseline:create_app()'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from importlib import resources
+from typing import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from redis.commands.core import AsyncScript
+
+from service.store import TicketStore as Keys
+
+REDIS = web.AppKey("redis", Redis)
+SCRIPTS = web.AppKey("scripts", dict[str, AsyncScript])
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(data).encode(), status=status, content_type="application/json")
+
+
+async def create(request: web.Request) -> web.Response:
+    tid = str(uuid.uuid4())
+    s = tid[0]
+    keys = [Keys.ticket_key(tid), Keys.index_key(s), Keys.stats_key(s), Keys.stream_key(s)]
+    script = request.app[SCRIPTS]["create"]
+    _, tid, ts, valid, _ = await script(keys=keys, args=[tid, "bench", "", "", 100_000])
+    return _json({"id": tid, "timestamp": float(ts), "valid": valid == "1"}, 201)
+
+
+async def get(request: web.Request) -> web.Response:
+    tid = request.match_info["id"]
+    ts, valid = await request.app[REDIS].hmget(Keys.ticket_key(tid), ["ts", "valid"])
+    return _json({"id": tid, "timestamp": float(ts), "valid": valid == "1"})
+
+
+async def invalidate(request: web.Request) -> web.Response:
+    tid = request.match_info["id"]
+    s = tid[0]
+    keys = [Keys.ticket_key(tid), Keys.replay_key(tid, uuid.uuid4().hex), Keys.stats_key(s), Keys.stream_key(s)]
+    args = ["0", 60, "invalidate", "bench", "", "", 100_000, tid]
+    outcome, ts, valid, _ = await request.app[SCRIPTS]["transition"](keys=keys, args=args)
+    return _json({"id": tid, "timestamp": float(ts), "valid": valid == "1"}, 200 if outcome == "ok" else 409)
+
+
+async def list_page(request: web.Request) -> web.Response:
+    args = [0, "", 100, Keys.ticket_prefix("0"), 4, 128]
+    reply = await request.app[SCRIPTS]["list"](keys=[Keys.index_key("0")], args=args)
+    flat = reply[2:]
+    return _json([{"id": flat[i], "timestamp": float(flat[i + 1]), "valid": flat[i + 2] == "1"}
+                  for i in range(0, len(flat), 3)])
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    client = Redis.from_url(os.environ["REDIS_URL"], decode_responses=True, client_name="bench-baseline")
+    app[REDIS] = client
+    lua = resources.files("service.lua")
+    app[SCRIPTS] = {
+        name: client.register_script(lua.joinpath(f"{name}.lua").read_text())
+        for name in ("create", "transition", "list")
+    }
+    yield
+    await client.aclose()
+
+
+def create_app() -> web.Application:
+    app = web.Application()
+    app.cleanup_ctx.append(_redis)
+    app.router.add_post("/ticket", create)
+    app.router.add_get("/ticket", list_page)
+    app.router.add_get("/ticket/{id}", get)
+    app.router.add_post("/ticket/{id}/invalidate", invalidate)
+    return app

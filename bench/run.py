@@ -1,0 +1,251 @@
+"""`make bench`: the service with every production feature on (auth with a key, events,
+metrics, JSON access log) against a bare baseline, side by side, through the same nginx.
+
+For each scenario it runs wrk (-t1, BENCH_CONNECTIONS connections, BENCH_DURATION_S seconds)
+against the service and then the baseline, and reads from /proc the CPU each process group
+spent. A short extra run under Redis MONITOR counts the Redis round trips per request.
+Results go to bench/results/<date>.json and .md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from deploy.local import LocalStack, children, free_port, free_port_run, http_status, wait_until
+from deploy.stack import ROOT, StackConfig, binary, nginx_argv, prepare, replica_argv, replica_env
+from service.store import TicketStore
+
+BENCH = ROOT / "bench"
+SCENARIOS = ("create", "get", "invalidate", "list", "mix")
+TOKEN = "bench-admin-0123456789abcdef"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The seed's Flask server, measured on our 2-core machines (the issue's anchor).
+SEED_FLASK_RPS = 1300
+
+
+@dataclass
+class Target:
+    """One side of the comparison: an nginx in front of replicas, and its process groups."""
+
+    name: str
+    url: str
+    groups: dict[str, list[int]]  # group name -> root pids (their children count too)
+    token: str = ""
+    read_ids: Path | None = None
+    fresh_ids: list[Path] = field(default_factory=list)
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for root in pids:
+        for pid in [root, *children(root)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total
+
+
+def wrk(target: Target, scenario: str, duration_s: int, connections: int, fresh: Path | None) -> dict[str, Any]:
+    env = {**os.environ, "SCENARIO": scenario, "TOKEN": target.token}
+    if target.read_ids:
+        env["READ_IDS"] = str(target.read_ids)
+    if fresh:
+        env["FRESH_IDS"] = str(fresh)
+    argv = [binary("wrk"), "-t1", f"-c{connections}", f"-d{duration_s}s", "--timeout", "5s",
+            "-s", str(BENCH / "wrk" / "scenario.lua"), target.url]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=duration_s + 60)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(target: Target, scenario: str, duration_s: int, connections: int, fresh: Path | None) -> dict[str, Any]:
+    before = {g: cpu_ticks(p) for g, p in target.groups.items()}
+    r = wrk(target, scenario, duration_s, connections, fresh)
+    after = {g: cpu_ticks(p) for g, p in target.groups.items()}
+    seconds = r["duration_us"] / 1e6
+    return {
+        "rps": round(r["requests"] / seconds),
+        "p50_ms": r["p50_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "errors": r["unexpected"] + r["socket_errors"],
+        "requests": r["requests"],
+        "cpu_us_per_request": {
+            g: round((after[g] - before[g]) / CLK_TCK * 1e6 / max(r["requests"], 1), 1) for g in before
+        },
+    }
+
+
+class Monitor:
+    """Counts the commands that named Redis clients send, through MONITOR (scripts' own
+    inner commands are listed as `lua` and not counted: they are no round trip)."""
+
+    def __init__(self, port: int, addrs: set[str]) -> None:
+        self.port, self.addrs, self.count = port, addrs, 0
+        self._sock = socket.create_connection(("127.0.0.1", port))
+        self._sock.sendall(b"MONITOR\r\n")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buf = b""
+        self._sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                chunk = self._sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\r\n")
+            for line in lines:
+                start = line.find(b"[")
+                addr = line[start + 1: line.find(b"]", start)].split(b" ")[-1].decode()
+                if addr in self.addrs:
+                    self.count += 1
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+        return self.count
+
+
+async def client_addrs(redis: Redis, name: str) -> set[str]:
+    return {c["addr"] for c in await redis.client_list() if c.get("name") == name}
+
+
+async def round_trips(target: Target, redis: Redis, port: int, client_name: str, scenario: str,
+                      fresh: Path | None) -> float:
+    addrs = await client_addrs(redis, client_name)
+    mon = Monitor(port, addrs)
+    r = await asyncio.to_thread(wrk, target, scenario, 2, 4, fresh)
+    count = mon.stop()
+    return round(count / max(r["requests"], 1), 3)
+
+
+async def preload(store: TicketStore, n: int, path: Path) -> Path:
+    ids: list[str] = []
+    while len(ids) < n:
+        ids += [t.id for t in await store.create_batch(min(2000, n - len(ids)))]
+    path.write_text("\n".join(ids) + "\n")
+    return path
+
+
+def start_baseline(stack: LocalStack, var_dir: Path) -> tuple[list[subprocess.Popen[bytes]], subprocess.Popen[bytes], str]:
+    """Two baseline replicas and an nginx from the same template, with the same settings."""
+    cfg = StackConfig(port=free_port(), api_port=free_port_run(stack.cfg.replicas), replicas=stack.cfg.replicas,
+                      web_concurrency=stack.cfg.web_concurrency, var_dir=var_dir,
+                      rate_limit_rps=stack.cfg.rate_limit_rps, rate_limit_burst=stack.cfg.rate_limit_burst,
+                      redis_url=stack.cfg.effective_redis_url)
+    prepare(cfg)
+    log = open(var_dir / "log" / "baseline.log", "ab")
+    env = replica_env(cfg)
+    replicas = [subprocess.Popen(replica_argv(cfg, p, "bench.baseline:create_app()"), env=env, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True) for p in cfg.api_ports]
+    nginx = subprocess.Popen(nginx_argv(cfg), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{cfg.port}"
+    wait_until(lambda: http_status(f"http://127.0.0.1:{cfg.api_ports[-1]}/ticket?limit=1") == 200, 30, "baseline")
+    wait_until(lambda: http_status(url + "/ticket?limit=1") == 200, 30, "baseline nginx")
+    return replicas, nginx, url
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows = ["| scenario | service req/s | baseline req/s | ratio | × seed | p50 ms | p99 ms | errors "
+            "| Redis round trips/req | CPU µs/req: nginx / api / redis / processor |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, r in results["scenarios"].items():
+        s, b = r["service"], r["baseline"]
+        cpu = s["cpu_us_per_request"]
+        rows.append(
+            f"| {name} | {s['rps']:,} | {b['rps']:,} | {r['ratio']:.2f} | {s['rps'] / SEED_FLASK_RPS:.1f} "
+            f"| {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['errors']} | {r['round_trips']} "
+            f"| {cpu['nginx']} / {cpu['api']} / {cpu['redis']} / {cpu['processor']} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+async def run() -> dict[str, Any]:
+    duration_s = int(os.environ.get("BENCH_DURATION_S", "10"))
+    connections = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+    var_dir = Path(os.environ.get("BENCH_VAR_DIR", ROOT / "var" / "bench")).resolve()
+    shutil.rmtree(var_dir, ignore_errors=True)
+    stack = LocalStack(var_dir / "service", env={"API_KEYS": f"bench:admin:{TOKEN}"}, rate_limit_rps=10_000_000)
+    stack.cfg.var_dir.mkdir(parents=True)
+    stack.start()
+    (var_dir / "baseline" / "log").mkdir(parents=True)
+    b_replicas, b_nginx, b_url = start_baseline(stack, var_dir / "baseline")
+    redis = Redis(port=stack.cfg.redis_port, decode_responses=True)
+    try:
+        store = TicketStore(redis, replay_ttl_s=60)
+        fresh_n = 20_000 * duration_s
+        assert stack.redis and stack.nginx and stack.processor
+        service = Target("service", stack.url, {
+            "nginx": [stack.nginx.pid], "api": [p.pid for p in stack.replicas if p],
+            "redis": [stack.redis.pid], "processor": [stack.processor.pid],
+        }, token=TOKEN, read_ids=await preload(store, 1000, var_dir / "read-service"))
+        baseline = Target("baseline", b_url, {
+            "nginx": [b_nginx.pid], "api": [p.pid for p in b_replicas],
+            "redis": [stack.redis.pid], "processor": [stack.processor.pid],
+        }, read_ids=await preload(store, 1000, var_dir / "read-baseline"))
+        results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                   "duration_s": duration_s, "connections": connections,
+                                   "replicas": stack.cfg.replicas, "workers_per_replica": stack.cfg.web_concurrency,
+                                   "scenarios": {}}
+        for scenario in SCENARIOS:
+            needs_fresh = scenario in ("invalidate", "mix")
+            row: dict[str, Any] = {}
+            for target in (service, baseline):
+                fresh = await preload(store, fresh_n, var_dir / f"fresh-{target.name}") if needs_fresh else None
+                # A short warm-up: connections, script caches, the processor's backlog.
+                await asyncio.to_thread(wrk, target, "get", 1, connections, None)
+                row[target.name] = await asyncio.to_thread(measure, target, scenario, duration_s, connections, fresh)
+                print(f"{scenario:>10} {target.name:>8}: {json.dumps(row[target.name])}", flush=True)
+            fresh = await preload(store, 20_000, var_dir / "fresh-monitor") if needs_fresh else None
+            row["round_trips"] = await round_trips(service, redis, stack.cfg.redis_port, "tickets-api", scenario, fresh)
+            row["ratio"] = round(row["service"]["rps"] / row["baseline"]["rps"], 3)
+            results["scenarios"][scenario] = row
+        return results
+    finally:
+        await redis.aclose()
+        for proc in [b_nginx, *b_replicas]:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+        stack.stop()
+
+
+def main() -> None:
+    results = asyncio.run(run())
+    out = BENCH / "results"
+    out.mkdir(exist_ok=True)
+    stamp = results["date"][:10]
+    (out / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (out / f"{stamp}.md").write_text(table)
+    (out / "latest.md").write_text(table)
+    print("\n" + table)
+    failed = [s for s, r in results["scenarios"].items() if r["service"]["errors"] or r["round_trips"] > 1.0]
+    if failed:
+        print(f"errors or extra Redis round trips in: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
