@@ -7,7 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 # Canonical textual UUID of any version: the seed's own examples are uuid1 and must still
 # be answered (with 404), while new ids are always uuid4.
@@ -29,8 +29,10 @@ class Transition(str, Enum):
         return TicketState.INVALID if self is Transition.INVALIDATE else TicketState.VALID
 
 
-@dataclass(frozen=True, slots=True)
-class Ticket:
+class Ticket(NamedTuple):
+    """Immutable like a frozen dataclass, and built several times faster: a page of 100
+    tickets builds 100 of them."""
+
     id: str
     timestamp: float
     state: TicketState
