@@ -40,20 +40,20 @@ async def create(request: web.Request) -> web.Response:
 async def get(request: web.Request) -> web.Response:
     tid = request.match_info["id"]
     ts, valid = await request.app[REDIS].hmget(Keys.ticket_key(tid), ["ts", "valid"])
-    return _json({"id": tid, "timestamp": float(ts), "valid": valid == "1"})
+    return _json({"id": tid, "timestamp": float(str(ts)), "valid": valid == "1"})
 
 
 async def invalidate(request: web.Request) -> web.Response:
     tid = request.match_info["id"]
     s = tid[0]
     keys = [Keys.ticket_key(tid), Keys.replay_key(tid, uuid.uuid4().hex), Keys.stats_key(s), Keys.stream_key(s)]
-    args = ["0", 60, "invalidate", "bench", "", "", 100_000, tid]
+    args: list[str | int] = ["0", 60, "invalidate", "bench", "", "", 100_000, tid]
     outcome, ts, valid, _ = await request.app[SCRIPTS]["transition"](keys=keys, args=args)
     return _json({"id": tid, "timestamp": float(ts), "valid": valid == "1"}, 200 if outcome == "ok" else 409)
 
 
 async def list_page(request: web.Request) -> web.Response:
-    args = [0, "", 100, Keys.ticket_prefix("0"), 4, 128]
+    args: list[str | int] = [0, "", 100, Keys.ticket_prefix("0"), 4, 128]
     reply = await request.app[SCRIPTS]["list"](keys=[Keys.index_key("0")], args=args)
     flat = reply[2:]
     return _json([{"id": flat[i], "timestamp": float(flat[i + 1]), "valid": flat[i + 2] == "1"}
