@@ -13,10 +13,9 @@ from redis.backoff import NoBackoff
 
 from .apikeys import describe
 from .appkeys import KEYRING, OPENAPI_BODY, REDIS, SETTINGS, STORE
-from .observability import metrics_middleware
+from .middleware import edge_middleware
 from .handlers import setup_routes
 from .openapi import build_openapi
-from .problems import problem_middleware
 from .settings import Settings
 from .store import TicketStore
 
@@ -79,7 +78,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     one built from them (tests pass their own)."""
     settings = settings or Settings.from_env()
     app = web.Application(
-        middlewares=[metrics_middleware, problem_middleware],
+        middlewares=[edge_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

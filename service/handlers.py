@@ -28,10 +28,12 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _IDEMPOTENCY_KEY_RE = re.compile(r'^[\x20-\x7e]{1,255}$')
 
 
+_encode = json.JSONEncoder(ensure_ascii=True, check_circular=False).encode
+
+
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=json.dumps(data).encode(), status=status,
-        content_type="application/json", headers=headers,
+        body=_encode(data).encode(), status=status, content_type="application/json", headers=headers,
     )
 
 
@@ -45,6 +47,8 @@ def _require_id(raw: str | None) -> str:
 
 
 def _reject_unknown_params(request: web.Request, allowed: Iterable[str]) -> None:
+    if not request.query_string:  # the common case, without parsing a query
+        return
     unknown = sorted(set(request.query) - set(allowed))
     if unknown:
         raise InvalidInput(f"unknown query parameter(s): {', '.join(unknown)}", slug="unknown-parameter")

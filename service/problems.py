@@ -75,7 +75,8 @@ def _from_service_error(request: web.Request, exc: ServiceError) -> web.Response
             "retry it with the same Idempotency-Key to get its outcome",
             headers={"Retry-After": retry_after},
         )
-    raise exc
+    log.error("no problem mapping for %s", type(exc).__name__)
+    return problem(500, "internal-error", "Internal Server Error", "an unexpected error")
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
@@ -87,17 +88,11 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return problem(exc.status, slug, exc.reason, detail, headers=headers)
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except ServiceError as exc:
+def from_exception(request: web.Request, exc: Exception) -> web.Response:
+    """The problem+json answer for any exception a handler (or the router) raised."""
+    if isinstance(exc, ServiceError):
         return _from_service_error(request, exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    if isinstance(exc, web.HTTPException):
         return _from_http_exception(exc)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem(500, "internal-error", "Internal Server Error", "an unexpected error")
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return problem(500, "internal-error", "Internal Server Error", "an unexpected error")
