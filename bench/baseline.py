@@ -34,13 +34,13 @@ async def create(request: web.Request) -> web.Response:
     keys = [Keys.ticket_key(tid), Keys.index_key(s), Keys.stats_key(s), Keys.stream_key(s)]
     script = request.app[SCRIPTS]["create"]
     _, tid, ts, valid, _ = await script(keys=keys, args=[tid, "bench", "", "", 100_000])
-    return _json({"id": tid, "timestamp": float(ts), "valid": valid == "1"}, 201)
+    return _json({"id": tid, "timestamp": int(ts) / 1e6, "valid": valid == "1"}, 201)
 
 
 async def get(request: web.Request) -> web.Response:
     tid = request.match_info["id"]
     ts, valid = await request.app[REDIS].hmget(Keys.ticket_key(tid), ["ts", "valid"])
-    return _json({"id": tid, "timestamp": float(str(ts)), "valid": valid == "1"})
+    return _json({"id": tid, "timestamp": int(str(ts)) / 1e6, "valid": valid == "1"})
 
 
 async def invalidate(request: web.Request) -> web.Response:
@@ -49,14 +49,14 @@ async def invalidate(request: web.Request) -> web.Response:
     keys = [Keys.ticket_key(tid), Keys.replay_key(tid, uuid.uuid4().hex), Keys.stats_key(s), Keys.stream_key(s)]
     args: list[str | int] = ["0", 60, "invalidate", "bench", "", "", 100_000, tid]
     outcome, ts, valid, _ = await request.app[SCRIPTS]["transition"](keys=keys, args=args)
-    return _json({"id": tid, "timestamp": float(ts), "valid": valid == "1"}, 200 if outcome == "ok" else 409)
+    return _json({"id": tid, "timestamp": int(ts) / 1e6, "valid": valid == "1"}, 200 if outcome == "ok" else 409)
 
 
 async def list_page(request: web.Request) -> web.Response:
     args: list[str | int] = [0, "", 100, Keys.ticket_prefix("0"), 4, 128]
     reply = await request.app[SCRIPTS]["list"](keys=[Keys.index_key("0")], args=args)
     flat = reply[2:]
-    return _json([{"id": flat[i], "timestamp": float(flat[i + 1]), "valid": flat[i + 2] == "1"}
+    return _json([{"id": flat[i], "timestamp": int(flat[i + 1]) / 1e6, "valid": flat[i + 2] == "1"}
                   for i in range(0, len(flat), 3)])
 
 

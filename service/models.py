@@ -93,7 +93,7 @@ class Event:
 
     @classmethod
     def from_fields(cls, entry_id: str, f: dict[str, str]) -> Event:
-        return cls(entry_id, f["t"], EventType(f["e"]), float(f["ts"]), f["a"], f["r"], f["ip"])
+        return cls(entry_id, f["t"], EventType(f["e"]), int(f["ts"]) / 1e6, f["a"], f["r"], f["ip"])
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:

@@ -129,7 +129,7 @@ class _RedisCall:
 
 
 def _ticket(ticket_id: str, ts: str, valid: str) -> Ticket:
-    return Ticket(id=ticket_id, timestamp=float(ts), state=_VALID[valid])
+    return Ticket(id=ticket_id, timestamp=int(ts) / 1e6, state=_VALID[valid])
 
 
 def _scope_shard(*scope: str) -> str:
@@ -173,7 +173,7 @@ class TicketStore:
 
     @staticmethod
     def ticket_prefix(shard: str) -> str:
-        return f"ticket:{{{shard}}}:"
+        return f"tkt:{{{shard}}}:"
 
     @classmethod
     def ticket_key(cls, ticket_id: str) -> str:

@@ -29,7 +29,7 @@ async def test_create_stores_a_valid_ticket_with_server_time(store: TicketStore)
 async def test_ticket_is_a_hash_indexed_in_its_shard_set(store: TicketStore) -> None:
     tid = new_ticket_id()
     await store.create(tid)
-    assert await store.redis.type(f"ticket:{{{tid[0]}}}:{tid}") == "hash"
+    assert await store.redis.type(f"tkt:{{{tid[0]}}}:{tid}") == "hash"
     assert await store.redis.sismember(f"tickets:{{{tid[0]}}}", tid)
 
 
@@ -162,7 +162,7 @@ async def test_big_shard_is_split_into_limit_sized_pages(store: TicketStore) -> 
 
 def test_every_shard_is_a_hex_digit() -> None:
     assert SHARDS == tuple("0123456789abcdef")
-    assert TicketStore.ticket_key("ab" + "0" * 34) == "ticket:{a}:ab" + "0" * 34
+    assert TicketStore.ticket_key("ab" + "0" * 34) == "tkt:{a}:ab" + "0" * 34
 
 
 async def test_idempotent_create_returns_the_first_ticket(store: TicketStore) -> None:

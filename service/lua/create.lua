@@ -4,7 +4,7 @@
 -- is harmless. With a replay record, the first answer is stored, and a later call with the
 -- same record gets it back, with no second ticket and no second event.
 --
--- KEYS[1]  ticket hash                 ticket:{<shard>}:<id>
+-- KEYS[1]  ticket hash                 tkt:{<shard>}:<id>
 -- KEYS[2]  id index of the shard       tickets:{<shard>}
 -- KEYS[3]  counters of the shard       stats:{<shard>}
 -- KEYS[4]  event stream of the shard   events:{<shard>}
@@ -16,7 +16,7 @@
 -- ARGV[7]  record ttl_s (with KEYS[5])
 -- Returns  {outcome, id, timestamp, valid, replayed}
 --          outcome: 'created', or 'mismatch' when the record belongs to another request
---          timestamp: seconds since the epoch, as a decimal string; valid: '1' or '0'
+--          timestamp: microseconds since the epoch, as an integer string; valid: '1' or '0'
 --          replayed: 1 when the answer is the stored first answer, else 0
 if KEYS[5] then
   local prior = redis.call('GET', KEYS[5])
@@ -29,7 +29,8 @@ if KEYS[5] then
   end
 end
 local now = redis.call('TIME')
-local ts = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
+-- Microseconds as an integer: Redis stores an integer-looking value in 9 bytes, not 17.
+local ts = now[1] .. string.format('%06d', tonumber(now[2]))
 local valid = '1'
 if redis.call('HSETNX', KEYS[1], 'ts', ts) == 1 then
   redis.call('HSET', KEYS[1], 'valid', valid)

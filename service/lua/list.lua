@@ -10,7 +10,7 @@
 -- ARGV[1]  SSCAN cursor to start at ('0' for the start of the shard)
 -- ARGV[2]  resume after this id within the first batch ('' for none)
 -- ARGV[3]  limit: most tickets to return (>= 1)
--- ARGV[4]  ticket key prefix of the shard   ticket:{<shard>}:
+-- ARGV[4]  ticket key prefix of the shard   tkt:{<shard>}:
 -- ARGV[5]  max_batches: SSCAN calls allowed, so that a sparse set cannot stall Redis
 -- ARGV[6]  scan_count: the COUNT of every SSCAN call (must not change between pages)
 -- Returns  {next_cursor, resume_after, id1, ts1, valid1, id2, ts2, valid2, ...}

@@ -5,7 +5,7 @@
 -- gets the first answer, with no second change and no second event, so the gate that won
 -- never gets a false 409.
 --
--- KEYS[1]  ticket hash                 ticket:{<shard>}:<id>
+-- KEYS[1]  ticket hash                 tkt:{<shard>}:<id>
 -- KEYS[2]  replay record               replay:{<shard>}:<id>:<request id>  or  idem:{<shard>}:<hash>
 -- KEYS[3]  counters of the shard       stats:{<shard>}
 -- KEYS[4]  event stream of the shard   events:{<shard>}
@@ -47,7 +47,7 @@ end
 local now = redis.call('TIME')
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*',
   't', ARGV[8], 'e', event,
-  'ts', now[1] .. '.' .. string.format('%06d', tonumber(now[2])),
+  'ts', now[1] .. string.format('%06d', tonumber(now[2])),
   'a', ARGV[4], 'r', ARGV[5], 'ip', ARGV[6])
 redis.call('SET', KEYS[2], table.concat({ARGV[3], outcome, cur[1], ARGV[1]}, '|'), 'EX', ARGV[2])
 return {outcome, cur[1], ARGV[1], 0}

@@ -1,0 +1,132 @@
+"""`make bench-memory`: Redis bytes per ticket and per event, and the cost of a page of
+`GET /ticket` at 10,000 tickets against BENCH_TICKETS (default 1,000,000).
+
+It starts its own redis-server (no persistence) on a free port, loads tickets through the
+store's own create script (so each also appends its `created` event), and measures:
+- bytes per ticket, hash plus index: the growth of used_memory, less the event streams;
+- bytes per event: MEMORY USAGE of the streams (every element counted);
+- a page: the median time of the store's list_page, and Redis's own µs per list script call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from deploy.local import free_port, wait_until
+from deploy.stack import ROOT, binary
+from service.models import PageCursor
+from service.store import SHARDS, TicketStore
+
+TARGET_BYTES_PER_TICKET = 250
+TARGET_PAGE_RATIO = 1.5
+
+
+async def used_memory(redis: Redis) -> int:
+    info = await redis.info("memory")
+    return int(info["used_memory"])
+
+
+async def stream_bytes(redis: Redis, store: TicketStore) -> tuple[int, int]:
+    total = events = 0
+    for shard in SHARDS:
+        key = store.stream_key(shard)
+        total += int(await redis.memory_usage(key, samples=0) or 0)
+        events += await redis.xlen(key)
+    return total, events
+
+
+async def load(store: TicketStore, upto: int) -> None:
+    have = (await store.stats()).total
+    while have < upto:
+        batch = min(5000, upto - have)
+        await store.create_batch(batch)
+        have += batch
+
+
+async def page_cost(store: TicketStore, redis: Redis, pages: int = 300) -> dict[str, float]:
+    """Median wall time of a 100-ticket page, walking from cursors spread over the shards,
+    and Redis's own time per list script call."""
+    await redis.config_resetstat()
+    times = []
+    cursor: PageCursor | None = None
+    for i in range(pages):
+        start = cursor or PageCursor(shard=i % len(SHARDS), scan=0, after="")
+        t0 = time.perf_counter()
+        page = await store.list_page(start, 100)
+        if len(page.tickets) == 100:  # the last page of the walk is shorter: not counted
+            times.append(time.perf_counter() - t0)
+        cursor = page.next_cursor
+    stats = await redis.info("commandstats")
+    evalsha = stats.get("cmdstat_evalsha", {})
+    return {
+        "page_median_ms": round(statistics.median(times) * 1000, 3),
+        "redis_us_per_list_call": float(evalsha.get("usec_per_call", 0.0)),
+    }
+
+
+async def measure(port: int, n_tickets: int) -> dict[str, Any]:
+    redis = Redis(port=port, decode_responses=True)
+    store = TicketStore(redis, replay_ttl_s=60, events_maxlen=n_tickets)
+    try:
+        await redis.flushall()
+        empty = await used_memory(redis)
+        await load(store, 10_000)
+        small = await page_cost(store, redis)
+        await load(store, n_tickets)
+        large = await page_cost(store, redis)
+        full = await used_memory(redis)
+        streams, events = await stream_bytes(redis, store)
+        per_ticket = (full - empty - streams) / n_tickets
+        return {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "tickets": n_tickets,
+            "bytes_per_ticket": round(per_ticket, 1),
+            "bytes_per_event": round(streams / max(events, 1), 1),
+            "events": events,
+            "used_memory_mb": round(full / 2**20, 1),
+            "page_at_10k": small,
+            "page_at_n": large,
+            "page_ratio": round(large["page_median_ms"] / small["page_median_ms"], 2),
+        }
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    n_tickets = int(os.environ.get("BENCH_TICKETS", "1000000"))
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            [binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True)
+                       .stdout.startswith(b"PONG"), what="redis-server")
+            result = asyncio.run(measure(port, n_tickets))
+        finally:
+            proc.terminate()
+            proc.wait()
+    out = ROOT / "bench" / "results" / f"memory-{result['date'][:10]}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    ok = result["bytes_per_ticket"] <= TARGET_BYTES_PER_TICKET and result["page_ratio"] <= TARGET_PAGE_RATIO
+    print(f"bytes/ticket {result['bytes_per_ticket']} (target <= {TARGET_BYTES_PER_TICKET}), "
+          f"page cost ratio {result['page_ratio']} (target <= {TARGET_PAGE_RATIO}): {'ok' if ok else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
