@@ -464,14 +464,19 @@ class TicketStore:
         return out
 
     async def apply(self, group: str, entries: Sequence[StreamEntry]) -> int:
-        """Record each entry in its ticket's history, count it, and ack it: one pipelined
-        round trip. Returns how many were new (an entry seen before is not counted again)."""
+        """Record each entry in its ticket's history, count it, and ack it: one script call
+        per shard, all in one pipelined round trip. Returns how many were new (an entry
+        seen before is not counted again)."""
+        by_shard: dict[str, list[StreamEntry]] = {}
+        for e in entries:
+            by_shard.setdefault(e.shard, []).append(e)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for e in entries:
-                event = Event.from_fields(e.entry_id, e.fields)
-                keys = [self.history_key(event.ticket_id), self.processed_key(e.shard),
-                        self.stream_key(e.shard)]
-                args = [group, e.entry_id, event.type.value, json.dumps(e.fields)]
+            for shard, batch in by_shard.items():
+                keys = [self.processed_key(shard), self.stream_key(shard)]
+                keys += [self.history_key(e.fields["t"]) for e in batch]
+                args: list[str] = [group]
+                for e in batch:
+                    args += [e.entry_id, e.fields["e"], json.dumps(e.fields)]
                 await self._process(keys=keys, args=args, client=pipe)
             async with self._call("process"):
                 results = await pipe.execute()

@@ -1,15 +1,24 @@
--- The tickets processor's step for one stream entry: record it in the ticket's history and
--- count it, then acknowledge it. The history is keyed by entry id, so an entry delivered
--- twice (a crash before the ack, a claim from a dead consumer) is recorded and counted once.
+-- The tickets processor's step for a batch of one shard's stream entries: record each in its
+-- ticket's history and count it, then acknowledge them all. A history is keyed by entry id,
+-- so an entry delivered twice (a crash before the ack, a claim from a dead consumer) is
+-- recorded and counted once.
 --
--- KEYS[1]  history of the ticket       history:{<shard>}:<id>
--- KEYS[2]  processor counters          processed:{<shard>}  (field: event type)
--- KEYS[3]  event stream of the shard   events:{<shard>}
--- ARGV[1]  consumer group   ARGV[2]  entry id   ARGV[3]  event type   ARGV[4]  event as JSON
--- Returns  1 when the entry was counted now, 0 when it had been already
-local new = redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[4])
-if new == 1 then
-  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+-- KEYS[1]  processor counters of the shard   processed:{<shard>}  (field: event type)
+-- KEYS[2]  event stream of the shard         events:{<shard>}
+-- KEYS[3..n]  the history of each entry's ticket   history:{<shard>}:<id>, one per entry
+-- ARGV[1]  consumer group
+-- ARGV[2..] per entry, in the order of KEYS[3..n]: entry id, event type, event as JSON
+-- Returns  how many entries were counted now (the rest had been already)
+local new, ids = 0, {}
+for i = 3, #KEYS do
+  local a = 2 + (i - 3) * 3
+  ids[#ids + 1] = ARGV[a]
+  if redis.call('HSETNX', KEYS[i], ARGV[a], ARGV[a + 2]) == 1 then
+    redis.call('HINCRBY', KEYS[1], ARGV[a + 1], 1)
+    new = new + 1
+  end
 end
-redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+if #ids > 0 then
+  redis.call('XACK', KEYS[2], ARGV[1], unpack(ids))
+end
 return new
