@@ -42,7 +42,7 @@ class Ticket(NamedTuple):
         return self.state is TicketState.VALID
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "timestamp": self.timestamp, "valid": self.valid}
+        return {"id": self.id, "timestamp": self.timestamp, "valid": self.state is TicketState.VALID}
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -337,9 +337,10 @@ class TicketStore:
         return Page(tickets, at)
 
     @staticmethod
-    def _tickets_from(flat: Sequence[Any]) -> Iterator[Ticket]:
-        for i in range(0, len(flat), 3):
-            yield _ticket(flat[i], flat[i + 1], flat[i + 2])
+    def _tickets_from(flat: Sequence[Any]) -> list[Ticket]:
+        # Inlined rather than _ticket() per item: a page builds a hundred of them.
+        valid = _VALID
+        return [Ticket(flat[i], int(flat[i + 1]) / 1e6, valid[flat[i + 2]]) for i in range(0, len(flat), 3)]
 
     @staticmethod
     def _next_cursor(shard: int, scan: str, after: str) -> PageCursor | None:
