@@ -4,7 +4,8 @@ import os
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-worker_class = os.environ.get("WORKER_CLASS", "aiohttp.GunicornWebWorker")
+# uvloop: 18% more single-ticket GETs through the whole stack (make bench, see README).
+worker_class = os.environ.get("WORKER_CLASS", "aiohttp.GunicornUVLoopWebWorker")
 # Longer than nginx's upstream keepalive_timeout (60 s), so that nginx always closes an idle
 # upstream connection first and never sends a request down one the worker just closed.
 keepalive = 75
