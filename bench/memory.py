@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis

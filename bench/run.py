@@ -49,15 +49,24 @@ class Target:
     fresh_ids: list[Path] = field(default_factory=list)
 
 
+def _stat(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
 def cpu_ticks(pids: list[int]) -> int:
+    """CPU of each root process and its live children, plus what its finished children
+    used (cutime, cstime): a child that exits mid-run (Redis's AOF rewrite, a replaced
+    worker) is counted once, not lost."""
     total = 0
     for root in pids:
-        for pid in [root, *children(root)]:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+        f = _stat(root)
+        total += sum(int(x) for x in f[11:15]) if f else 0  # utime stime cutime cstime
+        for pid in children(root):
+            f = _stat(pid)
+            total += int(f[11]) + int(f[12]) if f else 0
     return total
 
 
@@ -256,6 +265,8 @@ async def run() -> dict[str, Any]:
         results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                    "duration_s": duration_s, "connections": connections, "rounds": rounds,
                                    "replicas": stack.cfg.replicas, "workers_per_replica": stack.cfg.web_concurrency,
+                                   "worker_class": os.environ.get("WORKER_CLASS", "aiohttp.GunicornUVLoopWebWorker"),
+                                   "redis_appendfsync": stack.cfg.redis_appendfsync,
                                    "scenarios": {}}
         for scenario in SCENARIOS:
             needs_fresh = scenario in ("invalidate", "mix")
