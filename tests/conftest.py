@@ -4,6 +4,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
+import aiohttp
 import fakeredis
 import pytest
 from aiohttp import http_parser, web, web_protocol
@@ -101,6 +102,13 @@ class Api:
 
     async def post(self, path: str, **kw: Any) -> Resp:
         return await self.request("POST", path, **kw)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client for the tests that drive a real stack through nginx."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
+        yield session
 
 
 @pytest.fixture(autouse=True)

@@ -28,11 +28,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     s.stop()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
-        yield session
-
 
 async def new_ticket(http: aiohttp.ClientSession, base: str) -> str:
     async with http.post(base + "/ticket") as r:
@@ -189,40 +184,43 @@ class DroppingProxy:
         writer.transport.abort()
 
 
-async def test_replayed_transition_gets_no_false_409(
-    stack: LocalStack, http: aiohttp.ClientSession, tmp_path: Path
-) -> None:
+@pytest.fixture
+async def dying_first_replica(
+    stack: LocalStack, tmp_path: Path
+) -> AsyncIterator[tuple[DroppingProxy, ExtraNginx]]:
+    """An nginx whose first replica applies each request and dies before answering."""
     async with DroppingProxy(stack.cfg.api_ports[0]) as proxy:
         lb = ExtraNginx.start(stack, tmp_path, [proxy.port, stack.cfg.api_ports[1]])
-        try:
-            for _ in range(4):
-                ticket_id = await new_ticket(http, stack.url)
-                async with http.request("UPDATE", f"{lb.url}/ticket/invalidate?id={ticket_id}") as r:
-                    body = await r.json()
-                    assert r.status == 200, body
-                    assert body["valid"] is False
-                async with http.request("UPDATE", f"{lb.url}/ticket/invalidate?id={ticket_id}") as r:
-                    assert r.status == 409
-        finally:
-            lb.stop()
+        yield proxy, lb
+        lb.stop()
+
+
+async def test_replayed_transition_gets_no_false_409(
+    stack: LocalStack, http: aiohttp.ClientSession, dying_first_replica: tuple[DroppingProxy, ExtraNginx]
+) -> None:
+    proxy, lb = dying_first_replica
+    for _ in range(4):
+        ticket_id = await new_ticket(http, stack.url)
+        async with http.request("UPDATE", f"{lb.url}/ticket/invalidate?id={ticket_id}") as r:
+            body = await r.json()
+            assert r.status == 200, body
+            assert body["valid"] is False
+        async with http.request("UPDATE", f"{lb.url}/ticket/invalidate?id={ticket_id}") as r:
+            assert r.status == 409
     # nginx did send a transition to the dying replica, which applied it (200), and
     # re-sent it to the other one: the client still got the winner's 200.
     assert proxy.dropped and all(line.startswith(b"HTTP/1.1 200") for line in proxy.dropped)
 
 
 async def test_replayed_create_makes_one_ticket(
-    stack: LocalStack, http: aiohttp.ClientSession, tmp_path: Path
+    http: aiohttp.ClientSession, dying_first_replica: tuple[DroppingProxy, ExtraNginx]
 ) -> None:
-    async with DroppingProxy(stack.cfg.api_ports[0]) as proxy:
-        lb = ExtraNginx.start(stack, tmp_path, [proxy.port, stack.cfg.api_ports[1]])
-        try:
-            made = []
-            for _ in range(4):
-                async with http.post(f"{lb.url}/ticket") as r:
-                    assert r.status == 201
-                    made.append((await r.json())["id"])
-        finally:
-            lb.stop()
+    proxy, lb = dying_first_replica
+    made = []
+    for _ in range(4):
+        async with http.post(f"{lb.url}/ticket") as r:
+            assert r.status == 201
+            made.append((await r.json())["id"])
     assert proxy.dropped and all(line.startswith(b"HTTP/1.1 201") for line in proxy.dropped)
     # The dying replica created a ticket and nginx re-sent the create: the client got that
     # same ticket back from the other replica, not a second one.

@@ -8,7 +8,7 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
 import aiohttp
 import pytest
@@ -19,11 +19,6 @@ from .stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
-        yield session
 
 
 @pytest.fixture

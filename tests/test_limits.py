@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
 import aiohttp
 import pytest
@@ -22,11 +22,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     yield s
     s.stop()
 
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def _problem(r: aiohttp.ClientResponse, status: int) -> dict[str, object]:

@@ -11,7 +11,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 import aiohttp
 import pytest
@@ -38,11 +38,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     yield s
     s.stop()
 
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
-        yield session
 
 
 async def get_json(http: aiohttp.ClientSession, url: str, who: str = "ops") -> Any:
