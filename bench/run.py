@@ -1,6 +1,7 @@
 """`make bench`: the service with every production feature on (auth with a key, events,
 metrics, JSON access log) against a bare baseline, side by side, through the same nginx.
 
+BENCH_SCENARIOS picks scenarios (default all), REDIS_APPENDFSYNC the fsync mode (default always).
 For each scenario it runs wrk (-t1, BENCH_CONNECTIONS connections, BENCH_DURATION_S seconds)
 against the service and then the baseline, and reads from /proc the CPU each process group
 spent. A short extra run under Redis MONITOR counts the Redis round trips per request.
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +245,9 @@ async def run() -> dict[str, Any]:
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     var_dir = Path(os.environ.get("BENCH_VAR_DIR", ROOT / "var" / "bench")).resolve()
     shutil.rmtree(var_dir, ignore_errors=True)
+    scenarios = os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",")
     stack = LocalStack(var_dir / "service", env={"API_KEYS": f"bench:admin:{TOKEN}"}, rate_limit_rps=10_000_000)
+    stack.cfg = replace(stack.cfg, redis_appendfsync=os.environ.get("REDIS_APPENDFSYNC", "always"))
     stack.cfg.var_dir.mkdir(parents=True)
     stack.start()
     (var_dir / "baseline" / "log").mkdir(parents=True)
@@ -268,7 +271,7 @@ async def run() -> dict[str, Any]:
                                    "worker_class": os.environ.get("WORKER_CLASS", "aiohttp.GunicornUVLoopWebWorker"),
                                    "redis_appendfsync": stack.cfg.redis_appendfsync,
                                    "scenarios": {}}
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             needs_fresh = scenario in ("invalidate", "mix")
             row: dict[str, Any] = {}
             # Alternating rounds, the better of each side kept: the machine's own noise only
@@ -299,10 +302,13 @@ def main() -> None:
     out = BENCH / "results"
     out.mkdir(exist_ok=True)
     stamp = results["date"][:10]
+    if results["redis_appendfsync"] != "always" or len(results["scenarios"]) != len(SCENARIOS):
+        stamp += f"-{results['redis_appendfsync']}-{'-'.join(results['scenarios'])}"
     (out / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (out / f"{stamp}.md").write_text(table)
-    (out / "latest.md").write_text(table)
+    if "-" not in stamp[10:]:  # only a full run with the default settings is the latest
+        (out / "latest.md").write_text(table)
     print("\n" + table)
     failed = [s for s, r in results["scenarios"].items() if r["service"]["errors"] or r["round_trips"] > 1.0]
     if failed:

@@ -202,3 +202,12 @@ async def test_metrics_add_up_across_workers(tmp_path: Path, http: aiohttp.Clien
         assert http_status(stack.url + "/metrics") == 404
     finally:
         stack.stop()
+
+
+def test_processor_stops_cleanly_on_sigterm(stack: LocalStack) -> None:
+    assert stack.processor is not None
+    stack.processor.send_signal(signal.SIGTERM)
+    assert stack.processor.wait(timeout=15) == 0
+    log = (stack.cfg.var_dir / "log" / "processor.log").read_text()
+    assert "stopped cleanly" in log
+    stack.start_processor()
