@@ -36,6 +36,7 @@ class ProcessorSettings:
     batch_size: int = 200
     block_ms: int = 1000
     claim_idle_ms: int = 30_000
+    # How often to look for abandoned entries; never less often than they can become so.
     claim_every_s: float = 5.0
     metrics_port: int = 9100
     retry_s: float = 1.0
@@ -89,7 +90,8 @@ class Processor:
         """One batch: claimed entries of dead consumers if it is time, else new ones."""
         entries: list[StreamEntry] = []
         if time.monotonic() >= self._next_claim_at:
-            self._next_claim_at = time.monotonic() + self.cfg.claim_every_s
+            every_s = min(self.cfg.claim_every_s, self.cfg.claim_idle_ms / 2000)
+            self._next_claim_at = time.monotonic() + every_s
             entries = await self.store.claim_stale(
                 self.group, self.cfg.consumer, self.cfg.claim_idle_ms, self.cfg.batch_size
             )
