@@ -34,7 +34,8 @@ log = logging.getLogger("service.processor")
 class ProcessorSettings:
     consumer: str
     batch_size: int = 200
-    block_ms: int = 1000
+    # With nothing new on any shard, wait this long before looking again.
+    poll_ms: int = 100
     claim_idle_ms: int = 30_000
     # How often to look for abandoned entries; never less often than they can become so.
     claim_every_s: float = 5.0
@@ -51,7 +52,7 @@ class ProcessorSettings:
         return cls(
             consumer=env.get("PROCESSOR_CONSUMER") or f"{socket.gethostname()}-{os.getpid()}",
             batch_size=env_int(env, "PROCESSOR_BATCH_SIZE", d.batch_size, 1),
-            block_ms=env_int(env, "PROCESSOR_BLOCK_MS", d.block_ms, 1),
+            poll_ms=env_int(env, "PROCESSOR_POLL_MS", d.poll_ms, 1),
             claim_idle_ms=env_int(env, "PROCESSOR_CLAIM_IDLE_MS", d.claim_idle_ms, 1),
             metrics_port=env_int(env, "PROCESSOR_PORT", d.metrics_port, 0),
             linger_ms=env_int(env, "PROCESSOR_LINGER_MS", d.linger_ms, 0),
@@ -74,12 +75,20 @@ class Processor:
                     await self._drain_own_pending()
                     started = True
                 await self.step()
-                if 0 < self._last_batch < self.cfg.batch_size and self.cfg.linger_ms:
-                    await _wait(stop, self.cfg.linger_ms / 1000)
+                await _wait(stop, self._pause_s())
             except StoreUnavailable as exc:
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, self.cfg.retry_s)
                 await _wait(stop, self.cfg.retry_s)
         log.info("stopped cleanly")
+
+    def _pause_s(self) -> float:
+        """Idle: poll_ms. A short batch: linger_ms, so a trickle is read in batches. A full
+        batch: none, there is more."""
+        if self._last_batch == 0:
+            return self.cfg.poll_ms / 1000
+        if self._last_batch < self.cfg.batch_size:
+            return self.cfg.linger_ms / 1000
+        return 0.0
 
     async def _drain_own_pending(self) -> None:
         """After a restart under the same consumer name, finish what this name had begun."""
@@ -99,9 +108,7 @@ class Processor:
                 log.info("claimed %d entries left by other consumers", len(entries))
             metrics.PROCESSOR_LAG.set(await self.store.processor_lag(self.group))
         if not entries:
-            entries = await self.store.read_new(
-                self.group, self.cfg.consumer, self.cfg.batch_size, self.cfg.block_ms
-            )
+            entries = await self.store.read_new(self.group, self.cfg.consumer, self.cfg.batch_size)
         self._last_batch = len(entries)
         return await self._apply(entries) if entries else 0
 
@@ -113,6 +120,8 @@ class Processor:
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        return
     try:
         await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:

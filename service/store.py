@@ -431,19 +431,24 @@ class TicketStore:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    async def read_new(self, group: str, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
-        """New entries for this consumer, from every shard, waiting up to block_ms."""
-        streams: dict[Any, Any] = {self.stream_key(s): ">" for s in SHARDS}
-        async with self._call("xreadgroup", block_ms / 1000):
-            reply = await self.redis.xreadgroup(group, consumer, streams, count=count, block=block_ms)
-        return self._entries(reply)
+    async def read_new(self, group: str, consumer: str, count: int) -> list[StreamEntry]:
+        """New entries for this consumer from every shard, without waiting."""
+        return await self._read_group(group, consumer, ">", count)
 
     async def read_own_pending(self, group: str, consumer: str, count: int) -> list[StreamEntry]:
         """Entries delivered to this consumer name and not yet acknowledged."""
-        streams: dict[Any, Any] = {self.stream_key(s): "0" for s in SHARDS}
-        async with self._call("xreadgroup"):
-            reply = await self.redis.xreadgroup(group, consumer, streams, count=count)
-        return self._entries(reply)
+        return await self._read_group(group, consumer, "0", count)
+
+    async def _read_group(self, group: str, consumer: str, start: str, count: int) -> list[StreamEntry]:
+        # One XREADGROUP per shard, pipelined: a command naming two streams would span two
+        # hash slots, which Redis Cluster refuses.
+        per_shard = max(1, count // len(SHARDS))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in SHARDS:
+                pipe.xreadgroup(group, consumer, {self.stream_key(shard): start}, count=per_shard)
+            async with self._call("xreadgroup"):
+                replies = await pipe.execute()
+        return [entry for reply in replies for entry in self._entries(reply)]
 
     async def claim_stale(self, group: str, consumer: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
         """Take over entries that another consumer left unacknowledged for min_idle_ms."""

@@ -96,7 +96,7 @@ async def test_processor_records_history_and_counts_once(store: TicketStore) -> 
     with pytest.raises(TransitionRefused):
         await store.transition(tid, Transition.INVALIDATE, origin=gate(3))
     await store.ensure_group(GROUP)
-    entries = await store.read_new(GROUP, "c1", 100, 10)
+    entries = await store.read_new(GROUP, "c1", 1600)
     assert await store.apply(GROUP, entries) == 3
     assert await store.apply(GROUP, entries) == 0  # delivered twice: counted once
     history = await store.history(tid)
@@ -112,11 +112,11 @@ async def test_processor_records_history_and_counts_once(store: TicketStore) -> 
 async def test_crash_mid_batch_then_claim_loses_and_doubles_nothing(store: TicketStore) -> None:
     ids = [(await store.create()).ticket.id for _ in range(40)]
     await store.ensure_group(GROUP)
-    batch = await store.read_new(GROUP, "dead", 100, 10)
+    batch = await store.read_new(GROUP, "dead", 1600)
     assert len(batch) == 40
     await store.apply(GROUP, batch[:15])  # then the consumer dies: 25 delivered, never acked
     assert await store.processor_lag(GROUP) == 25
-    survivor = Processor(store, ProcessorSettings(consumer="alive", claim_idle_ms=0, block_ms=10))
+    survivor = Processor(store, ProcessorSettings(consumer="alive", claim_idle_ms=0))
     assert await survivor.step() == 25
     assert await survivor.step() == 0
     s = await store.stats(GROUP)
@@ -129,7 +129,7 @@ async def test_processor_resumes_its_own_pending_under_the_same_name(store: Tick
     for _ in range(10):
         await store.create()
     await store.ensure_group(GROUP)
-    batch = await store.read_new(GROUP, "p1", 100, 10)
+    batch = await store.read_new(GROUP, "p1", 1600)
     await store.apply(GROUP, batch[:4])
     again = await store.read_own_pending(GROUP, "p1", 100)
     assert len(again) == 6
