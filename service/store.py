@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
+import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Sequence
@@ -157,6 +160,7 @@ class TicketStore:
         self.replay_ttl_s = replay_ttl_s
         self.idempotency_ttl_s = idempotency_ttl_s
         self.events_maxlen = events_maxlen
+        self._id_secret: bytes | None = None
         self._create = redis.register_script(_load_lua("create.lua"))
         self._transition = redis.register_script(_load_lua("transition.lua"))
         self._list = redis.register_script(_load_lua("list.lua"))
@@ -204,8 +208,8 @@ class TicketStore:
         return f"replay:{{{cls.shard_of(ticket_id)}}}:{ticket_id}:{request_id}"
 
     @staticmethod
-    def create_replay_key(shard: str, request_id: str) -> str:
-        return f"replay:{{{shard}}}:{request_id}"
+    def id_key_key() -> str:
+        return "config:ticket-id-key"
 
     @staticmethod
     def idempotency_key(shard: str, *scope: str) -> str:
@@ -217,18 +221,25 @@ class TicketStore:
     def idempotency_shard(idem: IdempotencyKey) -> str:
         return _scope_shard(idem.actor, idem.key)
 
-    def _create_record(
-        self, idempotency: IdempotencyKey | None, origin: Origin
-    ) -> tuple[str, str, int] | None:
-        """(shard, record key, ttl_s) under which a create's first answer is kept, if any."""
-        if idempotency is not None:
-            shard = self.idempotency_shard(idempotency)
-            key = self.idempotency_key(shard, idempotency.actor, idempotency.key)
-            return shard, key, self.idempotency_ttl_s
-        if origin.forwarded:
-            shard = _scope_shard(origin.request_id)
-            return shard, self.create_replay_key(shard, origin.request_id), self.replay_ttl_s
-        return None
+    async def _id_key(self) -> bytes:
+        """The deployment's secret for request-derived ticket ids, made once by whichever
+        worker asks first (SET NX) and shared by all through Redis."""
+        if self._id_secret is None:
+            key = self.id_key_key()
+            async with self._call("id_key"):
+                await self.redis.set(key, secrets.token_hex(32), nx=True)
+                value = await self.redis.get(key)
+            self._id_secret = str(value).encode()
+        return self._id_secret
+
+    async def _new_id(self, origin: Origin) -> str:
+        """A random uuid4; for a request nginx forwarded, one derived from its request id
+        with a keyed hash: unguessable all the same, and the same again when nginx re-sends
+        the request to another replica, so the re-sent create finds the ticket it made."""
+        if not origin.forwarded:
+            return new_ticket_id()
+        digest = hmac.new(await self._id_key(), origin.request_id.encode(), hashlib.sha256).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
 
     def _origin_args(self, origin: Origin) -> list[str | int]:
         return [origin.actor, origin.request_id, origin.client_ip, self.events_maxlen]
@@ -241,17 +252,18 @@ class TicketStore:
         idempotency: IdempotencyKey | None = None,
     ) -> WriteResult:
         """Store a new valid ticket, timestamped by Redis, counted, with its `created` event.
-        With an idempotency key (kept 24 h) or nginx's request id (kept replay_ttl_s), a
-        repeat of the same call gets the first answer instead of creating another ticket."""
-        ticket_id = ticket_id or new_ticket_id()
+        A repeat of the same call gets the first answer instead of another ticket: with an
+        idempotency key (kept 24 h), or as nginx re-sends it (the id derives from its request
+        id), or as the Redis client retries it (same id)."""
+        ticket_id = ticket_id or await self._new_id(origin)
         record: list[str] = []
         extra: list[str | int] = []
-        found = self._create_record(idempotency, origin)
-        if found is not None:
-            shard, record_key, ttl_s = found
+        if idempotency is not None:
+            shard = self.idempotency_shard(idempotency)
             # The ticket goes to the shard of its record, so that one script sees both.
             ticket_id = shard + ticket_id[1:]
-            record, extra = [record_key], ["create", ttl_s]
+            record = [self.idempotency_key(shard, idempotency.actor, idempotency.key)]
+            extra = ["create", self.idempotency_ttl_s]
         shard = self.shard_of(ticket_id)
         keys = [self.ticket_key(ticket_id), self.index_key(shard), self.stats_key(shard),
                 self.stream_key(shard), *record]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from redis.asyncio import Redis
@@ -208,6 +209,19 @@ async def test_refusal_is_replayed_under_the_same_idempotency_key(store: TicketS
     with pytest.raises(TransitionRefused) as again:
         await store.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="d"), idempotency=key)
     assert not first.value.replayed and again.value.replayed
+
+
+async def test_forwarded_ids_are_uuid4_and_shared_by_every_worker(store: TicketStore) -> None:
+    origin = Origin(request_id="0123456789abcdef0123456789abcdef", forwarded=True)
+    first = (await store.create(origin=origin)).ticket
+    assert uuid.UUID(first.id).version == 4
+    # Another worker, same Redis: the same secret, so the same id for the same request.
+    other = TicketStore(store.redis, replay_ttl_s=60)
+    again = await other.create(origin=origin)
+    assert again.replayed and again.ticket == first
+    assert await store.redis.exists(TicketStore.id_key_key())
+    different = await other.create(origin=Origin(request_id="f" * 32, forwarded=True))
+    assert different.ticket.id != first.id and not different.replayed
 
 
 async def test_create_replayed_by_request_id_makes_one_ticket(store: TicketStore) -> None:

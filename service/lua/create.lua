@@ -1,14 +1,15 @@
 -- Create a ticket, valid, stamped with the Redis server's clock; index its id, count it, and
 -- append a `created` event, all in one step. Creating an id that already exists changes
--- nothing and returns the stored ticket, so a client-library retry of the same call (same id)
--- is harmless. With a replay record, the first answer is stored, and a later call with the
--- same record gets it back, with no second ticket and no second event.
+-- nothing and returns the stored ticket as a replay: the same call again (a Redis-client
+-- retry with the same id, or nginx re-sending a request whose id derives from its request
+-- id) gets its ticket back, with no second ticket and no second event. With an idempotency
+-- record, the first answer is stored, and a later call with the same record gets it back.
 --
 -- KEYS[1]  ticket hash                 tkt:{<shard>}:<id>
 -- KEYS[2]  id index of the shard       tickets:{<shard>}
 -- KEYS[3]  counters of the shard       stats:{<shard>}
 -- KEYS[4]  event stream of the shard   events:{<shard>}
--- KEYS[5]  optional replay record      replay:{<shard>}:<request id>  or  idem:{<shard>}:<hash>
+-- KEYS[5]  optional idempotency record  idem:{<shard>}:<hash>
 -- ARGV[1]  ticket id
 -- ARGV[2]  actor (API key name)        ARGV[3]  request id        ARGV[4]  client address
 -- ARGV[5]  events_maxlen (approximate cap of the stream)
@@ -17,7 +18,7 @@
 -- Returns  {outcome, id, timestamp, valid, replayed}
 --          outcome: 'created', or 'mismatch' when the record belongs to another request
 --          timestamp: microseconds since the epoch, as an integer string; valid: '1' or '0'
---          replayed: 1 when the answer is the stored first answer, else 0
+--          replayed: 1 when the ticket already existed or the answer is the stored one, else 0
 if KEYS[5] then
   local prior = redis.call('GET', KEYS[5])
   if prior then
@@ -31,7 +32,7 @@ end
 local now = redis.call('TIME')
 -- Microseconds as an integer: Redis stores an integer-looking value in 9 bytes, not 17.
 local ts = now[1] .. string.format('%06d', tonumber(now[2]))
-local valid = '1'
+local valid, replayed = '1', 0
 if redis.call('HSETNX', KEYS[1], 'ts', ts) == 1 then
   redis.call('HSET', KEYS[1], 'valid', valid)
   redis.call('SADD', KEYS[2], ARGV[1])
@@ -41,9 +42,9 @@ if redis.call('HSETNX', KEYS[1], 'ts', ts) == 1 then
     't', ARGV[1], 'e', 'created', 'ts', ts, 'a', ARGV[2], 'r', ARGV[3], 'ip', ARGV[4])
 else
   local cur = redis.call('HMGET', KEYS[1], 'ts', 'valid')
-  ts, valid = cur[1], cur[2]
+  ts, valid, replayed = cur[1], cur[2], 1
 end
 if KEYS[5] then
   redis.call('SET', KEYS[5], table.concat({ARGV[6], 'created', ARGV[1], ts, valid}, '|'), 'EX', ARGV[7])
 end
-return {'created', ARGV[1], ts, valid, 0}
+return {'created', ARGV[1], ts, valid, replayed}
