@@ -81,11 +81,20 @@ async def test_redis_killed_then_restarted_from_aof(stack: LocalStack, http: aio
     assert lost == 0
 
 
-async def test_replica_killed_under_mixed_load(stack: LocalStack, http: aiohttp.ClientSession) -> None:
+@pytest.fixture
+async def mixed_load(stack: LocalStack, http: aiohttp.ClientSession) -> MixedLoad:
+    """Creates, reads of 50 tickets, and invalidations of 4,000 fresh ones, running."""
     read_ids = await make_tickets(http, stack.url, 50)
-    to_invalidate = await make_tickets(http, stack.url, 3000)
+    to_invalidate = await make_tickets(http, stack.url, 4000)
     load = MixedLoad(http, stack.url, read_ids, to_invalidate)
     load.start()
+    return load
+
+
+async def test_replica_killed_under_mixed_load(
+    stack: LocalStack, http: aiohttp.ClientSession, mixed_load: MixedLoad
+) -> None:
+    load = mixed_load
     await load.more(600)
     stack.kill_replica(1, signal.SIGKILL)
     await load.more(600)
@@ -105,11 +114,10 @@ async def test_replica_killed_under_mixed_load(stack: LocalStack, http: aiohttp.
     assert sum(1 for o in invalidations if o.status == 200) == len({o.ticket_id for o in invalidations if o.status == 200})
 
 
-async def test_rolling_restart_fails_nothing(stack: LocalStack, http: aiohttp.ClientSession) -> None:
-    read_ids = await make_tickets(http, stack.url, 50)
-    to_invalidate = await make_tickets(http, stack.url, 4000)
-    load = MixedLoad(http, stack.url, read_ids, to_invalidate)
-    load.start()
+async def test_rolling_restart_fails_nothing(
+    stack: LocalStack, http: aiohttp.ClientSession, mixed_load: MixedLoad
+) -> None:
+    load = mixed_load
     await load.more(400)
     for i in range(stack.cfg.replicas):
         await asyncio.to_thread(stack.kill_replica, i, signal.SIGTERM)
