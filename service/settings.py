@@ -31,9 +31,10 @@ class Settings:
     redis_timeout_ms: int = 1000
     redis_connect_timeout_ms: int = 500
     redis_max_connections: int = 64
-    # How long a write remembers its request id, so that nginx re-sending it to another
-    # replica gets the first answer back (no false 409, no second ticket). nginx gives up
-    # re-sending after proxy_next_upstream_timeout (5 s); this is ample.
+    # How long a transition remembers its request id, so that nginx re-sending it to another
+    # replica gets the first answer back, never a false 409 (creates need no record: their
+    # id derives from the request id). nginx gives up re-sending after
+    # proxy_next_upstream_timeout (5 s); this is ample.
     replay_ttl_s: int = 60
     retry_after_s: int = 1
     max_body_bytes: int = 16 * 1024
