@@ -15,10 +15,9 @@ from typing import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
-
 from redis.commands.core import AsyncScript
 
-from service.store import TicketStore as Keys
+from service.store import keys as Keys
 
 REDIS = web.AppKey("redis", Redis)
 SCRIPTS = web.AppKey("scripts", dict[str, AsyncScript])
@@ -31,7 +30,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 async def create(request: web.Request) -> web.Response:
     tid = str(uuid.uuid4())
     s = tid[0]
-    keys = [Keys.ticket_key(tid), Keys.index_key(s), Keys.stats_key(s), Keys.stream_key(s)]
+    keys = [Keys.ticket(tid), Keys.index(s), Keys.stats(s), Keys.stream(s)]
     script = request.app[SCRIPTS]["create"]
     _, tid, ts, valid, _ = await script(keys=keys, args=[tid, "bench", "", "", 100_000])
     return _json({"id": tid, "timestamp": int(ts) / 1e6, "valid": valid == "1"}, 201)
@@ -39,14 +38,14 @@ async def create(request: web.Request) -> web.Response:
 
 async def get(request: web.Request) -> web.Response:
     tid = request.match_info["id"]
-    ts, valid = await request.app[REDIS].hmget(Keys.ticket_key(tid), ["ts", "valid"])
+    ts, valid = await request.app[REDIS].hmget(Keys.ticket(tid), ["ts", "valid"])
     return _json({"id": tid, "timestamp": int(str(ts)) / 1e6, "valid": valid == "1"})
 
 
 async def invalidate(request: web.Request) -> web.Response:
     tid = request.match_info["id"]
     s = tid[0]
-    keys = [Keys.ticket_key(tid), Keys.replay_key(tid, uuid.uuid4().hex), Keys.stats_key(s), Keys.stream_key(s)]
+    keys = [Keys.ticket(tid), Keys.replay(tid, "bench", uuid.uuid4().hex), Keys.stats(s), Keys.stream(s)]
     args: list[str | int] = ["0", 60, "invalidate", "bench", "", "", 100_000, tid]
     outcome, ts, valid, _ = await request.app[SCRIPTS]["transition"](keys=keys, args=args)
     return _json({"id": tid, "timestamp": int(ts) / 1e6, "valid": valid == "1"}, 200 if outcome == "ok" else 409)
@@ -54,7 +53,7 @@ async def invalidate(request: web.Request) -> web.Response:
 
 async def list_page(request: web.Request) -> web.Response:
     args: list[str | int] = [0, "", 100, Keys.ticket_prefix("0"), 4, 128]
-    reply = await request.app[SCRIPTS]["list"](keys=[Keys.index_key("0")], args=args)
+    reply = await request.app[SCRIPTS]["list"](keys=[Keys.index("0")], args=args)
     flat = reply[2:]
     return _json([{"id": flat[i], "timestamp": int(flat[i + 1]) / 1e6, "valid": flat[i + 2] == "1"}
                   for i in range(0, len(flat), 3)])
@@ -66,7 +65,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     lua = resources.files("service.lua")
     app[SCRIPTS] = {
         name: client.register_script(lua.joinpath(f"{name}.lua").read_text())
-        for name in ("create", "transition", "list")
+        for name in ("create", "transition", "scan", "read_many")
     }
     yield
     await client.aclose()

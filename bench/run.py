@@ -26,9 +26,10 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from deploy.local import LocalStack, children, free_port, free_port_run, http_status, wait_until
 from deploy.stack import ROOT, StackConfig, binary, nginx_argv, prepare, replica_argv, replica_env
-from service.store import TicketStore
+from service.store import Store, StoreConfig
+from tests.procs import children, free_port, free_port_run, http_status, wait_until
+from tests.stack import LocalStack
 
 BENCH = ROOT / "bench"
 SCENARIOS = ("create", "get", "invalidate", "list", "mix")
@@ -189,26 +190,26 @@ async def round_trips(target: Target, redis: Redis, port: int, client_name: str,
     return round(count / n, 3)
 
 
-async def settle(store: TicketStore, target: Target, connections: int) -> None:
+async def settle(store: Store, target: Target, connections: int) -> None:
     """Before a measured run: the processor has caught up (its backlog would bill the next
     run), and a one-second warm-up has opened the connections and loaded the scripts."""
     async with asyncio.timeout(120):
-        while await store.processor_lag("processor"):
+        while await store.consumer.lag():
             await asyncio.sleep(0.1)
     await asyncio.to_thread(wrk, target, "get", 1, connections, None)
 
 
-async def preload(store: TicketStore, n: int, path: Path) -> Path:
+async def preload(store: Store, n: int, path: Path) -> Path:
     ids: list[str] = []
     while len(ids) < n:
-        ids += [t.id for t in await store.create_batch(min(2000, n - len(ids)))]
+        ids += [t.id for t in await store.tickets.create_batch(min(2000, n - len(ids)))]
     path.write_text("\n".join(ids) + "\n")
     return path
 
 
 def start_baseline(stack: LocalStack, var_dir: Path) -> tuple[list[subprocess.Popen[bytes]], subprocess.Popen[bytes], str]:
     """Two baseline replicas and an nginx from the same template, with the same settings."""
-    cfg = StackConfig(port=free_port(), api_port=free_port_run(stack.cfg.replicas), replicas=stack.cfg.replicas,
+    cfg = StackConfig(port=free_port(), api_port_set=free_port_run(stack.cfg.replicas), replicas=stack.cfg.replicas,
                       web_concurrency=stack.cfg.web_concurrency, var_dir=var_dir,
                       rate_limit_rps=stack.cfg.rate_limit_rps, rate_limit_burst=stack.cfg.rate_limit_burst,
                       redis_url=stack.cfg.effective_redis_url)
@@ -254,7 +255,7 @@ async def run() -> dict[str, Any]:
     b_replicas, b_nginx, b_url = start_baseline(stack, var_dir / "baseline")
     redis = Redis(port=stack.cfg.redis_port, decode_responses=True)
     try:
-        store = TicketStore(redis, replay_ttl_s=60)
+        store = Store(redis, StoreConfig(replay_ttl_s=60))
         fresh_n = 20_000 * duration_s
         assert stack.redis and stack.nginx and stack.processor
         service = Target("service", stack.url, {

@@ -18,6 +18,26 @@ graceful_timeout = 20
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+# One format for gunicorn's lines and the service's own (its start-up line names the API
+# keys in use; a Redis failure is a warning), on stderr, named after the replica so that
+# the local stack's merged output says whose line it is.
+_name = os.environ.get("LOG_NAME", "api")
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": f"%(asctime)s {_name} [%(process)d] %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
+    },
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+        "service": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+    },
+}
 proc_name = "tickets-api"
 # Several replicas run side by side on one host in the local stack; gunicorn's control
 # socket would be shared between them, and nothing here uses it.

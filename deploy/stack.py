@@ -1,12 +1,15 @@
-"""The local stack: Redis, REPLICAS gunicorn replicas and nginx, under honcho.
+"""The local stack: Redis, REPLICAS gunicorn replicas, the tickets processor and nginx,
+under supervisord, which restarts any of them that dies (as compose's `restart:
+unless-stopped` does) and logs it.
 
-`make up` runs `python -m deploy.stack`. The end-to-end tests use the same functions to start
-the same processes with the same configs, one by one, so that they can kill one.
+`make up` runs `python -m deploy.stack`. Ctrl-C or SIGTERM stops every process, each with its
+whole process group, so nothing is left behind.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -17,6 +20,11 @@ from typing import Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "nginx"
+API_APP = "service.app:create_app()"
+# Every port of the stack is PORT plus an offset, unless set: two stacks on one machine
+# need only two PORTs. Replicas take PORT+1 onwards (up to 39 of them).
+PROCESSOR_OFFSET = 40
+REDIS_OFFSET = 50
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -27,26 +35,29 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 @dataclass(frozen=True)
 class StackConfig:
     port: int = 8080
-    api_port: int = 8081
-    redis_port: int = 6380
     replicas: int = 2
     web_concurrency: int = 1
     var_dir: Path = ROOT / "var"
     redis_url: str | None = None
     rate_limit_rps: int = 1000
     rate_limit_burst: int = 2000
-    processor_port: int = 9100
     # always: an acknowledged write survives a power loss of the Redis host (README, Durability).
     redis_appendfsync: str = "always"
+    # None: PORT plus the offsets above.
+    api_port_set: int | None = None
+    redis_port_set: int | None = None
+    processor_port_set: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StackConfig:
         env = os.environ if env is None else env
         d = cls()
+
+        def maybe(name: str) -> int | None:
+            return _int(env, name, 0) or None
+
         return cls(
             port=_int(env, "PORT", d.port),
-            api_port=_int(env, "API_PORT", d.api_port),
-            redis_port=_int(env, "REDIS_PORT", d.redis_port),
             replicas=_int(env, "REPLICAS", d.replicas),
             web_concurrency=_int(env, "WEB_CONCURRENCY", d.web_concurrency),
             var_dir=Path(env.get("VAR_DIR") or d.var_dir).resolve(),
@@ -54,8 +65,22 @@ class StackConfig:
             rate_limit_rps=_int(env, "RATE_LIMIT_RPS", d.rate_limit_rps),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", d.rate_limit_burst),
             redis_appendfsync=env.get("REDIS_APPENDFSYNC") or d.redis_appendfsync,
-            processor_port=_int(env, "PROCESSOR_PORT", d.processor_port),
+            api_port_set=maybe("API_PORT"),
+            redis_port_set=maybe("REDIS_PORT"),
+            processor_port_set=maybe("PROCESSOR_PORT"),
         )
+
+    @property
+    def api_port(self) -> int:
+        return self.api_port_set or self.port + 1
+
+    @property
+    def redis_port(self) -> int:
+        return self.redis_port_set or self.port + REDIS_OFFSET
+
+    @property
+    def processor_port(self) -> int:
+        return self.processor_port_set or self.port + PROCESSOR_OFFSET
 
     @property
     def api_ports(self) -> list[int]:
@@ -69,12 +94,29 @@ class StackConfig:
     def nginx_conf(self) -> Path:
         return self.var_dir / "nginx.conf"
 
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.var_dir / "supervisor.sock"
+
 
 def binary(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
     if found is None:
         raise SystemExit(f"{name} is not installed: run `make up` as root, or apt-get install {name}")
     return found
+
+
+def proxy_secret(cfg: StackConfig) -> str:
+    """The secret nginx adds to every request it forwards (X-Proxy-Auth), so that the
+    replicas believe its X-Request-Id and X-Real-IP. Made once per VAR_DIR, readable by the
+    owner only, never logged."""
+    path = cfg.var_dir / "proxy-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def redis_argv(cfg: StackConfig) -> list[str]:
@@ -91,12 +133,9 @@ def metrics_dir(cfg: StackConfig, port: int) -> Path:
     return cfg.var_dir / "prometheus" / str(port)
 
 
-API_APP = "service.app:create_app()"
-
-
 def replica_argv(cfg: StackConfig, port: int, app: str = API_APP) -> list[str]:
     return [
-        "env", f"PROMETHEUS_MULTIPROC_DIR={metrics_dir(cfg, port)}",
+        "env", f"PROMETHEUS_MULTIPROC_DIR={metrics_dir(cfg, port)}", f"LOG_NAME=api:{port}",
         sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
         "--bind", f"127.0.0.1:{port}", "--workers", str(cfg.web_concurrency),
         app,
@@ -107,11 +146,16 @@ def replica_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
     env = dict(os.environ if base is None else base)
     env["REDIS_URL"] = cfg.effective_redis_url
     env["PYTHONPATH"] = str(ROOT)
+    env["PROXY_SECRET"] = proxy_secret(cfg)
+    env.pop("PROXY_SECRET_FILE", None)
     return env
 
 
 def processor_argv(cfg: StackConfig) -> list[str]:
-    return ["env", f"PROCESSOR_PORT={cfg.processor_port}", sys.executable, "-m", "service.processor"]
+    # A fixed consumer name: a restarted processor takes up its own pending entries at once,
+    # instead of waiting PROCESSOR_CLAIM_IDLE_MS for them to count as abandoned.
+    return ["env", f"PROCESSOR_PORT={cfg.processor_port}", "PROCESSOR_CONSUMER=local-1",
+            "LOG_NAME=processor", sys.executable, "-m", "service.processor"]
 
 
 def nginx_argv(cfg: StackConfig) -> list[str]:
@@ -133,48 +177,89 @@ def render_nginx(cfg: StackConfig, upstream_ports: Sequence[int], access_log: st
         "@ACCESS_LOG@": access_log or str(cfg.var_dir / "log" / "nginx-access.log"),
         "@RATE_LIMIT_RPS@": str(cfg.rate_limit_rps),
         "@RATE_LIMIT_BURST@": str(cfg.rate_limit_burst),
+        "@PROXY_SECRET@": proxy_secret(cfg),
     }.items():
         template = template.replace(name, value)
     return template
 
 
 def prepare(cfg: StackConfig, upstream_ports: Sequence[int] | None = None) -> None:
-    """Create VAR_DIR's folders and write nginx.conf, then check it with `nginx -t`."""
+    """Create VAR_DIR's folders and write nginx.conf (owner-only: it holds the proxy
+    secret), then check it with `nginx -t`."""
     for sub in ("redis", "log", "nginx/client_body", "nginx/proxy"):
         (cfg.var_dir / sub).mkdir(parents=True, exist_ok=True)
     for port in cfg.api_ports:
         metrics_dir(cfg, port).mkdir(parents=True, exist_ok=True)
     ports = cfg.api_ports if upstream_ports is None else upstream_ports
-    cfg.nginx_conf.write_text(render_nginx(cfg, ports))
+    fd = os.open(cfg.nginx_conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(render_nginx(cfg, ports))
     subprocess.run([*nginx_argv(cfg), "-t", "-q"], check=True)
 
 
-def procfile(cfg: StackConfig) -> str:
-    """One line per process; honcho prefixes each one's logs with its name. `exec` makes each
-    program honcho's own child, so a death is seen at once and a stop reaches the program."""
+def programs(cfg: StackConfig) -> list[tuple[str, list[str]]]:
+    """Each process of the stack, by name, in start order."""
     procs: list[tuple[str, list[str]]] = []
     if cfg.redis_url is None:
         procs.append(("redis", redis_argv(cfg)))
     procs += [(f"api{i}", replica_argv(cfg, port)) for i, port in enumerate(cfg.api_ports, 1)]
     procs.append(("processor", processor_argv(cfg)))
     procs.append(("nginx", nginx_argv(cfg)))
-    return "".join(f"{name}: exec {shlex.join(argv)}\n" for name, argv in procs)
+    return procs
+
+
+def _ini_value(text: str) -> str:
+    # supervisord expands %(name)s in its values.
+    return text.replace("%", "%%")
+
+
+def supervisord_conf(cfg: StackConfig) -> str:
+    """supervisord's config: every program restarted whenever it exits (any exit: a replica
+    that stops on its own is as gone as one that crashed), stopped with its whole process
+    group, its output on supervisord's own stdout. The programs inherit supervisord's
+    environment, so no secret is written here."""
+    # Its control socket takes a password made for this run (the file is the owner's only),
+    # which supervisorctl reads from the same file.
+    password = secrets.token_hex(16)
+    lines = [
+        # nodaemon: supervisord's own log lines go to stdout, beside the programs' output.
+        "[supervisord]", "nodaemon=true", "logfile=/dev/null", "logfile_maxbytes=0",
+        f"pidfile={cfg.var_dir / 'supervisord.pid'}", f"directory={ROOT}", "loglevel=info",
+        *(["user=root"] if os.geteuid() == 0 else []),
+        "[unix_http_server]", f"file={cfg.supervisor_socket}", "chmod=0700",
+        "username=stack", f"password={password}",
+        "[supervisorctl]", f"serverurl=unix://{cfg.supervisor_socket}",
+        "username=stack", f"password={password}",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory=supervisor.rpcinterface:make_main_rpcinterface",
+    ]
+    for priority, (name, argv) in enumerate(programs(cfg), 1):
+        lines += [
+            f"[program:{name}]", f"command={_ini_value(shlex.join(argv))}", f"priority={priority * 10}",
+            "autostart=true", "autorestart=true", "startsecs=1", "startretries=20",
+            # gunicorn's graceful_timeout is 20 s: give it that, and a little more.
+            "stopsignal=TERM", "stopwaitsecs=25", "stopasgroup=true", "killasgroup=true",
+            "redirect_stderr=true", "stdout_logfile=/dev/stdout", "stdout_logfile_maxbytes=0",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     cfg = StackConfig.from_env()
     prepare(cfg)
-    path = cfg.var_dir / "Procfile"
-    path.write_text(procfile(cfg))
     env = replica_env(cfg)
+    conf = cfg.var_dir / "supervisord.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(supervisord_conf(cfg))
     print(
         f"tickets stack: nginx on http://127.0.0.1:{cfg.port} -> replicas {cfg.api_ports}, "
-        f"Redis {cfg.effective_redis_url}, processor metrics on :{cfg.processor_port}; "
-        "ready when /readyz answers 200. Ctrl-C stops all.",
+        f"Redis {cfg.effective_redis_url}, processor metrics on 127.0.0.1:{cfg.processor_port}; "
+        "ready when /readyz answers 200. A process that dies is restarted; Ctrl-C stops all.\n"
+        f"  status: {sys.executable} -m supervisor.supervisorctl -c {conf} status",
         flush=True,
     )
-    # honcho stops every process when one exits, and all of them on Ctrl-C or SIGTERM.
-    os.execve(sys.executable, [sys.executable, "-m", "honcho", "-f", str(path), "-d", str(ROOT), "start"], env)
+    os.execve(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], env)
 
 
 if __name__ == "__main__":

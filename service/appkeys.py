@@ -5,13 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
-from .apikeys import KeyRing
+from .keyring import KeyRing
 from .settings import Settings
-from .store import TicketStore
+from .store import Feed, StreamConsumer, TicketStore
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
-STORE = web.AppKey("store", TicketStore)
+TICKETS = web.AppKey("tickets", TicketStore)
+FEED = web.AppKey("feed", Feed)
+CONSUMER = web.AppKey("consumer", StreamConsumer)
 OPENAPI_BODY = web.AppKey("openapi_body", bytes)
 KEYRING = web.AppKey("keyring", KeyRing)
 # The acting API key's name ("anonymous" with auth off), for the audit trail.

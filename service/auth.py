@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from .apikeys import ROLE_PERMISSIONS, Permission
 from .appkeys import ACTOR, KEYRING
 from .errors import Forbidden, Unauthenticated
+from .keyring import ROLE_PERMISSIONS, Permission
 
 ANONYMOUS = "anonymous"
 
@@ -26,7 +26,7 @@ def requires(rule: PermissionRule) -> Callable[[Handler], Handler]:
     def guard(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> Any:
-            request[ACTOR] = _authorize(request, rule)
+            _authorize(request, rule)
             return await handler(request)
 
         return guarded
@@ -34,18 +34,21 @@ def requires(rule: PermissionRule) -> Callable[[Handler], Handler]:
     return guard
 
 
-def _authorize(request: web.Request, rule: PermissionRule) -> str:
+def _authorize(request: web.Request, rule: PermissionRule) -> None:
+    """Leave the caller's name in request[ACTOR] (a refused known key too, for the log),
+    or raise."""
     keyring = request.app[KEYRING]
     if not keyring.enabled:
-        return ANONYMOUS
+        request[ACTOR] = ANONYMOUS
+        return
     secret = _bearer(request)
     key = keyring.authenticate(secret) if secret else None
     if key is None:
         raise Unauthenticated(token_given=secret is not None)
+    request[ACTOR] = key.name
     permission = rule if isinstance(rule, Permission) else rule(request)
     if permission not in ROLE_PERMISSIONS[key.role]:
         raise Forbidden(key.name, permission.value)
-    return key.name
 
 
 def _bearer(request: web.Request) -> str | None:

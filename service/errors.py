@@ -34,8 +34,29 @@ class TransitionRefused(ServiceError):
         self.replayed = replayed
 
 
-class StoreUnavailable(ServiceError):
-    """Redis did not answer in time; the request changed nothing that was acknowledged."""
+class StoreError(ServiceError):
+    """Redis failed the call. `kind` labels the metric and the log line."""
+
+    kind = "error"
+
+
+class StoreUnavailable(StoreError):
+    """Redis did not answer in time, or said "not now" (loading, failing over): an outage.
+    A write may or may not have been applied; a retry with the same key finds out."""
+
+    kind = "unavailable"
+
+
+class StoreOutOfMemory(StoreError):
+    """Redis reached maxmemory and refuses writes: nothing was written."""
+
+    kind = "out_of_memory"
+
+
+class StoreDefect(StoreError):
+    """Redis refused a call as wrong (a script error, a bad argument): a bug of ours."""
+
+    kind = "defect"
 
 
 class Unauthenticated(ServiceError):
@@ -70,3 +91,14 @@ class FeedCursorExpired(ServiceError):
             "events after this cursor were trimmed from the streams (EVENTS_MAXLEN); "
             "start again from the beginning or from a snapshot"
         )
+
+
+class BadCursor(ServiceError):
+    """A page or feed cursor that this service did not issue."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} is not a cursor this service issued")
+
+
+class UnsupportedMediaType(ServiceError):
+    """A request body in an encoding or type the service does not take."""

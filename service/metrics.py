@@ -13,9 +13,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
-from prometheus_client import multiprocess
-
 
 _BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -24,7 +23,9 @@ LATENCY = Histogram("tickets_http_request_duration_seconds", "HTTP request laten
                     buckets=_BUCKETS_S)
 REDIS_LATENCY = Histogram("tickets_redis_call_duration_seconds", "Redis round-trip latency", ["op"],
                           buckets=_BUCKETS_S)
-REDIS_ERRORS = Counter("tickets_redis_errors_total", "Redis calls that failed", ["op"])
+REDIS_ERRORS = Counter("tickets_redis_errors_total", "Redis calls that failed, by operation and kind",
+                       ["op", "kind"])
+DEFECTS = Counter("tickets_defects_total", "Requests that met an unexpected error (500)")
 PROCESSED = Counter("tickets_processor_entries_total", "Stream entries the processor handled",
                     ["result"])
 PROCESSOR_LAG = Gauge("tickets_processor_lag_entries", "Stream entries not yet processed",

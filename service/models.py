@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -11,7 +11,6 @@ from typing import Any, NamedTuple
 
 # Canonical textual UUID of any version: the seed's own examples are uuid1 and must still
 # be answered (with 404), while new ids are always uuid4.
-_STREAM_ID_RE = re.compile(r"^\d{1,20}(?:-\d{1,20})?$")
 _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -47,10 +46,17 @@ class Ticket(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
-    """A client's Idempotency-Key, scoped to the caller that sent it."""
+    """A client's Idempotency-Key, scoped to the caller that sent it, with the request it
+    was sent on: the operation, its target and its body, canonically. The same key on any
+    other request is refused."""
 
     actor: str
     key: str
+    request: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.request.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,38 +114,22 @@ def new_ticket_id() -> str:
 
 
 def parse_ticket_id(raw: str | None) -> str | None:
-    """Return the canonical (lower-case) id, or None when `raw` is not a UUID."""
+    """Return the canonical (lower-case) id, or None when `raw` is not a UUID. Surrounding
+    white space is not stripped: an id with it is not an id."""
     if raw is None:
         return None
-    candidate = raw.strip().lower()
+    candidate = raw.lower()
     return candidate if _ID_RE.fullmatch(candidate) else None
 
 
 @dataclass(frozen=True, slots=True)
 class PageCursor:
     """Where a listing walk stands: shard index, SSCAN cursor, and the last id returned
-    from the SSCAN batch at that cursor."""
+    from the SSCAN batch at that cursor. The feed module signs and checks its text form."""
 
     shard: int
     scan: int
     after: str
-
-    def encode(self) -> str:
-        raw = f"{self.shard}.{self.scan}.{self.after}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str, shard_count: int) -> PageCursor | None:
-        """Parse an opaque cursor; None when it was not made by `encode`."""
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-            shard_s, scan_s, after = raw.split(".", 2)
-            shard, scan = int(shard_s), int(scan_s)
-        except (ValueError, UnicodeDecodeError):
-            return None
-        if not 0 <= shard < shard_count or scan < 0 or (after and not parse_ticket_id(after)):
-            return None
-        return cls(shard=shard, scan=scan, after=after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,19 +141,3 @@ class FeedCursor:
     @classmethod
     def start(cls, shard_count: int) -> FeedCursor:
         return cls(("0-0",) * shard_count)
-
-    def encode(self) -> str:
-        raw = ",".join(p.removesuffix("-0") if p != "0-0" else "0" for p in self.positions)
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str, shard_count: int) -> FeedCursor | None:
-        """Parse an opaque cursor; None when it was not made by `encode`."""
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        except (ValueError, UnicodeDecodeError):
-            return None
-        parts = raw.split(",")
-        if len(parts) != shard_count or not all(_STREAM_ID_RE.fullmatch(p) for p in parts):
-            return None
-        return cls(tuple(p if "-" in p else f"{p}-0" for p in parts))

@@ -1,98 +1,153 @@
-"""RFC 9457 problem details, and the one middleware that turns errors into them."""
+"""RFC 9457 problem details, and the one table that maps each error to its answer."""
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
+from . import metrics
 from .appkeys import SETTINGS
 from .errors import (
+    BadCursor,
     FeedCursorExpired,
     Forbidden,
     IdempotencyKeyReused,
     InvalidInput,
-    ServiceError,
+    StoreDefect,
+    StoreOutOfMemory,
     StoreUnavailable,
     TicketNotFound,
     TransitionRefused,
     Unauthenticated,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-_TYPE_PREFIX = "urn:tickets:problem:"
+TYPE_PREFIX = "urn:tickets:problem:"
 _REPLAYED = {"Idempotent-Replayed": "true"}
 
 
+def problem_body(status: int, slug: str, title: str, detail: str, **extra: Any) -> bytes:
+    return json.dumps(
+        {"type": TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail, **extra}
+    ).encode()
+
+
 def problem(
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    *,
-    headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
+    status: int, slug: str, title: str, detail: str, *,
+    headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    body = {"type": _TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
-    body.update(extra or {})
     return web.Response(
-        status=status,
-        body=json.dumps(body).encode(),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers=headers,
+        status=status, body=problem_body(status, slug, title, detail, **(extra or {})),
+        content_type=PROBLEM_CONTENT_TYPE, headers=headers,
     )
 
 
-def _from_service_error(request: web.Request, exc: ServiceError) -> web.Response:
-    if isinstance(exc, InvalidInput):
-        return problem(exc.status, exc.slug, "Invalid request", exc.detail)
-    if isinstance(exc, TicketNotFound):
-        return problem(404, "ticket-not-found", "Ticket not found", str(exc))
-    if isinstance(exc, TransitionRefused):
-        return problem(
-            409, "ticket-state-conflict", "Ticket already in that state", str(exc),
-            headers=_REPLAYED if exc.replayed else None, extra={"ticket": exc.ticket.to_json()},
-        )
-    if isinstance(exc, Unauthenticated):
-        challenge = 'Bearer realm="tickets"' + (', error="invalid_token"' if exc.token_given else "")
-        return problem(401, "unauthenticated", "Unauthorized", str(exc),
-                       headers={"WWW-Authenticate": challenge})
-    if isinstance(exc, Forbidden):
-        return problem(403, "forbidden", "Forbidden", str(exc))
-    if isinstance(exc, FeedCursorExpired):
-        return problem(410, "cursor-expired", "Cursor expired", str(exc))
-    if isinstance(exc, IdempotencyKeyReused):
-        return problem(422, "idempotency-key-reused", "Idempotency-Key reused", str(exc))
-    if isinstance(exc, StoreUnavailable):
-        retry_after = str(request.app[SETTINGS].retry_after_s)
-        return problem(
-            503, "store-unavailable", "Service unavailable",
-            "the ticket store did not answer. A write may or may not have been applied: "
-            "retry it with the same Idempotency-Key to get its outcome",
-            headers={"Retry-After": retry_after},
-        )
-    log.error("no problem mapping for %s", type(exc).__name__)
+def _retry_after(request: web.Request) -> dict[str, str]:
+    return {"Retry-After": str(request.app[SETTINGS].retry_after_s)}
+
+
+def _invalid(request: web.Request, exc: InvalidInput) -> web.Response:
+    return problem(exc.status, exc.slug, "Invalid request", exc.detail)
+
+
+def _bad_cursor(request: web.Request, exc: BadCursor) -> web.Response:
+    return problem(400, "bad-cursor", "Invalid request", str(exc))
+
+
+def _unsupported(request: web.Request, exc: UnsupportedMediaType) -> web.Response:
+    return problem(415, "unsupported-media-type", "Unsupported Media Type", str(exc),
+                   headers={"Accept-Encoding": "identity"})
+
+
+def _not_found(request: web.Request, exc: TicketNotFound) -> web.Response:
+    return problem(404, "ticket-not-found", "Ticket not found", str(exc))
+
+
+def _refused(request: web.Request, exc: TransitionRefused) -> web.Response:
+    return problem(409, "ticket-state-conflict", "Ticket already in that state", str(exc),
+                   headers=_REPLAYED if exc.replayed else None, extra={"ticket": exc.ticket.to_json()})
+
+
+def _unauthenticated(request: web.Request, exc: Unauthenticated) -> web.Response:
+    challenge = 'Bearer realm="tickets"' + (', error="invalid_token"' if exc.token_given else "")
+    return problem(401, "unauthenticated", "Unauthorized", str(exc), headers={"WWW-Authenticate": challenge})
+
+
+def _forbidden(request: web.Request, exc: Forbidden) -> web.Response:
+    return problem(403, "forbidden", "Forbidden", str(exc))
+
+
+def _expired(request: web.Request, exc: FeedCursorExpired) -> web.Response:
+    return problem(410, "cursor-expired", "Cursor expired", str(exc))
+
+
+def _reused(request: web.Request, exc: IdempotencyKeyReused) -> web.Response:
+    return problem(422, "idempotency-key-reused", "Idempotency-Key reused", str(exc))
+
+
+def _unavailable(request: web.Request, exc: StoreUnavailable) -> web.Response:
+    return problem(
+        503, "store-unavailable", "Service unavailable",
+        "the ticket store did not answer. A write may or may not have been applied: "
+        "retry it with the same Idempotency-Key to get its outcome",
+        headers=_retry_after(request),
+    )
+
+
+def _out_of_memory(request: web.Request, exc: StoreOutOfMemory) -> web.Response:
+    return problem(507, "store-out-of-memory", "Insufficient Storage",
+                   "the ticket store is out of memory (Redis maxmemory): nothing was written. "
+                   "Operators must add memory or capacity; a retry will fail until they do")
+
+
+def _defect(request: web.Request, exc: StoreDefect) -> web.Response:
+    # Logged once, where the store saw it (calls.py), without a traceback.
     return problem(500, "internal-error", "Internal Server Error", "an unexpected error")
 
 
-def _from_http_exception(exc: web.HTTPException) -> web.Response:
+def _http(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (404 unmatched, 405, 413 over client_max_size)."""
     headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
     slug = exc.reason.lower().replace(" ", "-")
-    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+    detail = exc.reason
     if exc.status == 405:
         detail = f"{exc.reason}; allowed: {headers.get('Allow', '')}"
     return problem(exc.status, slug, exc.reason, detail, headers=headers)
 
 
+Mapper = Callable[[web.Request, Any], web.Response]
+
+# Each error the HTTP layer can meet, and its answer. Looked up along the exception's class
+# hierarchy, so a subclass gets its parent's answer unless it has its own.
+ERROR_TABLE: dict[type[BaseException], Mapper] = {
+    InvalidInput: _invalid,
+    BadCursor: _bad_cursor,
+    UnsupportedMediaType: _unsupported,
+    TicketNotFound: _not_found,
+    TransitionRefused: _refused,
+    Unauthenticated: _unauthenticated,
+    Forbidden: _forbidden,
+    FeedCursorExpired: _expired,
+    IdempotencyKeyReused: _reused,
+    StoreUnavailable: _unavailable,
+    StoreOutOfMemory: _out_of_memory,
+    StoreDefect: _defect,
+    web.HTTPException: _http,
+}
+
+
 def from_exception(request: web.Request, exc: Exception) -> web.Response:
     """The problem+json answer for any exception a handler (or the router) raised."""
-    if isinstance(exc, ServiceError):
-        return _from_service_error(request, exc)
-    if isinstance(exc, web.HTTPException):
-        return _from_http_exception(exc)
+    for cls in type(exc).__mro__:
+        mapper = ERROR_TABLE.get(cls)
+        if mapper is not None:
+            return mapper(request, exc)
+    metrics.DEFECTS.inc()
     log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return problem(500, "internal-error", "Internal Server Error", "an unexpected error")

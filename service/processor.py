@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import metrics
-from .app import redis_from_settings, store_from_settings
-from .errors import StoreUnavailable
-from .handlers import PROCESSOR_GROUP
-from .observability import metrics_handler
+from .errors import StoreError
 from .settings import Settings, env_int
-from .store import StreamEntry, TicketStore
+from .store import Store, StoreConfig, StreamConsumer, StreamEntry
+from .store.client import redis_from_settings
 
 log = logging.getLogger("service.processor")
 
@@ -40,6 +39,8 @@ class ProcessorSettings:
     # How often to look for abandoned entries; never less often than they can become so.
     claim_every_s: float = 5.0
     metrics_port: int = 9100
+    # Loopback unless told otherwise: metrics are for the local Prometheus, not the network.
+    metrics_host: str = "127.0.0.1"
     retry_s: float = 1.0
     # After a batch smaller than batch_size, wait this long before reading again, so that a
     # steady trickle is handled in batches: far less CPU per event for a few ms of delay.
@@ -55,29 +56,33 @@ class ProcessorSettings:
             poll_ms=env_int(env, "PROCESSOR_POLL_MS", d.poll_ms, 1),
             claim_idle_ms=env_int(env, "PROCESSOR_CLAIM_IDLE_MS", d.claim_idle_ms, 1),
             metrics_port=env_int(env, "PROCESSOR_PORT", d.metrics_port, 0),
+            metrics_host=env.get("PROCESSOR_HOST", "").strip() or d.metrics_host,
             linger_ms=env_int(env, "PROCESSOR_LINGER_MS", d.linger_ms, 0),
         )
 
 
 class Processor:
-    def __init__(self, store: TicketStore, cfg: ProcessorSettings, group: str = PROCESSOR_GROUP) -> None:
-        self.store, self.cfg, self.group = store, cfg, group
+    def __init__(self, consumer: StreamConsumer, cfg: ProcessorSettings) -> None:
+        self.consumer, self.cfg = consumer, cfg
         self._next_claim_at = 0.0
         self._last_batch = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process until `stop` is set; a Redis outage pauses it, never ends it."""
-        started = False
+        """Process until `stop` is set; a Redis failure pauses it, never ends it."""
+        resumed = False
         while not stop.is_set():
             try:
-                if not started:
-                    await self.store.ensure_group(self.group)
+                if not resumed:
+                    await self.consumer.ensure_group()
                     await self._drain_own_pending()
-                    started = True
+                    resumed = True
                 await self.step()
                 await _wait(stop, self._pause_s())
-            except StoreUnavailable as exc:
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, self.cfg.retry_s)
+            except StoreError as exc:
+                # A batch read but not applied is pending under this name: take it up first
+                # when Redis is back, not when the claim timeout hands it over.
+                resumed = False
+                log.warning("redis %s (%s); retrying in %.1fs", exc.kind, exc, self.cfg.retry_s)
                 await _wait(stop, self.cfg.retry_s)
         log.info("stopped cleanly")
 
@@ -92,7 +97,7 @@ class Processor:
 
     async def _drain_own_pending(self) -> None:
         """After a restart under the same consumer name, finish what this name had begun."""
-        while entries := await self.store.read_own_pending(self.group, self.cfg.consumer, self.cfg.batch_size):
+        while entries := await self.consumer.read_own_pending(self.cfg.consumer, self.cfg.batch_size):
             await self._apply(entries)
 
     async def step(self) -> int:
@@ -101,19 +106,19 @@ class Processor:
         if time.monotonic() >= self._next_claim_at:
             every_s = min(self.cfg.claim_every_s, self.cfg.claim_idle_ms / 2000)
             self._next_claim_at = time.monotonic() + every_s
-            entries = await self.store.claim_stale(
-                self.group, self.cfg.consumer, self.cfg.claim_idle_ms, self.cfg.batch_size
+            entries = await self.consumer.claim_stale(
+                self.cfg.consumer, self.cfg.claim_idle_ms, self.cfg.batch_size
             )
             if entries:
                 log.info("claimed %d entries left by other consumers", len(entries))
-            metrics.PROCESSOR_LAG.set(await self.store.processor_lag(self.group))
+            metrics.PROCESSOR_LAG.set(await self.consumer.lag())
         if not entries:
-            entries = await self.store.read_new(self.group, self.cfg.consumer, self.cfg.batch_size)
+            entries = await self.consumer.read_new(self.cfg.consumer, self.cfg.batch_size)
         self._last_batch = len(entries)
         return await self._apply(entries) if entries else 0
 
     async def _apply(self, entries: list[StreamEntry]) -> int:
-        new = await self.store.apply(self.group, entries)
+        new = await self.consumer.apply(entries)
         metrics.PROCESSED.labels("new").inc(new)
         metrics.PROCESSED.labels("duplicate").inc(len(entries) - new)
         return new
@@ -128,25 +133,30 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-async def _serve_metrics(port: int) -> web.AppRunner:
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _serve_metrics(host: str, port: int) -> web.AppRunner:
     app = web.Application()
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", _metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()
+    await web.TCPSite(runner, host, port).start()
     return runner
 
 
 async def main() -> None:
     settings, cfg = Settings.from_env(), ProcessorSettings.from_env()
     redis = redis_from_settings(settings, client_name="tickets-processor")
-    processor = Processor(store_from_settings(redis, settings), cfg)
+    processor = Processor(Store(redis, StoreConfig.from_settings(settings)).consumer, cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = await _serve_metrics(cfg.metrics_port)
-    log.info("consumer %s of group %s; metrics on :%d", cfg.consumer, processor.group, cfg.metrics_port)
+    runner = await _serve_metrics(cfg.metrics_host, cfg.metrics_port)
+    log.info("consumer %s of group %s; metrics on %s:%d", cfg.consumer, processor.consumer.group,
+             cfg.metrics_host, cfg.metrics_port)
     try:
         await processor.run(stop)
     finally:
@@ -155,5 +165,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    name = os.environ.get("LOG_NAME", "processor")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     asyncio.run(main())

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .apikeys import KeyRing
+from .keyring import KeyRing
 
 
 def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -44,6 +44,9 @@ class Settings:
     events_maxlen: int = 100_000
     # Empty: auth is off (the seed's behaviour), loudly.
     keyring: KeyRing = KeyRing()
+    # The secret nginx sends in X-Proxy-Auth. Only a request that carries it has its
+    # X-Request-Id and X-Real-IP believed. Empty: no request is taken as forwarded.
+    proxy_secret: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -62,13 +65,20 @@ class Settings:
             max_body_bytes=env_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 2),
             idempotency_ttl_s=env_int(env, "IDEMPOTENCY_TTL_S", d.idempotency_ttl_s, 1),
             events_maxlen=env_int(env, "EVENTS_MAXLEN", d.events_maxlen, 1),
-            keyring=KeyRing.parse(_api_keys_text(env)),
+            keyring=KeyRing.parse(secret_text(env, "API_KEYS")),
+            proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
         )
 
 
-def _api_keys_text(env: Mapping[str, str]) -> str:
-    """API_KEYS, or the contents of API_KEYS_FILE (a Docker secret, say)."""
-    path = env.get("API_KEYS_FILE", "").strip()
-    if path and env.get("API_KEYS", "").strip():
-        raise ValueError("set API_KEYS or API_KEYS_FILE, not both")
-    return Path(path).read_text() if path else env.get("API_KEYS", "")
+def secret_text(env: Mapping[str, str], name: str) -> str:
+    """NAME, or the contents of NAME_FILE (a Docker or Kubernetes secret, say)."""
+    path = env.get(f"{name}_FILE", "").strip()
+    if path and env.get(name, "").strip():
+        raise ValueError(f"set {name} or {name}_FILE, not both")
+    return Path(path).read_text() if path else env.get(name, "")
+
+
+def _proxy_secret(value: str) -> str:
+    if value and (len(value) < 16 or not value.isascii() or not value.isalnum()):
+        raise ValueError("PROXY_SECRET must be 16 or more ASCII letters and digits")
+    return value

@@ -120,9 +120,14 @@ def pure_python_http_parser(request: pytest.FixtureRequest, monkeypatch: pytest.
         monkeypatch.setattr(web_protocol, "HttpRequestParser", http_parser.HttpRequestParserPy)
 
 
+# What nginx sends in X-Proxy-Auth in the tests that stand in for it.
+PROXY_SECRET = "test0proxy0secret0123456789"
+FROM_PROXY = {"X-Proxy-Auth": PROXY_SECRET}
+
+
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(redis_url="redis://127.0.0.1:1/0")
+    return Settings(redis_url="redis://127.0.0.1:1/0", proxy_secret=PROXY_SECRET)
 
 
 @pytest.fixture

@@ -1,18 +1,74 @@
-"""Real processes for tests: free loopback ports, readiness polling, a redis-server."""
+"""Real processes for tests and benchmarks: free loopback ports, readiness polling, process
+trees, and a redis-server."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import redis
 
-from deploy.local import free_port, wait_until
 
-__all__ = ["RedisServer", "free_port", "need_binary", "wait_until"]
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition") -> None:
+    """Poll `check` until it holds; fail loudly (never hang) after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port_run(n: int) -> int:
+    """The first of `n` consecutive free loopback ports (replicas use API_PORT, API_PORT+1...)."""
+    for _ in range(200):
+        base = free_port()
+        if all(port_is_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError(f"no run of {n} free ports")
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            status: int = r.status
+            return status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
 
 
 def need_binary(name: str) -> str:

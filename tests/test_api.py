@@ -7,12 +7,14 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 import pytest
+from redis.asyncio import Redis
 
 from service.app import create_app
 from service.handlers import MAX_PAGE_SIZE
 from service.models import parse_ticket_id
+from service.store import keys
 
-from .conftest import Api
+from .conftest import FROM_PROXY, Api
 
 MakeTickets = Callable[[int], Awaitable[list[dict[str, Any]]]]
 PROBLEM = "application/problem+json"
@@ -142,13 +144,32 @@ async def test_transition_errors(api: Api) -> None:
 
 async def test_same_request_id_replays_first_answer(api: Api, make_tickets: MakeTickets) -> None:
     [t] = await make_tickets(1)
-    hdr = {"X-Request-Id": "0123456789abcdef0123456789abcdef"}
+    hdr = {"X-Request-Id": "0123456789abcdef0123456789abcdef", **FROM_PROXY}
     first = await api.post(f"/ticket/invalidate?id={t['id']}", headers=hdr)
     replay = await api.post(f"/ticket/invalidate?id={t['id']}", headers=hdr)
     assert first.status == replay.status == 200 and replay.body == first.body
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first.headers
     assert_problem(await api.post(f"/ticket/invalidate?id={t['id']}"), 409)
+
+
+async def test_forwarding_headers_without_the_proxy_secret_are_not_believed(
+    api: Api, make_tickets: MakeTickets, fake_redis: Redis
+) -> None:
+    """Someone who reaches a replica directly cannot replay another caller's stored answer
+    by sending its request id, nor put an address of their choice into the history."""
+    [t] = await make_tickets(1)
+    rid = "0123456789abcdef0123456789abcdef"
+    first = await api.post(f"/ticket/invalidate?id={t['id']}", headers={"X-Request-Id": rid, **FROM_PROXY})
+    assert first.status == 200
+    for forged in ({"X-Request-Id": rid}, {"X-Request-Id": rid, "X-Proxy-Auth": "wrong" * 5}):
+        again = await api.post(f"/ticket/invalidate?id={t['id']}", headers={**forged, "X-Real-IP": "6.6.6.6"})
+        assert_problem(again, 409)
+        assert "Idempotent-Replayed" not in again.headers
+    entries = await fake_redis.xrange(keys.stream(t["id"][0]))
+    assert entries
+    last: Any = entries[-1]
+    assert last[1]["e"] == "invalidate_refused" and last[1]["ip"] == "127.0.0.1" and last[1]["r"] != rid
 
 
 async def test_unknown_path_is_problem_404(api: Api) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from service.apikeys import KeyRing, Role
 from service.app import create_app
+from service.keyring import KeyRing, Role
 from service.settings import Settings
 
 from .conftest import AiohttpClient, Api

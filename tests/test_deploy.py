@@ -4,22 +4,27 @@ real nginx, gunicorn's settings, and `make up`'s process runner end to end."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 
-from deploy.stack import NGINX_DIR, ROOT, StackConfig, binary, prepare, procfile, render_nginx
+from deploy.stack import (
+    NGINX_DIR,
+    ROOT,
+    StackConfig,
+    binary,
+    prepare,
+    proxy_secret,
+    render_nginx,
+    supervisord_conf,
+)
 
-from .procs import free_port, wait_until
-from .stack import children, free_port_run, http_status
+from .procs import free_port
 
 SHARED_SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 VENDORED_SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
@@ -72,6 +77,10 @@ def test_nginx_service_publishes_8080_after_healthy_api(compose: dict[str, Any])
     assert (major, minor, patch) >= (1, 27, 3), "`server ... resolve` needs nginx 1.27.3+"
     mounted = {v.split(":")[0] for v in nginx["volumes"]}
     assert mounted == {"./nginx/compose.conf", "./nginx/http.conf", "./nginx/server.conf"}
+    # The image's entrypoint fills ${PROXY_SECRET} into templates/, the api has the same.
+    assert "./nginx/compose.conf:/etc/nginx/templates/default.conf.template:ro" in nginx["volumes"]
+    assert nginx["environment"]["PROXY_SECRET"] == compose["services"]["api"]["environment"]["PROXY_SECRET"]
+    assert "${PROXY_SECRET:?" in nginx["environment"]["PROXY_SECRET"]
 
 
 def test_dockerfile_is_pinned_slim_and_non_root() -> None:
@@ -123,6 +132,7 @@ def test_compose_nginx_config_passes_nginx_t_bar_the_resolve_parameter(tmp_path:
     conf = conf.replace("/etc/nginx/tickets", str(NGINX_DIR)).replace(" resolve ", " ")
     conf = conf.replace("server api:8000", "server 127.0.0.1:8000")
     conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{free_port()};")
+    conf = conf.replace("${PROXY_SECRET}", "0123456789abcdef0123")
     for d in ("client_body", "proxy"):
         (tmp_path / d).mkdir()
     main = (
@@ -144,73 +154,22 @@ def test_gunicorn_keepalive_outlives_nginx_upstream_keepalive() -> None:
         assert keepalive_s > nginx_s
 
 
-def test_procfile_starts_redis_only_without_redis_url(tmp_path: Path) -> None:
-    own = procfile(StackConfig(var_dir=tmp_path, replicas=3))
-    assert [ln.split(":")[0] for ln in own.splitlines()] == ["redis", "api1", "api2", "api3", "processor", "nginx"]
-    assert "--appendonly yes" in own
-    shared = procfile(StackConfig(var_dir=tmp_path, redis_url="redis://elsewhere:6379/0"))
-    assert [ln.split(":")[0] for ln in shared.splitlines()] == ["api1", "api2", "processor", "nginx"]
+def test_supervisord_starts_redis_only_without_redis_url(tmp_path: Path) -> None:
+    own = supervisord_conf(StackConfig(var_dir=tmp_path, replicas=3))
+    programs = re.findall(r"^\[program:(\w+)\]", own, re.M)
+    assert programs == ["redis", "api1", "api2", "api3", "processor", "nginx"]
+    assert "--appendonly yes" in own and own.count("autorestart=true") == 6
+    assert own.count("stopasgroup=true") == own.count("killasgroup=true") == 6
+    shared = supervisord_conf(StackConfig(var_dir=tmp_path, redis_url="redis://elsewhere:6379/0"))
+    assert re.findall(r"^\[program:(\w+)\]", shared, re.M) == ["api1", "api2", "processor", "nginx"]
 
 
-def _descendants(pid: int) -> set[int]:
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children(todo.pop()):
-            out.add(child)
-            todo.append(child)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-@pytest.fixture
-def make_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`make up`'s own command, on free ports."""
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "API_PORT": str(free_port_run(2)),
-           "REDIS_PORT": str(free_port()), "PROCESSOR_PORT": str(free_port()),
-           "VAR_DIR": str(tmp_path / "var")}
-    env.pop("REDIS_URL", None)
-    with open(tmp_path / "up.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "deploy.stack"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    yield proc, url
-    # Whatever the test did, leave nothing behind: the whole session goes.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-@pytest.mark.e2e
-def test_make_up_serves_then_stops_every_child(make_up: tuple[subprocess.Popen[bytes], str]) -> None:
-    proc, url = make_up
-    wait_until(lambda: http_status(url + "/readyz") == 200, what="make up's stack")
-    family = _descendants(proc.pid)
-    assert len(family) >= 5  # redis, two gunicorn masters, the processor, nginx (and workers)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=40) is not None
-    assert not [p for p in family if _alive(p)]
-
-
-@pytest.mark.e2e
-def test_make_up_stops_when_one_process_dies(make_up: tuple[subprocess.Popen[bytes], str]) -> None:
-    proc, url = make_up
-    wait_until(lambda: http_status(url + "/readyz") == 200, what="make up's stack")
-    family = _descendants(proc.pid)
-    redis = next(p for p in family if b"redis-server" in Path(f"/proc/{p}/cmdline").read_bytes())
-    os.kill(redis, signal.SIGKILL)
-    assert proc.wait(timeout=40) is not None
-    assert not [p for p in family if _alive(p)]
+def test_the_proxy_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:
+    cfg = StackConfig(var_dir=tmp_path)
+    first = proxy_secret(cfg)
+    assert len(first) == 64 and proxy_secret(cfg) == first
+    assert (tmp_path / "proxy-secret").stat().st_mode & 0o077 == 0
+    assert first in render_nginx(cfg, [8081]) and first not in supervisord_conf(cfg)
 
 
 def test_processor_and_monitoring_services(compose: dict[str, Any]) -> None:

@@ -9,38 +9,36 @@ from redis.asyncio import Redis
 from service.errors import FeedCursorExpired, TransitionRefused
 from service.models import EventType, IdempotencyKey, Origin, Transition
 from service.processor import Processor, ProcessorSettings
-from service.store import SHARDS, TicketStore
-
-GROUP = "processor"
+from service.store import SHARDS, Store, StoreConfig, keys
 
 
 @pytest.fixture
-def store(any_redis: Redis) -> TicketStore:
-    return TicketStore(any_redis, replay_ttl_s=60, events_maxlen=10_000)
+def store(any_redis: Redis) -> Store:
+    return Store(any_redis, StoreConfig(replay_ttl_s=60, events_maxlen=10_000))
 
 
 def gate(n: int) -> Origin:
     return Origin(actor=f"gate{n}", request_id=f"req-{n}", client_ip=f"10.0.0.{n}")
 
 
-async def all_events(store: TicketStore) -> list[tuple[str, str, str]]:
+async def all_events(store: Store) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     cursor = None
     while True:
-        page = await store.events_page(cursor, 7)
+        page = await store.feed.events_page(cursor, 7)
         if not page.events:
             return out
         out.extend((e.ticket_id, e.type.value, e.actor) for e in page.events)
         cursor = page.next_cursor
 
 
-async def test_every_change_and_refusal_is_an_event_with_its_origin(store: TicketStore) -> None:
-    tid = (await store.create(origin=gate(1))).ticket.id
-    await store.transition(tid, Transition.INVALIDATE, origin=gate(2))
+async def test_every_change_and_refusal_is_an_event_with_its_origin(store: Store) -> None:
+    tid = (await store.tickets.create(origin=gate(1))).ticket.id
+    await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(2))
     with pytest.raises(TransitionRefused):
-        await store.transition(tid, Transition.INVALIDATE, origin=gate(3))
-    await store.transition(tid, Transition.VALIDATE, origin=gate(4))
-    page = await store.events_page(None, 100)
+        await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(3))
+    await store.tickets.transition(tid, Transition.VALIDATE, origin=gate(4))
+    page = await store.feed.events_page(None, 100)
     assert [(e.type, e.actor) for e in page.events] == [
         (EventType.CREATED, "gate1"), (EventType.INVALIDATED, "gate2"),
         (EventType.INVALIDATE_REFUSED, "gate3"), (EventType.VALIDATED, "gate4"),
@@ -50,111 +48,111 @@ async def test_every_change_and_refusal_is_an_event_with_its_origin(store: Ticke
     assert all(ev.timestamp >= page.events[0].timestamp for ev in page.events)
 
 
-async def test_replays_add_no_event_and_no_count(store: TicketStore) -> None:
+async def test_replays_add_no_event_and_no_count(store: Store) -> None:
     key = IdempotencyKey("gate1", "k")
-    tid = (await store.create(idempotency=key)).ticket.id
-    await store.create(idempotency=key)
-    await store.transition(tid, Transition.INVALIDATE, origin=gate(1))
-    await store.transition(tid, Transition.INVALIDATE, origin=gate(1))
+    tid = (await store.tickets.create(idempotency=key)).ticket.id
+    await store.tickets.create(idempotency=key)
+    await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(1))
+    await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(1))
     assert [t for _, t, _ in await all_events(store)] == ["created", "invalidated"]
-    s = await store.stats()
+    s = await store.tickets.stats()
     assert (s.total, s.valid, s.invalid, s.refused) == (1, 0, 1, 0)
 
 
-async def test_stats_are_exact(store: TicketStore) -> None:
-    ids = [(await store.create()).ticket.id for _ in range(20)]
+async def test_stats_are_exact(store: Store) -> None:
+    ids = [(await store.tickets.create()).ticket.id for _ in range(20)]
     for tid in ids[:8]:
-        await store.transition(tid, Transition.INVALIDATE, origin=gate(1))
+        await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(1))
     for tid in ids[:3]:
         with pytest.raises(TransitionRefused):
-            await store.transition(tid, Transition.INVALIDATE, origin=gate(2))
-    await store.transition(ids[0], Transition.VALIDATE, origin=gate(3))
-    s = await store.stats()
+            await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(2))
+    await store.tickets.transition(ids[0], Transition.VALIDATE, origin=gate(3))
+    s = await store.tickets.stats()
     assert (s.total, s.valid, s.invalid, s.refused) == (20, 13, 7, 3)
 
 
-async def test_feed_pages_equal_the_full_ordered_list(store: TicketStore) -> None:
-    ids = [(await store.create()).ticket.id for _ in range(30)]
+async def test_feed_pages_equal_the_full_ordered_list(store: Store) -> None:
+    ids = [(await store.tickets.create()).ticket.id for _ in range(30)]
     for tid in ids[::2]:
-        await store.transition(tid, Transition.INVALIDATE, origin=gate(1))
+        await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(1))
     paged = await all_events(store)
-    whole = await store.events_page(None, 1000)
+    whole = await store.feed.events_page(None, 1000)
     assert paged == [(e.ticket_id, e.type.value, e.actor) for e in whole.events]
     assert len(paged) == 45 and len(set(paged)) == 45
     ordered = [e.id for e in whole.events]
     assert ordered == sorted(ordered, key=lambda i: tuple(map(int, i.split("-"))))
     # Polling from the end returns nothing new, then exactly what came after.
     end = whole.next_cursor
-    assert (await store.events_page(end, 10)).events == []
-    await store.transition(ids[1], Transition.INVALIDATE, origin=gate(9))
-    assert [(e.ticket_id, e.actor) for e in (await store.events_page(end, 10)).events] == [(ids[1], "gate9")]
+    assert (await store.feed.events_page(end, 10)).events == []
+    await store.tickets.transition(ids[1], Transition.INVALIDATE, origin=gate(9))
+    assert [(e.ticket_id, e.actor) for e in (await store.feed.events_page(end, 10)).events] == [(ids[1], "gate9")]
 
 
-async def test_processor_records_history_and_counts_once(store: TicketStore) -> None:
-    tid = (await store.create(origin=gate(1))).ticket.id
-    await store.transition(tid, Transition.INVALIDATE, origin=gate(2))
+async def test_processor_records_history_and_counts_once(store: Store) -> None:
+    tid = (await store.tickets.create(origin=gate(1))).ticket.id
+    await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(2))
     with pytest.raises(TransitionRefused):
-        await store.transition(tid, Transition.INVALIDATE, origin=gate(3))
-    await store.ensure_group(GROUP)
-    entries = await store.read_new(GROUP, "c1", 1600)
-    assert await store.apply(GROUP, entries) == 3
-    assert await store.apply(GROUP, entries) == 0  # delivered twice: counted once
-    history = await store.history(tid)
+        await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(3))
+    await store.consumer.ensure_group()
+    entries = await store.consumer.read_new("c1", 1600)
+    assert await store.consumer.apply(entries) == 3
+    assert await store.consumer.apply(entries) == 0  # delivered twice: counted once
+    history = await store.tickets.history(tid)
     assert [(e.type, e.actor) for e in history] == [
         (EventType.CREATED, "gate1"), (EventType.INVALIDATED, "gate2"),
         (EventType.INVALIDATE_REFUSED, "gate3"),
     ]
-    s = await store.stats(GROUP)
+    s = await store.tickets.stats()
     assert s.processed["created"] == 1 and s.processed["invalidate_refused"] == 1
-    assert s.processor_lag == 0
+    assert await store.consumer.lag() == 0
 
 
-async def test_crash_mid_batch_then_claim_loses_and_doubles_nothing(store: TicketStore) -> None:
-    ids = [(await store.create()).ticket.id for _ in range(40)]
-    await store.ensure_group(GROUP)
-    batch = await store.read_new(GROUP, "dead", 1600)
+async def test_crash_mid_batch_then_claim_loses_and_doubles_nothing(store: Store) -> None:
+    ids = [(await store.tickets.create()).ticket.id for _ in range(40)]
+    await store.consumer.ensure_group()
+    batch = await store.consumer.read_new("dead", 1600)
     assert len(batch) == 40
-    await store.apply(GROUP, batch[:15])  # then the consumer dies: 25 delivered, never acked
-    assert await store.processor_lag(GROUP) == 25
-    survivor = Processor(store, ProcessorSettings(consumer="alive", claim_idle_ms=0))
+    await store.consumer.apply(batch[:15])  # then the consumer dies: 25 delivered, never acked
+    assert await store.consumer.lag() == 25
+    survivor = Processor(store.consumer, ProcessorSettings(consumer="alive", claim_idle_ms=0))
     assert await survivor.step() == 25
     assert await survivor.step() == 0
-    s = await store.stats(GROUP)
-    assert s.processed["created"] == 40 and s.processor_lag == 0
+    s = await store.tickets.stats()
+    assert s.processed["created"] == 40 and await store.consumer.lag() == 0
     for tid in ids:
-        assert [e.type for e in await store.history(tid)] == [EventType.CREATED]
+        assert [e.type for e in await store.tickets.history(tid)] == [EventType.CREATED]
 
 
-async def test_processor_resumes_its_own_pending_under_the_same_name(store: TicketStore) -> None:
+async def test_processor_resumes_its_own_pending_under_the_same_name(store: Store) -> None:
     for _ in range(10):
-        await store.create()
-    await store.ensure_group(GROUP)
-    batch = await store.read_new(GROUP, "p1", 1600)
-    await store.apply(GROUP, batch[:4])
-    again = await store.read_own_pending(GROUP, "p1", 100)
+        await store.tickets.create()
+    await store.consumer.ensure_group()
+    batch = await store.consumer.read_new("p1", 1600)
+    await store.consumer.apply(batch[:4])
+    again = await store.consumer.read_own_pending("p1", 100)
     assert len(again) == 6
-    assert await store.apply(GROUP, again) == 6
-    assert (await store.stats(GROUP)).processed["created"] == 10
+    assert await store.consumer.apply(again) == 6
+    assert (await store.tickets.stats()).processed["created"] == 10
 
 
-async def test_history_of_unknown_ticket_is_not_found(store: TicketStore) -> None:
+async def test_history_of_unknown_ticket_is_not_found(store: Store) -> None:
     from service.errors import TicketNotFound
 
     with pytest.raises(TicketNotFound):
-        await store.history("0" * 8 + "-0000-4000-8000-" + "0" * 12)
+        await store.tickets.history("0" * 8 + "-0000-4000-8000-" + "0" * 12)
 
 
 async def test_trimmed_feed_cursor_expires(real_redis: Redis) -> None:
-    store = TicketStore(real_redis, replay_ttl_s=60, events_maxlen=1)
-    first = (await store.create(ticket_id="a" + "0" * 7 + "-0000-4000-8000-" + "0" * 12)).ticket.id
-    page = await store.events_page(None, 1)
+    store = Store(real_redis, StoreConfig(replay_ttl_s=60, events_maxlen=1))
+    first = (await store.tickets.create(ticket_id="a" + "0" * 7 + "-0000-4000-8000-" + "0" * 12)).ticket.id
+    page = await store.feed.events_page(None, 1)
     assert page.events[0].ticket_id == first
     # MAXLEN ~ trims whole nodes; exact trimming makes the same gap deterministically.
-    await real_redis.xadd(store.stream_key("a"), {"t": first, "e": "created", "ts": "1", "a": "x", "r": "", "ip": ""})
-    await real_redis.xadd(store.stream_key("a"), {"t": first, "e": "created", "ts": "1", "a": "x", "r": "", "ip": ""})
-    await real_redis.xtrim(store.stream_key("a"), maxlen=1, approximate=False)
+    await real_redis.xadd(keys.stream("a"), {"t": first, "e": "created", "ts": "1", "a": "x", "r": "", "ip": ""})
+    await real_redis.xadd(keys.stream("a"), {"t": first, "e": "created", "ts": "1", "a": "x", "r": "", "ip": ""})
+    await real_redis.xtrim(keys.stream("a"), maxlen=1, approximate=False)
     with pytest.raises(FeedCursorExpired):
-        await store.events_page(page.next_cursor, 10)
+        await store.feed.events_page(page.next_cursor, 10)
     # From the start, a reader gets what the streams still hold.
-    assert len((await store.events_page(None, 100)).events) == 1
+    assert len((await store.feed.events_page(None, 100)).events) == 1
     assert len(SHARDS) == 16

@@ -16,7 +16,6 @@ from typing import Any, Iterator
 import aiohttp
 import pytest
 
-
 from .procs import wait_until
 from .stack import LocalStack, http_status
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from service.app import create_app
 from service.errors import StoreUnavailable
 from service.settings import Settings
-from service.store import TicketStore
+from service.store import Store, StoreConfig
 
 from .conftest import AiohttpClient, Api
 from .procs import RedisServer
@@ -50,7 +50,7 @@ async def test_a_stalled_redis_is_a_bounded_wait(redis_server: RedisServer) -> N
     stall = socket.create_connection(("127.0.0.1", redis_server.port))
     stall.sendall(b"DEBUG SLEEP 1\r\n")
     client = Redis.from_url(redis_server.url, decode_responses=True)
-    store = TicketStore(client, replay_ttl_s=60, timeout_ms=200, max_concurrent=1)
+    store = Store(client, StoreConfig(timeout_ms=200, max_concurrent=1)).tickets
     try:
         started = time.monotonic()
         results = await asyncio.gather(store.ping(), store.ping(), return_exceptions=True)

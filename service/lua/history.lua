@@ -3,6 +3,7 @@
 --
 -- KEYS[1]  ticket hash                 tkt:{<shard>}:<id>
 -- KEYS[2]  history of the ticket       history:{<shard>}:<id>  (field: stream entry id)
+-- ARGV     none
 -- Returns  {exists, entry_id1, event1, entry_id2, event2, ...}
 --          exists: 1 or 0; events are JSON, in no particular order
 local out = {redis.call('EXISTS', KEYS[1])}

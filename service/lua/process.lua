@@ -6,9 +6,10 @@
 -- KEYS[1]  processor counters of the shard   processed:{<shard>}  (field: event type)
 -- KEYS[2]  event stream of the shard         events:{<shard>}
 -- KEYS[3..n]  the history of each entry's ticket   history:{<shard>}:<id>, one per entry
--- ARGV[1]  consumer group
+-- ARGV[1]  group   the consumer group
 -- ARGV[2..] per entry, in the order of KEYS[3..n]: entry id, event type, event as JSON
 -- Returns  how many entries were counted now (the rest had been already)
+local group = ARGV[1]
 local new, ids = 0, {}
 for i = 3, #KEYS do
   local a = 2 + (i - 3) * 3
@@ -19,6 +20,6 @@ for i = 3, #KEYS do
   end
 end
 if #ids > 0 then
-  redis.call('XACK', KEYS[2], ARGV[1], unpack(ids))
+  redis.call('XACK', KEYS[2], group, unpack(ids))
 end
 return new

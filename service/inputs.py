@@ -1,0 +1,145 @@
+"""Parsing what a request carries, strictly: query parameters, ids, bodies, and the headers
+that only nginx may set. Everything here either returns a clean value or raises an error
+that the problem table answers with a 4xx."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import uuid
+from typing import Any, Iterable
+
+from aiohttp import web
+
+from .appkeys import ACTOR, SETTINGS
+from .errors import InvalidInput, UnsupportedMediaType
+from .models import IdempotencyKey, Origin, parse_ticket_id
+
+# nginx's $request_id is 32 hex digits; accept any short token of that alphabet.
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Visible ASCII, as the IETF draft's sf-string allows; optionally sent quoted.
+_IDEMPOTENCY_KEY_RE = re.compile(r"[\x20-\x21\x23-\x7e]{1,255}")
+_ASCII_DIGITS_RE = re.compile(r"[0-9]{1,9}")
+# Deeper JSON than any body of this API needs; bounded before parsing, because the parser
+# recurses and a 16 KiB body of brackets would exhaust the stack.
+MAX_JSON_DEPTH = 8
+
+
+def reject_unknown_params(request: web.Request, allowed: Iterable[str]) -> None:
+    """Unknown parameters, and a parameter given twice, are refused: either is a client
+    that means something this API does not do."""
+    if not request.query_string:  # the common case, without parsing a query
+        return
+    query = request.query
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(unknown)}", slug="unknown-parameter")
+    repeated = sorted({name for name in query if len(query.getall(name)) > 1})
+    if repeated:
+        raise InvalidInput(f"query parameter(s) given more than once: {', '.join(repeated)}",
+                           slug="repeated-parameter")
+
+
+def bounded_int(raw: str | None, name: str, default: int, maximum: int) -> int:
+    """A positive integer written in ASCII digits, at most `maximum`."""
+    if raw is None:
+        return default
+    if not _ASCII_DIGITS_RE.fullmatch(raw) or not 1 <= int(raw) <= maximum:
+        raise InvalidInput(f"{name} must be an integer from 1 to {maximum}, in ASCII digits",
+                           slug=f"bad-{name}")
+    return int(raw)
+
+
+def ticket_id(raw: str | None) -> str:
+    if raw is None or raw == "":
+        raise InvalidInput("the ticket id is missing: pass ?id=<ticket id>", slug="missing-id")
+    parsed = parse_ticket_id(raw)
+    if parsed is None:
+        raise InvalidInput(f"{raw[:64]!r} is not a ticket id (a UUID)", slug="malformed-id")
+    return parsed
+
+
+def _check_encoding(request: web.Request) -> None:
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType("request bodies are taken as sent, with no Content-Encoding")
+
+
+def _check_depth(raw: bytes) -> None:
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidInput(f"the body nests deeper than {MAX_JSON_DEPTH} levels", slug="malformed-body")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+
+
+async def json_object(request: web.Request) -> tuple[dict[str, Any], bytes]:
+    """The body as a JSON object ({} when empty), and its canonical form for fingerprints."""
+    _check_encoding(request)
+    raw = await request.read()
+    if not raw.strip():
+        return {}, b"{}"
+    _check_depth(raw)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("the body is not valid JSON", slug="malformed-body") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object, or empty", slug="malformed-body")
+    return body, json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+async def empty_body(request: web.Request) -> None:
+    body, _ = await json_object(request)
+    if body:
+        raise InvalidInput(f"unknown member(s): {', '.join(sorted(body)[:10])}", slug="malformed-body")
+
+
+def from_proxy(request: web.Request) -> bool:
+    """True when nginx forwarded this request: it carries the secret nginx adds. Only then
+    are X-Request-Id and X-Real-IP believed; anyone who reaches a replica directly could
+    send them."""
+    secret = request.app[SETTINGS].proxy_secret
+    given = request.headers.get("X-Proxy-Auth")
+    return bool(secret) and given is not None and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def origin(request: web.Request) -> Origin:
+    """Who is asking: the API key's name, nginx's request id (else a fresh one, which a
+    retry by the Redis client reuses) and the client address nginx saw (else the peer's)."""
+    peer = request.remote or ""
+    if from_proxy(request):
+        given = request.headers.get("X-Request-Id", "")
+        if _REQUEST_ID_RE.fullmatch(given):
+            client_ip = request.headers.get("X-Real-IP") or peer
+            return Origin(actor=request[ACTOR], request_id=given, client_ip=client_ip[:64], forwarded=True)
+    return Origin(actor=request[ACTOR], request_id=uuid.uuid4().hex, client_ip=peer[:64], forwarded=False)
+
+
+def idempotency_key(request: web.Request, operation: str) -> IdempotencyKey | None:
+    """The caller's Idempotency-Key, scoped to the caller and bound to `operation` (what the
+    request does, to what, with which body); None when absent."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not _IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise InvalidInput("Idempotency-Key must be 1 to 255 visible ASCII characters",
+                           slug="bad-idempotency-key")
+    return IdempotencyKey(actor=request[ACTOR], key=key, request=operation)

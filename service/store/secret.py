@@ -1,0 +1,36 @@
+"""The deployment's shared secret, kept in Redis so that every replica derives the same keys
+from it with no configuration: ticket ids from nginx's request ids, and cursor signatures."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from redis.asyncio import Redis
+
+from . import keys
+from .calls import Caller
+
+
+class DeploymentSecret:
+    __slots__ = ("_redis", "_caller", "_secret")
+
+    def __init__(self, redis: Redis, caller: Caller) -> None:
+        self._redis, self._caller = redis, caller
+        self._secret: bytes | None = None
+
+    async def _value(self) -> bytes:
+        """Made once by whichever worker asks first (SET NX), then read by all; cached."""
+        if self._secret is None:
+            async with self._caller.call("secret"):
+                await self._redis.set(keys.DEPLOYMENT_SECRET_KEY, secrets.token_hex(32), nx=True)
+                value = await self._redis.get(keys.DEPLOYMENT_SECRET_KEY)
+            self._secret = str(value).encode()
+        return self._secret
+
+    async def mac(self, purpose: str, message: str) -> bytes:
+        """HMAC-SHA256 of `message` under a key derived for `purpose`: keys for different
+        uses never coincide."""
+        purpose_key = hmac.new(await self._value(), purpose.encode(), hashlib.sha256).digest()
+        return hmac.new(purpose_key, message.encode(), hashlib.sha256).digest()

@@ -1,0 +1,156 @@
+"""`make up` itself (`python -m deploy.stack`, under supervisord) on free ports: it serves,
+a replica or the processor that dies under load comes back by itself with no failed
+request, and a stop leaves no process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import aiohttp
+import pytest
+
+from deploy.stack import ROOT, StackConfig
+
+from .load import MixedLoad, make_tickets, tally
+from .procs import children, free_port, http_status, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+class MakeUp:
+    """`make up`'s own command, its output in a file, its programs controlled through
+    supervisorctl as an operator would."""
+
+    def __init__(self, var_dir: Path) -> None:
+        # PORT alone: every other port derives from it, as for a user.
+        self.port = free_port()
+        while any(http_status(f"http://127.0.0.1:{self.port + i}/") for i in (1, 2, 40, 50)):
+            self.port = free_port()
+        self.var_dir = var_dir
+        self.cfg = StackConfig(port=self.port, var_dir=var_dir)
+        self.log_path = var_dir.parent / "make-up.log"
+        env = {**os.environ, "PORT": str(self.port), "VAR_DIR": str(var_dir),
+               # The load below comes from one address, far over the per-client default.
+               "RATE_LIMIT_RPS": "100000", "RATE_LIMIT_BURST": "100000"}
+        env.pop("REDIS_URL", None)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "deploy.stack"], cwd=ROOT, env=env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_until(lambda: http_status(self.url + "/readyz") == 200, 30, "make up's stack")
+        wait_until(lambda: self.state("processor") == "RUNNING", 30, "the processor")
+
+    def ctl(self, *args: str) -> str:
+        conf = self.var_dir / "supervisord.conf"
+        return subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+
+    def state(self, program: str) -> str:
+        words = self.ctl("status", program).split()
+        return words[1] if len(words) > 1 else ""
+
+    def pid(self, program: str) -> int:
+        return int(self.ctl("pid", program))
+
+    def kill(self, program: str) -> int:
+        """SIGKILL the program with its whole process group (a gunicorn master and its
+        workers die together, as a container would)."""
+        pid = self.pid(program)
+        os.killpg(pid, signal.SIGKILL)
+        return pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeUp]:
+    stack = MakeUp(tmp_path_factory.mktemp("make-up") / "var")
+    yield stack
+    stack.stop()
+
+
+def test_every_port_derives_from_port(up: MakeUp) -> None:
+    assert http_status(f"http://127.0.0.1:{up.port + 1}/healthz") == 200
+    assert http_status(f"http://127.0.0.1:{up.port + 2}/healthz") == 200
+    assert http_status(f"http://127.0.0.1:{up.cfg.processor_port}/metrics") == 200
+    assert up.cfg.redis_port == up.port + 50
+
+
+async def test_a_replica_then_the_processor_die_under_load_and_come_back(
+    up: MakeUp, http: aiohttp.ClientSession
+) -> None:
+    read_ids = await make_tickets(http, up.url, 50)
+    load = MixedLoad(http, up.url, read_ids, await make_tickets(http, up.url, 3000))
+    load.start()
+    await load.more(300)
+    replica = up.kill("api2")
+    await asyncio.to_thread(wait_until, lambda: up.state("api2") == "RUNNING" and up.pid("api2") != replica,
+                            30, "api2 to be restarted")
+    await asyncio.to_thread(wait_until, lambda: http_status(f"http://127.0.0.1:{up.port + 2}/readyz") == 200,
+                            30, "api2 to be ready")
+    await load.more(300)
+    processor = up.kill("processor")
+    await asyncio.to_thread(wait_until, lambda: up.state("processor") == "RUNNING" and up.pid("processor") != processor,
+                            30, "the processor to be restarted")
+    await load.more(300)
+    outcomes = await load.stop()
+    print(f"\nMAKE-UP kill: {len(outcomes)} requests, by op {tally(outcomes)}")
+    assert {o.status for o in outcomes} <= {200, 201}, tally(outcomes)
+    log = up.log()
+    assert "exited: api2 (terminated by SIGKILL; not expected)" in log
+    assert "exited: processor (terminated by SIGKILL; not expected)" in log
+    assert log.count("spawned: 'api2'") == 2 and log.count("spawned: 'processor'") == 2
+    # The restarted processor, under the same consumer name, catches up with everything.
+    async with asyncio.timeout(30):
+        while True:
+            async with http.get(up.url + "/stats") as r:
+                stats = await r.json()
+            if stats["processor_lag"] == 0 and sum(stats["processed"].values()) >= stats["total"]:
+                break
+            await asyncio.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _descendants(pid: int) -> set[int]:
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children(todo.pop()):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def test_stop_leaves_no_process_behind(up: MakeUp) -> None:
+    family = _descendants(up.proc.pid)
+    assert len(family) >= 7  # redis, two gunicorn masters and their workers, the processor, nginx
+    started = time.monotonic()
+    up.proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert up.proc.wait(timeout=40) == 0
+    assert time.monotonic() - started < 30
+    assert not [p for p in family if _alive(p)]
+    assert "stopped: redis (exit status 0)" in up.log()
