@@ -33,7 +33,7 @@ bench-memory: $(STAMP) system
 
 lint: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/ruff check --select F,E9 service tests deploy bench
+	$(BIN)/ruff check service tests deploy bench
 
 clean:
 	rm -rf $(VENV) var

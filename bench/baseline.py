@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import AsyncIterator
 from importlib import resources
-from typing import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis

@@ -207,7 +207,9 @@ async def preload(store: Store, n: int, path: Path) -> Path:
     return path
 
 
-def start_baseline(stack: LocalStack, var_dir: Path) -> tuple[list[subprocess.Popen[bytes]], subprocess.Popen[bytes], str]:
+def start_baseline(
+    stack: LocalStack, var_dir: Path
+) -> tuple[list[subprocess.Popen[bytes]], subprocess.Popen[bytes], str]:
     """Two baseline replicas and an nginx from the same template, with the same settings."""
     cfg = StackConfig(port=free_port(), api_port_set=free_port_run(stack.cfg.replicas), replicas=stack.cfg.replicas,
                       web_concurrency=stack.cfg.web_concurrency, var_dir=var_dir,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -56,7 +56,12 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     one built from them (tests pass their own)."""
     settings = settings or Settings.from_env()
     wire.install()
-    app = web.Application(middlewares=[edge_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[edge_middleware], client_max_size=settings.max_body_bytes,
+        # Bodies are never decoded (an encoded one is a 415), so a bad gzip stream cannot
+        # fail inside the parser, even while aiohttp drains a refused body.
+        handler_args={"auto_decompress": False},
+    )
     app[SETTINGS] = settings
     app[KEYRING] = settings.keyring
     _log_start(settings)

@@ -5,7 +5,8 @@ handler once, at start, instead of adding a layer to every request."""
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 

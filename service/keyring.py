@@ -5,21 +5,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
-from typing import Iterable
+from enum import StrEnum
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MIN_SECRET_CHARS = 16
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     ISSUER = "issuer"
     SCANNER = "scanner"
     ADMIN = "admin"
 
 
-class Permission(str, Enum):
+class Permission(StrEnum):
     CREATE = "create"
     READ = "read"
     INVALIDATE = "invalidate"

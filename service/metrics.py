@@ -31,7 +31,7 @@ PROCESSED = Counter("tickets_processor_entries_total", "Stream entries the proce
 PROCESSOR_LAG = Gauge("tickets_processor_lag_entries", "Stream entries not yet processed",
                       multiprocess_mode="max")
 
-_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS", "UPDATE"})
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"})
 _request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 _redis_children: dict[str, Any] = {}
 

@@ -5,7 +5,8 @@ turns every error into problem+json and records every answer in the metrics."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 

@@ -6,7 +6,7 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 # Canonical textual UUID of any version: the seed's own examples are uuid1 and must still
@@ -14,12 +14,12 @@ from typing import Any, NamedTuple
 _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-class TicketState(str, Enum):
+class TicketState(StrEnum):
     VALID = "valid"
     INVALID = "invalid"
 
 
-class Transition(str, Enum):
+class Transition(StrEnum):
     INVALIDATE = "invalidate"
     VALIDATE = "validate"
 
@@ -70,7 +70,7 @@ class Origin:
     forwarded: bool = False
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     CREATED = "created"
     INVALIDATED = "invalidated"
     VALIDATED = "validated"

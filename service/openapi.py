@@ -34,6 +34,7 @@ _UNAVAILABLE = {
     "headers": {"Retry-After": {"schema": {"type": "string"}}},
     "content": {PROBLEM: {"schema": _ref("Problem")}},
 }
+_OUT_OF_MEMORY = _problem("Redis is out of memory (maxmemory): nothing was written")
 _ID_SCHEMA = {
     "type": "string",
     "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
@@ -277,9 +278,13 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-# What nginx, in front of every replica, may answer on any operation.
+# What nginx, in front of every replica, or the HTTP layer may answer on any operation.
 _GATEWAY_RESPONSES = {
+    "400": _problem("The request is not valid HTTP, or a parameter is malformed or repeated"),
+    "413": _problem("Body too large"),
     "414": _problem("Request line over 4 KiB (nginx)"),
+    "415": _problem("An encoded body (Content-Encoding): bodies are taken as sent"),
+    "500": _problem("An unexpected error, logged as a defect"),
     "429": {
         "description": "Over the per-client rate limit (nginx)",
         "headers": {"Retry-After": {"schema": {"type": "string"}}},
@@ -294,7 +299,8 @@ _CREATED_LINKS = {
     for name, op_id in {
         "GetTicket": "get_ticket_id", "InvalidateTicket": "post_ticket_id_invalidate",
         "ValidateTicket": "post_ticket_id_validate", "InvalidateByQuery": "patch_ticket_invalidate",
-        "ValidateByQuery": "patch_ticket_validate",
+        "ValidateByQuery": "patch_ticket_validate", "InvalidateByQueryPost": "post_ticket_invalidate",
+        "ValidateByQueryPost": "post_ticket_validate", "TicketHistory": "get_ticket_id_history",
     }.items()
 }
 
@@ -311,6 +317,8 @@ def _finish(paths: dict[str, Any]) -> dict[str, Any]:
             op["operationId"] = _operation_id(method, path)
             for status, response in _GATEWAY_RESPONSES.items():
                 op["responses"].setdefault(status, response)
+            if "503" in op["responses"]:  # it reaches Redis
+                op["responses"].setdefault("507", _OUT_OF_MEMORY)
     paths["/ticket"]["post"]["responses"]["201"]["links"] = _CREATED_LINKS
     return paths
 

@@ -14,8 +14,8 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import fakeredis
 import pytest
-from aiohttp import http_parser, web, web_protocol
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openapi_core import Config, OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
@@ -87,10 +88,8 @@ class Api:
 
     @staticmethod
     def _check(method: str, r: Any, resp: Resp, kwargs: dict[str, Any]) -> None:
-        # OpenAPI has no UPDATE method; nginx turns it into PATCH, which the spec describes.
-        spec_method = "patch" if method.upper() == "UPDATE" else method
         req = MockRequest(
-            "http://localhost", spec_method, r.url.path, args=dict(r.url.query),
+            "http://localhost", method, r.url.path, args=dict(r.url.query),
             headers=dict(kwargs.get("headers") or {}),
         )
         content_type = r.headers.get("Content-Type", "").split(";")[0]
@@ -109,15 +108,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A plain HTTP client for the tests that drive a real stack through nginx."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
         yield session
-
-
-@pytest.fixture(autouse=True)
-def pure_python_http_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """aiohttp's C parser refuses the seed's UPDATE method (nginx turns it into PATCH in the
-    stack); tests that send UPDATE straight to the app use the pure-Python parser, which
-    accepts any token, exactly as a deployment without the C extension would."""
-    if "UPDATE" in request.node.name:
-        monkeypatch.setattr(web_protocol, "HttpRequestParser", http_parser.HttpRequestParserPy)
 
 
 # What nginx sends in X-Proxy-Auth in the tests that stand in for it.

@@ -128,6 +128,8 @@ async def test_roles(keyed: Api, role: str, method: str, path: str, allowed: boo
         assert r.status in (200, 201), r.body
     else:
         assert_problem(r, 403)
+    # The acting key is named for nginx's access log, refused or not.
+    assert r.headers["X-Actor"] == f"{role}-key"
 
 
 async def test_denials_do_not_reveal_whether_a_ticket_exists(keyed: Api) -> None:

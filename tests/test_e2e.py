@@ -8,8 +8,8 @@ import json
 import re
 import shlex
 import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import aiohttp
 import pytest

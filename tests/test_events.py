@@ -3,13 +3,16 @@ fakeredis and a real redis-server alike (trimming: real Redis only)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 import pytest
 from redis.asyncio import Redis
 
-from service.errors import FeedCursorExpired, TransitionRefused
+from service.errors import FeedCursorExpired, StoreUnavailable, TransitionRefused
 from service.models import EventType, IdempotencyKey, Origin, Transition
 from service.processor import Processor, ProcessorSettings
-from service.store import SHARDS, Store, StoreConfig, keys
+from service.store import SHARDS, Store, StoreConfig, StreamConsumer, StreamEntry, keys
 
 
 @pytest.fixture
@@ -121,6 +124,37 @@ async def test_crash_mid_batch_then_claim_loses_and_doubles_nothing(store: Store
     assert s.processed["created"] == 40 and await store.consumer.lag() == 0
     for tid in ids:
         assert [e.type for e in await store.tickets.history(tid)] == [EventType.CREATED]
+
+
+class FailsOnce(StreamConsumer):
+    """A consumer whose first apply meets a Redis outage after the batch was delivered."""
+
+    failed = False
+
+    async def apply(self, entries: Sequence[StreamEntry]) -> int:
+        if not self.failed:
+            self.failed = True
+            raise StoreUnavailable("connection refused")
+        return await super().apply(entries)
+
+
+async def test_after_an_outage_the_processor_takes_up_its_own_pending_at_once(any_redis: Redis) -> None:
+    store = Store(any_redis)
+    for _ in range(30):
+        await store.tickets.create()
+    consumer = FailsOnce(any_redis, store.consumer._caller, store.consumer._scripts)
+    # Claiming never helps here (an hour's idle time): only its own pending can be taken up.
+    cfg = ProcessorSettings(consumer="p1", claim_idle_ms=3_600_000, poll_ms=1, retry_s=0.01)
+    stop = asyncio.Event()
+    running = asyncio.create_task(Processor(consumer, cfg).run(stop))
+    try:
+        async with asyncio.timeout(10):
+            while (await store.tickets.stats()).processed["created"] < 30:
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await running
+    assert consumer.failed and await store.consumer.lag() == 0
 
 
 async def test_processor_resumes_its_own_pending_under_the_same_name(store: Store) -> None:

@@ -10,8 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import aiohttp
 import pytest
@@ -86,11 +86,24 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeUp]:
     stack.stop()
 
 
-def test_every_port_derives_from_port(up: MakeUp) -> None:
-    assert http_status(f"http://127.0.0.1:{up.port + 1}/healthz") == 200
+def listening_on(port: int) -> set[str]:
+    """The addresses something listens on at `port` (IPv4, from /proc/net/tcp)."""
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            out.add(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return out
+
+
+def test_every_port_derives_from_port_and_only_loopback_listens(up: MakeUp) -> None:
+    ports = [up.port, up.port + 1, up.port + 2, up.port + 40, up.port + 50]
+    assert [up.port, *up.cfg.api_ports, up.cfg.processor_port, up.cfg.redis_port] == ports
     assert http_status(f"http://127.0.0.1:{up.port + 2}/healthz") == 200
     assert http_status(f"http://127.0.0.1:{up.cfg.processor_port}/metrics") == 200
-    assert up.cfg.redis_port == up.port + 50
+    for port in ports:
+        assert listening_on(port) == {"127.0.0.1"}, port
 
 
 async def test_a_replica_then_the_processor_die_under_load_and_come_back(

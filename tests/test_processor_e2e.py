@@ -10,8 +10,9 @@ import re
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -126,7 +127,8 @@ async def test_processor_killed_mid_batch_loses_and_doubles_nothing(
     stack.start_processor()
     # Let it get part of the way, then kill it in the middle of its batches.
     async with asyncio.timeout(60):
-        while sum((await get_json(http, f"{stack.url}/stats"))["processed"].values()) < sum(before["processed"].values()) + 400:
+        target = sum(before["processed"].values()) + 400
+        while sum((await get_json(http, f"{stack.url}/stats"))["processed"].values()) < target:
             await asyncio.sleep(0.01)
     stack.kill_processor(signal.SIGKILL)
     mid = await get_json(http, f"{stack.url}/stats")
@@ -210,3 +212,17 @@ def test_processor_stops_cleanly_on_sigterm(stack: LocalStack) -> None:
     log = (stack.cfg.var_dir / "log" / "processor.log").read_text()
     assert "stopped cleanly" in log
     stack.start_processor()
+
+
+async def test_logs_name_the_keys_and_the_refused_actor_never_a_secret(
+    stack: LocalStack, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{stack.url}/stats", headers=auth("gate")) as r:
+        assert r.status == 403
+        request_id = r.headers["X-Request-Id"]
+    replica_logs = "".join((stack.cfg.var_dir / "log" / f"api{i}.log").read_text() for i in (1, 2))
+    assert replica_logs.count("auth on; API keys: box (issuer), gate (scanner), ops (admin)") == 2
+    entry = next(e for e in stack.access_log() if e["request_id"] == request_id)
+    assert entry["status"] == 403 and entry["actor"] == "gate"
+    everything = replica_logs + (stack.cfg.var_dir / "log" / "nginx-access.log").read_text()
+    assert not [secret for _, secret in KEYS.values() if secret in everything]

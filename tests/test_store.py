@@ -8,7 +8,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from service.errors import IdempotencyKeyReused, TicketNotFound, TransitionRefused
+from service.errors import BadCursor, IdempotencyKeyReused, TicketNotFound, TransitionRefused
 from service.models import IdempotencyKey, Origin, TicketState, Transition, new_ticket_id
 from service.store import SHARDS, Store, StoreConfig, keys
 
@@ -237,7 +237,7 @@ async def test_concurrent_uses_of_one_key_on_two_tickets_let_one_through(store: 
             return False
 
     done = await asyncio.gather(*(scan(t) for t in ids * 5))
-    assert done.count(True) == 5 and len({t for t, ok in zip(ids * 5, done) if ok}) == 1
+    assert done.count(True) == 5 and len({t for t, ok in zip(ids * 5, done, strict=True) if ok}) == 1
 
 
 async def test_refusal_is_replayed_under_the_same_idempotency_key(store: Store) -> None:
@@ -279,3 +279,46 @@ async def test_create_batch_makes_distinct_indexed_tickets(store: Store) -> None
     assert len({t.id for t in made}) == 50 and all(t.state is TicketState.VALID for t in made)
     assert [await store.tickets.get(t.id) for t in made] == made
     assert (await store.tickets.stats()).total == 50
+
+
+@pytest.mark.parametrize(("kind", "payload"), [
+    ("page", "16.0."),  # no such shard
+    ("page", "0.18446744073709551616."),  # past SSCAN's 64-bit cursor
+    ("page", "0.0.not-an-id"),
+    ("page", "0.0"),
+    ("page", "\u0661.0."),  # a digit, but not an ASCII one
+])
+async def test_a_signed_cursor_out_of_range_is_refused_before_redis(store: Store, kind: str, payload: str) -> None:
+    token = await store.feed._sign(kind, payload)
+    with pytest.raises(BadCursor):
+        await store.feed.list_page(token, 10)
+
+
+@pytest.mark.parametrize("positions", [
+    ["0-0"] * 15,
+    ["0-0"] * 15 + ["18446744073709551616-0"],
+    ["0-0"] * 15 + ["1"],
+    ["0-0"] * 15 + ["-1-0"],
+])
+async def test_a_signed_feed_cursor_out_of_range_is_refused(store: Store, positions: list[str]) -> None:
+    token = await store.feed._sign("feed", ",".join(positions))
+    with pytest.raises(BadCursor):
+        await store.feed.events_page(token, 10)
+
+
+@pytest.mark.parametrize("token", ["", "abc", "abc.def", "....", "MC4wLg", "MC4wLg.AAAAAAAAAAAAAAAA", "é.é"])
+async def test_a_cursor_the_service_did_not_issue_is_refused(store: Store, token: str) -> None:
+    with pytest.raises(BadCursor):
+        await store.feed.list_page(token, 10)
+    with pytest.raises(BadCursor):
+        await store.feed.events_page(token, 10)
+
+
+async def test_a_page_cursor_is_not_a_feed_cursor(store: Store) -> None:
+    for _ in range(3):
+        await store.tickets.create()
+    page = await store.feed.list_page(None, 1)
+    assert page.next_cursor is not None
+    with pytest.raises(BadCursor):
+        await store.feed.events_page(page.next_cursor, 10)
+    assert len((await store.feed.list_page(page.next_cursor, 10)).tickets) == 2

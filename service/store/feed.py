@@ -7,8 +7,9 @@ import base64
 import binascii
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -126,7 +127,7 @@ class Feed:
         streams were trimmed past the cursor."""
         at = FeedCursor.start(len(keys.SHARDS)) if after is None else await self.feed_cursor(after)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for shard, pos in zip(keys.SHARDS, at.positions):
+            for shard, pos in zip(keys.SHARDS, at.positions, strict=True):
                 pipe.xrange(keys.stream(shard), f"({pos}", "+", count=limit)
                 pipe.xinfo_stream(keys.stream(shard))
             async with self._caller.call("events"):

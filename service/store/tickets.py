@@ -168,7 +168,7 @@ class TicketStore:
             exists, *flat = await self._scripts.history(keys=[keys.ticket(ticket_id), keys.history(ticket_id)])
         if not exists:
             raise TicketNotFound(ticket_id)
-        entries = sorted(zip(flat[::2], flat[1::2]), key=lambda kv: stream_id_key(kv[0]))
+        entries = sorted(zip(flat[::2], flat[1::2], strict=True), key=lambda kv: stream_id_key(kv[0]))
         return [Event.from_fields(entry_id, json.loads(raw)) for entry_id, raw in entries]
 
     async def stats(self) -> Stats:
