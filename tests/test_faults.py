@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -130,3 +131,28 @@ async def test_rolling_restart_fails_nothing(
     record("rolling-restart", outcomes, lost)
     assert {o.status for o in outcomes} <= {200, 201}, tally(outcomes)
     assert lost == 0
+
+
+async def test_a_stalled_replica_holds_a_request_for_at_most_the_read_timeout(
+    stack: LocalStack, http: aiohttp.ClientSession
+) -> None:
+    """SIGSTOP one replica (a stall: the port still accepts, nothing answers) under reads:
+    nginx gives up on each request it sent there after proxy_read_timeout (3 s) and re-sends
+    it to the other. (With max_fails=0 it keeps sending the stalled one its share.)"""
+    load = MixedLoad(http, stack.url, await make_tickets(http, stack.url, 20), [], ops=("get",))
+    load.start(clients=4)
+    await load.more(200)
+    proc = stack.replicas[1]
+    assert proc is not None
+    os.killpg(proc.pid, signal.SIGSTOP)
+    stalled_at = time.monotonic()
+    try:
+        await load.started_after(stalled_at + 3.5, count=20)
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+    await load.more(200)
+    outcomes = await load.stop()
+    assert {o.status for o in outcomes} == {200}, tally(outcomes)
+    held = max(o.elapsed_s for o in outcomes)
+    record("replica-stalled", outcomes, 0, longest_s=round(held, 3))
+    assert 2.5 < held < 4.5
