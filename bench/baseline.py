@@ -52,11 +52,12 @@ async def invalidate(request: web.Request) -> web.Response:
 
 
 async def list_page(request: web.Request) -> web.Response:
-    args: list[str | int] = [0, "", 100, Keys.ticket_prefix("0"), 4, 128]
-    reply = await request.app[SCRIPTS]["list"](keys=[Keys.index("0")], args=args)
-    flat = reply[2:]
-    return _json([{"id": flat[i], "timestamp": int(flat[i + 1]) / 1e6, "valid": flat[i + 2] == "1"}
-                  for i in range(0, len(flat), 3)])
+    # The service's two calls for a page: find the ids, then read them through KEYS.
+    args: list[str | int] = [0, "", 100, 4, 128]
+    _, _, *ids = await request.app[SCRIPTS]["scan"](keys=[Keys.index("0")], args=args)
+    flat = await request.app[SCRIPTS]["read_many"](keys=[Keys.ticket(i) for i in ids], args=[])
+    return _json([{"id": tid, "timestamp": int(flat[2 * n]) / 1e6, "valid": flat[2 * n + 1] == "1"}
+                  for n, tid in enumerate(ids)])
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

@@ -254,7 +254,11 @@ async def run() -> dict[str, Any]:
     stack.cfg.var_dir.mkdir(parents=True)
     stack.start()
     (var_dir / "baseline" / "log").mkdir(parents=True)
-    b_replicas, b_nginx, b_url = start_baseline(stack, var_dir / "baseline")
+    try:
+        b_replicas, b_nginx, b_url = start_baseline(stack, var_dir / "baseline")
+    except BaseException:  # leave nothing running behind a failed start
+        stack.stop()
+        raise
     redis = Redis(port=stack.cfg.redis_port, decode_responses=True)
     try:
         store = Store(redis, StoreConfig(replay_ttl_s=60))
