@@ -304,6 +304,11 @@ async def run() -> dict[str, Any]:
         stack.stop()
 
 
+# Redis round trips per request that each scenario may take: a page of the list is two (find
+# the ids, then read them through KEYS); everything else is one.
+ROUND_TRIPS = {"list": 2.0}
+
+
 def main() -> None:
     results = asyncio.run(run())
     out = BENCH / "results"
@@ -317,7 +322,8 @@ def main() -> None:
     if "-" not in stamp[10:]:  # only a full run with the default settings is the latest
         (out / "latest.md").write_text(table)
     print("\n" + table)
-    failed = [s for s, r in results["scenarios"].items() if r["service"]["errors"] or r["round_trips"] > 1.0]
+    failed = [s for s, r in results["scenarios"].items()
+              if r["service"]["errors"] or r["round_trips"] > ROUND_TRIPS.get(s, 1.0)]
     if failed:
         print(f"errors or extra Redis round trips in: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)

@@ -14,11 +14,13 @@ from .calls import Caller
 
 
 class DeploymentSecret:
-    __slots__ = ("_redis", "_caller", "_secret")
+    __slots__ = ("_redis", "_caller", "_secret", "_purpose_keys")
 
     def __init__(self, redis: Redis, caller: Caller) -> None:
         self._redis, self._caller = redis, caller
         self._secret: bytes | None = None
+        # Derived once per purpose: a create through nginx pays one HMAC, not two.
+        self._purpose_keys: dict[str, bytes] = {}
 
     async def _value(self) -> bytes:
         """Made once by whichever worker asks first (SET NX), then read by all; cached."""
@@ -32,5 +34,8 @@ class DeploymentSecret:
     async def mac(self, purpose: str, message: str) -> bytes:
         """HMAC-SHA256 of `message` under a key derived for `purpose`: keys for different
         uses never coincide."""
-        purpose_key = hmac.new(await self._value(), purpose.encode(), hashlib.sha256).digest()
-        return hmac.new(purpose_key, message.encode(), hashlib.sha256).digest()
+        purpose_key = self._purpose_keys.get(purpose)
+        if purpose_key is None:
+            purpose_key = hmac.new(await self._value(), purpose.encode(), hashlib.sha256).digest()
+            self._purpose_keys[purpose] = purpose_key
+        return hmac.digest(purpose_key, message.encode(), "sha256")
