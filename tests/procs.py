@@ -4,6 +4,7 @@ trees, and a redis-server."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -16,12 +17,15 @@ from pathlib import Path
 
 import redis
 
+_EPHEMERAL_LOW = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+_ports = random.Random()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free loopback port below the kernel's ephemeral range: a port taken from that range
+    can be taken meanwhile by any outgoing connection (as the local end) before the test's
+    server binds it."""
+    return free_port_run(1)
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition") -> None:
@@ -45,8 +49,8 @@ def port_is_free(port: int) -> bool:
 
 def free_port_run(n: int) -> int:
     """The first of `n` consecutive free loopback ports (replicas use API_PORT, API_PORT+1...)."""
-    for _ in range(200):
-        base = free_port()
+    for _ in range(500):
+        base = _ports.randrange(10_000, _EPHEMERAL_LOW - n)
         if all(port_is_free(base + i) for i in range(n)):
             return base
     raise RuntimeError(f"no run of {n} free ports")

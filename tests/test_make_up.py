@@ -19,9 +19,18 @@ import pytest
 from deploy.stack import ROOT, StackConfig
 
 from .load import MixedLoad, make_tickets, tally
-from .procs import children, free_port, http_status, wait_until
+from .procs import children, free_port_run, http_status, port_is_free, wait_until
 
 pytestmark = pytest.mark.e2e
+
+
+def free_port_block() -> int:
+    """A PORT whose derived ports (PORT+1, +2, +40, +50) are all free."""
+    for _ in range(200):
+        port = free_port_run(3)
+        if port_is_free(port + 40) and port_is_free(port + 50):
+            return port
+    raise RuntimeError("no free block of ports")
 
 
 class MakeUp:
@@ -30,9 +39,7 @@ class MakeUp:
 
     def __init__(self, var_dir: Path) -> None:
         # PORT alone: every other port derives from it, as for a user.
-        self.port = free_port()
-        while any(http_status(f"http://127.0.0.1:{self.port + i}/") for i in (1, 2, 40, 50)):
-            self.port = free_port()
+        self.port = free_port_block()
         self.var_dir = var_dir
         self.cfg = StackConfig(port=self.port, var_dir=var_dir)
         self.log_path = var_dir.parent / "make-up.log"
