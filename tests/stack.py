@@ -127,6 +127,19 @@ class LocalStack:
         os.killpg(self.redis.pid, sig)
         self.redis.wait(timeout=10)
 
+    def log_entry(self, request_id: str, timeout_s: float = 5.0) -> dict[str, Any]:
+        """nginx's access-log line for one request; nginx writes it once the answer is sent,
+        so it may come a moment after the client has the answer."""
+        found: list[dict[str, Any]] = []
+
+        def written() -> bool:
+            found[:] = [e for e in self.access_log() if e["request_id"] == request_id]
+            return bool(found)
+
+        wait_until(written, timeout_s, f"the access-log line of {request_id}")
+        [entry] = found
+        return entry
+
     def access_log(self) -> list[dict[str, Any]]:
         path = self.cfg.var_dir / "log" / "nginx-access.log"
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
