@@ -25,11 +25,27 @@ class TicketNotFound(ServiceError):
         self.ticket_id = ticket_id
 
 
+class EventNotFound(ServiceError):
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"no event with id {event_id}")
+        self.event_id = event_id
+
+
+class SoldOut(ServiceError):
+    """The event has issued as many tickets as its capacity."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"event {event_id} is sold out: its capacity is issued")
+        self.event_id = event_id
+
+
 class TransitionRefused(ServiceError):
     """The ticket is already in the requested state: a second scan, or a second re-enable."""
 
     def __init__(self, ticket: Ticket, *, replayed: bool = False) -> None:
-        super().__init__(f"ticket {ticket.id} is already {ticket.state.value}")
+        state = ticket.state.value
+        super().__init__(f"ticket {ticket.id} is {state}" if state == "revoked" else
+                         f"ticket {ticket.id} is already {state}")
         self.ticket = ticket
         self.replayed = replayed
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from . import SERVICE_NAME, __version__, inputs
 from .appkeys import CONSUMER, FEED, KEYRING, OPENAPI_BODY, TICKETS
 from .auth import requires
+from .bodies import EventBody, RevokeBody, TicketBody
+from .errors import InvalidInput
 from .keyring import Permission
-from .models import Transition
+from .models import EventSpec, TicketSpec, Transition, is_event_id
 from .observability import SERVER_HEADER, metrics_handler
 from .problems import problem
 from .store import WriteResult
@@ -53,14 +56,68 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI_BODY], content_type="application/json")
 
 
+_TICKET_BODY = msgspec.json.Decoder(TicketBody)
+_EVENT_BODY = msgspec.json.Decoder(EventBody)
+_REVOKE_BODY = msgspec.json.Decoder(RevokeBody)
+
+
 @requires(Permission.CREATE)
 async def create_ticket(request: web.Request) -> web.Response:
+    """The seed's POST /ticket (no body: a ticket of the default event), or a ticket of an
+    event, with a type, a holder, a seat and a validity window."""
     inputs.reject_unknown_params(request, ())
-    await inputs.empty_body(request)
-    idem = inputs.idempotency_key(request, "create")
-    result = await request.app[TICKETS].create(origin=inputs.origin(request), idempotency=idem)
+    body, canonical = await inputs.decode_body(request, _TICKET_BODY)
+    spec = TicketSpec(body.event, body.type, body.holder, body.seat, body.valid_from, body.valid_until)
+    idem = inputs.idempotency_key(request, "create\n" + canonical)
+    result = await request.app[TICKETS].create(spec=spec, origin=inputs.origin(request), idempotency=idem)
     headers = _write_headers(result, Location=f"/ticket/{result.ticket.id}")
     return _json(result.ticket.to_json(), status=201, headers=headers)
+
+
+@requires(Permission.MANAGE_EVENTS)
+async def create_event(request: web.Request) -> web.Response:
+    inputs.reject_unknown_params(request, ())
+    body, _ = await inputs.decode_body(request, _EVENT_BODY)
+    event = await request.app[TICKETS].create_event(EventSpec(body.name, body.starts_at, body.ends_at, body.capacity))
+    return _json(event.to_json(), status=201, headers={"Location": f"/event/{event.id}"})
+
+
+def _event_id(raw: str) -> str:
+    if not is_event_id(raw):
+        raise InvalidInput(f"{raw[:64]!r} is not an event id (8 hex digits)", slug="malformed-event-id")
+    return raw
+
+
+@requires(Permission.READ_EVENT)
+async def get_event(request: web.Request) -> web.Response:
+    inputs.reject_unknown_params(request, ())
+    event = await request.app[TICKETS].get_event(_event_id(request.match_info["event"]))
+    return _json(event.to_json())
+
+
+@requires(Permission.READ_EVENT)
+async def list_events(request: web.Request) -> web.Response:
+    inputs.reject_unknown_params(request, ("limit", "cursor"))
+    limit = inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    page = await request.app[FEED].event_page(request.query.get("cursor"), limit)
+    headers = {}
+    if page.next_cursor is not None:
+        nxt = request.rel_url.update_query(limit=limit, cursor=page.next_cursor)
+        headers["Link"] = f'<{nxt}>; rel="next"'
+    return _json([e.to_json() for e in page.events], headers=headers)
+
+
+@requires(Permission.REVOKE)
+async def revoke_ticket(request: web.Request) -> web.Response:
+    """A refunded or cancelled ticket: refused for ever, never valid again."""
+    inputs.reject_unknown_params(request, ())
+    ticket_id = inputs.ticket_id(request.match_info["id"])
+    body, canonical = await inputs.decode_body(request, _REVOKE_BODY)
+    idem = inputs.idempotency_key(request, f"revoke\n{ticket_id}\n{canonical}")
+    result = await request.app[TICKETS].transition(
+        ticket_id, Transition.REVOKE, origin=inputs.origin(request), idempotency=idem, reason=body.reason
+    )
+    return _json(result.ticket.to_json(), headers=_write_headers(result))
 
 
 def _get_tickets_permission(request: web.Request) -> Permission:
@@ -101,7 +158,7 @@ async def stats(request: web.Request) -> web.Response:
     s = await request.app[TICKETS].stats()
     lag = await request.app[CONSUMER].lag()
     return _json({
-        "total": s.total, "valid": s.valid, "invalid": s.invalid, "refused": s.refused,
+        "total": s.total, "valid": s.valid, "invalid": s.invalid, "revoked": s.revoked, "refused": s.refused,
         "processed": s.processed, "processor_lag": lag,
     })
 
@@ -194,12 +251,17 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/events", events)
     r.add_post("/ticket", create_ticket)
     r.add_get("/ticket", get_tickets)
-    for transition in Transition:
+    # The seed's two transitions; a revocation has a body and a route of its own.
+    for transition in (Transition.INVALIDATE, Transition.VALIDATE):
         query_handler = _by_query(transition)
         for method in TRANSITION_METHODS:
             r.add_route(method, f"/ticket/{transition.value}", query_handler)
         r.add_post(f"/ticket/{{id}}/{transition.value}", _by_path(transition))
     r.add_get("/ticket/{id}/history", ticket_history)
+    r.add_post("/ticket/{id}/revoke", revoke_ticket)
+    r.add_post("/event", create_event)
+    r.add_get("/event", list_events)
+    r.add_get("/event/{event}", get_event)
     # The id pattern leaves out the transition words, so `GET /ticket/invalidate` is a 405
     # from the resource above rather than a malformed-id 400 from this one.
     r.add_get(r"/ticket/{id:(?!(?:in)?validate$)[^/]+}", get_ticket)

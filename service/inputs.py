@@ -9,8 +9,9 @@ import json
 import re
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from aiohttp import web
 
 from .appkeys import ACTOR, SETTINGS
@@ -108,6 +109,24 @@ async def empty_body(request: web.Request) -> None:
     body, _ = await json_object(request)
     if body:
         raise InvalidInput(f"unknown member(s): {', '.join(sorted(body)[:10])}", slug="malformed-body")
+
+
+S = TypeVar("S")
+
+
+async def decode_body(request: web.Request, decoder: msgspec.json.Decoder[S]) -> tuple[S, str]:
+    """The body decoded and validated (an empty body is {}), and its canonical form, for the
+    fingerprint of an Idempotency-Key."""
+    _check_encoding(request)
+    raw = await request.read()
+    if not raw.strip():
+        raw = b"{}"
+    _check_depth(raw)
+    try:
+        body = decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidInput(f"the body is not valid: {exc}", slug="malformed-body") from None
+    return body, msgspec.json.encode(body).decode()
 
 
 def from_proxy(request: web.Request) -> bool:

@@ -28,11 +28,14 @@ class Permission(StrEnum):
     HISTORY = "history"
     STATS = "stats"
     EVENTS = "events"
+    REVOKE = "revoke"
+    READ_EVENT = "read_event"
+    MANAGE_EVENTS = "manage_events"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.ISSUER: frozenset({Permission.CREATE, Permission.READ}),
-    Role.SCANNER: frozenset({Permission.READ, Permission.INVALIDATE, Permission.HISTORY}),
+    Role.ISSUER: frozenset({Permission.CREATE, Permission.READ, Permission.REVOKE, Permission.READ_EVENT}),
+    Role.SCANNER: frozenset({Permission.READ, Permission.INVALIDATE, Permission.HISTORY, Permission.READ_EVENT}),
     Role.ADMIN: frozenset(Permission),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -14,34 +15,108 @@ from typing import Any, NamedTuple
 _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
+# The event of every ticket issued without one, and of every ticket made before events.
+DEFAULT_EVENT = "default"
+_EVENT_ID_RE = re.compile(r"[0-9a-f]{8}")
+
+
 class TicketState(StrEnum):
+    """A ticket's state; its value is the ticket's `status` in the API. "used" is the seed's
+    invalid; "revoked" (refunded, cancelled) is refused for ever."""
+
     VALID = "valid"
-    INVALID = "invalid"
+    INVALID = "used"
+    REVOKED = "revoked"
+
+
+# How each state is stored in the ticket hash's `valid` field (the seed's '1' and '0').
+STATE_CODES = {TicketState.VALID: "1", TicketState.INVALID: "0", TicketState.REVOKED: "r"}
+STATES_BY_CODE = {code: state for state, code in STATE_CODES.items()}
 
 
 class Transition(StrEnum):
     INVALIDATE = "invalidate"
     VALIDATE = "validate"
+    REVOKE = "revoke"
 
     @property
     def target(self) -> TicketState:
-        return TicketState.INVALID if self is Transition.INVALIDATE else TicketState.VALID
+        return _TARGETS[self]
+
+
+_TARGETS = {Transition.INVALIDATE: TicketState.INVALID, Transition.VALIDATE: TicketState.VALID,
+            Transition.REVOKE: TicketState.REVOKED}
+
+
+def event_of(ticket_id: str) -> str:
+    """A ticket's event, from its id: an event's tickets are UUIDv8 whose first 8 hex digits
+    are the event id; a uuid4 (or any older id) belongs to the default event."""
+    return ticket_id[:8] if ticket_id[14] == "8" else DEFAULT_EVENT
+
+
+def is_event_id(text: str) -> bool:
+    return bool(_EVENT_ID_RE.fullmatch(text))
 
 
 class Ticket(NamedTuple):
     """Immutable like a frozen dataclass, and built several times faster: a page of 100
-    tickets builds 100 of them."""
+    tickets builds 100 of them. Times are seconds since the epoch."""
 
     id: str
     timestamp: float
     state: TicketState
+    type: str | None = None
+    holder: str | None = None
+    seat: str | None = None
+    valid_from: float | None = None
+    valid_until: float | None = None
 
     @property
     def valid(self) -> bool:
         return self.state is TicketState.VALID
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "timestamp": self.timestamp, "valid": self.state is TicketState.VALID}
+        return {
+            "id": self.id, "timestamp": self.timestamp, "valid": self.state is TicketState.VALID,
+            "event": event_of(self.id), "type": self.type, "holder": self.holder, "seat": self.seat,
+            "valid_from": self.valid_from, "valid_until": self.valid_until, "status": self.state.value,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TicketSpec:
+    """What the box office asks for: all optional; validated by the HTTP layer."""
+
+    event: str = DEFAULT_EVENT
+    type: str | None = None
+    holder: str | None = None
+    seat: str | None = None
+    valid_from: float | None = None
+    valid_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    name: str
+    starts_at: float | None = None
+    ends_at: float | None = None
+    capacity: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    """An event as the API shows it; `issued` counts its tickets, exactly."""
+
+    id: str
+    name: str
+    starts_at: float | None
+    ends_at: float | None
+    capacity: int | None
+    issued: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "starts_at": self.starts_at, "ends_at": self.ends_at,
+                "capacity": self.capacity, "issued": self.issued}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +149,10 @@ class EventType(StrEnum):
     CREATED = "created"
     INVALIDATED = "invalidated"
     VALIDATED = "validated"
+    REVOKED = "revoked"
     INVALIDATE_REFUSED = "invalidate_refused"
     VALIDATE_REFUSED = "validate_refused"
+    REVOKE_REFUSED = "revoke_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +166,18 @@ class Event:
     actor: str
     request_id: str
     client_ip: str
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "event_id": self.id, "ticket_id": self.ticket_id, "type": self.type.value,
             "timestamp": self.timestamp, "actor": self.actor, "request_id": self.request_id,
-            "client_ip": self.client_ip,
+            "client_ip": self.client_ip, "reason": self.reason,
         }
 
     @classmethod
     def from_fields(cls, entry_id: str, f: dict[str, str]) -> Event:
-        return cls(entry_id, f["t"], EventType(f["e"]), int(f["ts"]) / 1e6, f["a"], f["r"], f["ip"])
+        return cls(entry_id, f["t"], EventType(f["e"]), int(f["ts"]) / 1e6, f["a"], f["r"], f["ip"], f.get("why"))
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:
@@ -108,9 +186,23 @@ def stream_id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def new_ticket_id() -> str:
-    """A random, unguessable id: knowing one ticket tells nothing about another."""
-    return str(uuid.uuid4())
+def new_ticket_id(event: str = DEFAULT_EVENT, random16: bytes | None = None) -> str:
+    """A random, unguessable id: knowing one ticket tells nothing about another. A ticket of
+    an event is a UUIDv8 (RFC 9562) whose first 8 hex digits are the event id, so that its
+    event (and so its shard) is known from the id alone; 90 bits stay random. `random16`
+    gives the random bytes (a keyed hash, for ids derived from a request)."""
+    raw = bytearray(random16 or os.urandom(16))
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC's variant
+    if event == DEFAULT_EVENT:
+        raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    else:
+        raw[:4] = bytes.fromhex(event)
+        raw[6] = (raw[6] & 0x0F) | 0x80  # version 8
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex[:8]
 
 
 def parse_ticket_id(raw: str | None) -> str | None:

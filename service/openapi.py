@@ -6,9 +6,12 @@ import copy
 import re
 from typing import Any
 
+import msgspec
+
 from . import SERVICE_NAME, __version__
+from .bodies import EventBody, RevokeBody, TicketBody
 from .handlers import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from .models import EventType
+from .models import EventType, TicketState
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -111,15 +114,20 @@ def _paths() -> dict[str, Any]:
         "/ticket": {
             "post": {
                 "summary": "Create a ticket (roles: issuer, admin)",
+                "description": (
+                    "With no body (or {}), exactly the seed's call: a ticket of the default event. "
+                    "With `event`, a ticket of that event, while its capacity lasts (409 sold-out after)."
+                ),
                 "parameters": [_IDEMPOTENCY_KEY],
                 "security": _SECURED,
-                "requestBody": {"required": False, "content": {JSON: {"schema": {
-                    "type": "object", "maxProperties": 0}}}},
+                "requestBody": {"required": False, "content": {JSON: {"schema": _ref("TicketBody")}}},
                 "responses": {
                     "201": _ok("The new ticket", _ref("Ticket"), {
                         "Location": {"schema": {"type": "string"}}, **_REPLAYED}),
                     "400": _problem("Malformed body or unknown query parameter"),
                     **_AUTH_ERRORS,
+                    "404": _problem("No such event"),
+                    "409": _problem("The event is sold out: its capacity is issued"),
                     "413": _problem("Body too large"),
                     "422": _problem("The Idempotency-Key was used for a different request"),
                     "503": _UNAVAILABLE,
@@ -172,7 +180,7 @@ def _paths() -> dict[str, Any]:
             "parameters": [_ID_PATH],
             "security": _SECURED,
             "responses": {
-                "200": _ok("Events", {"type": "array", "items": _ref("Event")}),
+                "200": _ok("Events", {"type": "array", "items": _ref("Change")}),
                 "400": _problem("Malformed id"),
                 **_AUTH_ERRORS,
                 "404": _problem("No such ticket"),
@@ -199,7 +207,7 @@ def _paths() -> dict[str, Any]:
                     "default": DEFAULT_PAGE_SIZE}},
             ],
             "responses": {
-                "200": _ok("Events", {"type": "array", "items": _ref("Event")}, {
+                "200": _ok("Events", {"type": "array", "items": _ref("Change")}, {
                     "Link": {"schema": {"type": "string"}}}),
                 "400": _problem("Malformed cursor or limit"),
                 **_AUTH_ERRORS,
@@ -215,20 +223,96 @@ def _paths() -> dict[str, Any]:
                 "404": _problem("Asked through nginx's public port, which does not serve it"),
             },
         }},
+        "/ticket/{id}/revoke": {"post": {
+            "summary": "Revoke a ticket: refunded or cancelled, refused for ever (roles: issuer, admin)",
+            "parameters": [_ID_PATH, _IDEMPOTENCY_KEY],
+            "security": _SECURED,
+            "requestBody": {"required": False, "content": {JSON: {"schema": _ref("RevokeBody")}}},
+            "responses": {
+                "200": _ok("The ticket, now revoked", _ref("Ticket"), _REPLAYED),
+                "400": _problem("Malformed id or body"),
+                **_AUTH_ERRORS,
+                "404": _problem("No such ticket"),
+                "409": _problem("The ticket is already revoked; `ticket` holds it", "Conflict"),
+                "422": _problem("The Idempotency-Key was used for a different request"),
+                "503": _UNAVAILABLE,
+            },
+        }},
+        "/event": {
+            "post": {
+                "summary": "Create an event (role: admin)",
+                "security": _SECURED,
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("EventBody")}}},
+                "responses": {
+                    "201": _ok("The new event", _ref("Event"), {"Location": {"schema": {"type": "string"}}}),
+                    "400": _problem("Malformed body"),
+                    **_AUTH_ERRORS,
+                    "503": _UNAVAILABLE,
+                },
+            },
+            "get": {
+                "summary": "A page of events (roles: issuer, scanner, admin)",
+                "security": _SECURED,
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": False, "schema": {
+                        "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE}},
+                    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "Opaque; copy it from the Link rel=next header."},
+                ],
+                "responses": {
+                    "200": _ok("Events", {"type": "array", "items": _ref("Event")}, {
+                        "Link": {"description": "rel=next while more remain", "schema": {"type": "string"}}}),
+                    "400": _problem("Malformed limit or cursor"),
+                    **_AUTH_ERRORS,
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
+        "/event/{event}": {"get": {
+            "summary": "One event, with the tickets it has issued (roles: issuer, scanner, admin)",
+            "parameters": [{"name": "event", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{8}$"}}],
+            "security": _SECURED,
+            "responses": {
+                "200": _ok("The event", _ref("Event")),
+                "400": _problem("Malformed event id"),
+                **_AUTH_ERRORS,
+                "404": _problem("No such event"),
+                "503": _UNAVAILABLE,
+            },
+        }},
         "/ticket/{id}/invalidate": {"post": _transition("invalidate", [_ID_PATH], "invalid")},
         "/ticket/{id}/validate": {"post": _transition("validate", [_ID_PATH], "valid")},
     }
 
 
 def _schemas() -> dict[str, Any]:
+    nullable_number = {"type": ["number", "null"]}
+    nullable_string = {"type": ["string", "null"]}
     ticket = {
         "type": "object",
-        "required": ["id", "timestamp", "valid"],
+        "required": ["id", "timestamp", "valid", "event", "type", "holder", "seat", "valid_from", "valid_until",
+                     "status"],
         "additionalProperties": False,
         "properties": {
             "id": {"type": "string", "format": "uuid"},
             "timestamp": {"type": "number", "description": "Creation time, seconds since the epoch"},
-            "valid": {"type": "boolean"},
+            "valid": {"type": "boolean", "description": "The seed's: true when a plain invalidate would succeed now"},
+            "event": {"type": "string", "description": "An event id, or `default`"},
+            "type": nullable_string, "holder": nullable_string, "seat": nullable_string,
+            "valid_from": nullable_number, "valid_until": nullable_number,
+            "status": {"type": "string", "enum": [s.value for s in TicketState]},
+        },
+    }
+    event = {
+        "type": "object",
+        "required": ["id", "name", "starts_at", "ends_at", "capacity", "issued"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9a-f]{8}$"}, "name": {"type": "string"},
+            "starts_at": nullable_number, "ends_at": nullable_number,
+            "capacity": {"type": ["integer", "null"]},
+            "issued": {"type": "integer", "description": "Tickets issued, exactly"},
         },
     }
     problem = {
@@ -243,14 +327,18 @@ def _schemas() -> dict[str, Any]:
     }
     conflict = {"allOf": [_ref("Problem"), {"type": "object", "required": ["ticket"],
                                             "properties": {"ticket": _ref("Ticket")}}]}
+    _, bodies = msgspec.json.schema_components([TicketBody, EventBody, RevokeBody],
+                                               ref_template="#/components/schemas/{name}")
     return {
+        **bodies,
+        "Event": event,
         "Ticket": ticket,
         "Problem": problem,
         "Conflict": conflict,
         "Index": {"type": "object", "required": ["service", "version", "auth"], "properties": {
             "service": {"type": "string"}, "version": {"type": "string"},
             "auth": {"type": "string", "enum": ["on", "off"]}}},
-        "Event": {
+        "Change": {
             "type": "object",
             "required": ["event_id", "ticket_id", "type", "timestamp", "actor", "request_id", "client_ip"],
             "properties": {
@@ -261,14 +349,15 @@ def _schemas() -> dict[str, Any]:
                 "actor": {"type": "string", "description": "API key name, or anonymous"},
                 "request_id": {"type": "string"},
                 "client_ip": {"type": "string"},
+                "reason": {"type": ["string", "null"], "description": "Why, for a revocation that gave one"},
             },
         },
         "Stats": {
             "type": "object",
-            "required": ["total", "valid", "invalid", "refused", "processed", "processor_lag"],
+            "required": ["total", "valid", "invalid", "revoked", "refused", "processed", "processor_lag"],
             "properties": {
                 "total": {"type": "integer"}, "valid": {"type": "integer"},
-                "invalid": {"type": "integer"},
+                "invalid": {"type": "integer", "description": "Used"}, "revoked": {"type": "integer"},
                 "refused": {"type": "integer", "description": "Refused transitions (second scans)"},
                 "processed": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "processor_lag": {"type": ["integer", "null"]},

@@ -13,10 +13,12 @@ from . import metrics
 from .appkeys import SETTINGS
 from .errors import (
     BadCursor,
+    EventNotFound,
     FeedCursorExpired,
     Forbidden,
     IdempotencyKeyReused,
     InvalidInput,
+    SoldOut,
     StoreDefect,
     StoreOutOfMemory,
     StoreUnavailable,
@@ -68,6 +70,14 @@ def _unsupported(request: web.Request, exc: UnsupportedMediaType) -> web.Respons
 
 def _not_found(request: web.Request, exc: TicketNotFound) -> web.Response:
     return problem(404, "ticket-not-found", "Ticket not found", str(exc))
+
+
+def _event_not_found(request: web.Request, exc: EventNotFound) -> web.Response:
+    return problem(404, "event-not-found", "Event not found", str(exc))
+
+
+def _sold_out(request: web.Request, exc: SoldOut) -> web.Response:
+    return problem(409, "sold-out", "Sold out", str(exc))
 
 
 def _refused(request: web.Request, exc: TransitionRefused) -> web.Response:
@@ -131,6 +141,8 @@ ERROR_TABLE: dict[type[BaseException], Mapper] = {
     BadCursor: _bad_cursor,
     UnsupportedMediaType: _unsupported,
     TicketNotFound: _not_found,
+    EventNotFound: _event_not_found,
+    SoldOut: _sold_out,
     TransitionRefused: _refused,
     Unauthenticated: _unauthenticated,
     Forbidden: _forbidden,

@@ -115,15 +115,26 @@ ROLE_MATRIX = [
     ("admin", "GET", "/ticket", True),
     ("admin", "POST", "/ticket/{id}/invalidate", True),
     ("admin", "POST", "/ticket/{id}/validate", True),
+    ("issuer", "POST", "/ticket/{id}/revoke", True),
+    ("scanner", "POST", "/ticket/{id}/revoke", False),
+    ("admin", "POST", "/ticket/{id}/revoke", True),
+    ("issuer", "POST", "/event", False),
+    ("scanner", "POST", "/event", False),
+    ("admin", "POST", "/event", True),
+    ("issuer", "GET", "/event/{event}", True),
+    ("scanner", "GET", "/event/{event}", True),
+    ("scanner", "GET", "/event", True),
 ]
 
 
 @pytest.mark.parametrize(("role", "method", "path", "allowed"), ROLE_MATRIX)
 async def test_roles(keyed: Api, role: str, method: str, path: str, allowed: bool) -> None:
     ticket_id = await _ticket(keyed)
+    event = await keyed.post("/event", json={"name": "Gala"}, headers=bearer("admin"))
     if path.endswith("/validate") or "validate?" in path and "invalidate" not in path:
         await keyed.post(f"/ticket/{ticket_id}/invalidate", headers=bearer("admin"))
-    r = await keyed.request(method, path.format(id=ticket_id), headers=bearer(role))
+    body = {"name": "Gala"} if path == "/event" and method == "POST" else None
+    r = await keyed.request(method, path.format(id=ticket_id, event=event.body["id"]), headers=bearer(role), json=body)
     if allowed:
         assert r.status in (200, 201), r.body
     else:

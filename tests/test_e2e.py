@@ -66,7 +66,7 @@ def test_seed_curl_examples_as_written(stack: LocalStack) -> None:
     status, _, body = curl(get_all, stack.url)
     assert status == 200 and made in body
     status, _, body = curl(seed_id.sub(new_id, invalidate), stack.url)
-    assert status == 200 and body == {**made, "valid": False}
+    assert status == 200 and body == {**made, "valid": False, "status": "used"}
     status, _, body = curl(seed_id.sub(new_id, invalidate), stack.url)
     assert status == 409
     status, _, body = curl(seed_id.sub(new_id, validate), stack.url)

@@ -9,49 +9,58 @@
 -- KEYS[2]  replay record               replay:{<shard>}:<id>:<hash>  or  idem:{<shard>}:<hash>:answer
 -- KEYS[3]  counters of the shard       stats:{<shard>}
 -- KEYS[4]  event stream of the shard   events:{<shard>}
--- ARGV[1]  target         the ticket's `valid` field after: '1' validate, '0' invalidate
+-- ARGV[1]  target         the ticket's `valid` field after: '1' validate, '0' invalidate,
+--                         'r' revoke. A revoked ticket ('r') refuses every transition.
 -- ARGV[2]  ttl_s          of the replay record
--- ARGV[3]  transition     'invalidate' or 'validate'; also the record's fingerprint
+-- ARGV[3]  transition     'invalidate', 'validate' or 'revoke'; also the record's fingerprint
 -- ARGV[4]  actor          API key name
 -- ARGV[5]  request_id
 -- ARGV[6]  client_ip
 -- ARGV[7]  events_maxlen  approximate cap of the stream
 -- ARGV[8]  ticket_id
--- Returns  {outcome, timestamp, valid, replayed}
---          outcome: 'ok' (state changed), 'conflict' (already in the target state),
+-- ARGV[9]  reason         why, for the event (a revocation's), '' for none
+-- Returns  {outcome, replayed, ts, valid, ty, h, st, vf, vu}
+--          outcome: 'ok' (state changed), 'conflict' (already in the target state, or revoked),
 --                   'missing' (no such ticket; nothing stored),
 --                   'mismatch' (the record belongs to another request; nothing changed)
---          timestamp, valid: the ticket as it was answered ('' when missing or mismatch)
 --          replayed: 1 when the answer comes from the record, else 0
+--          ts, valid: the ticket as it was answered ('' when missing or mismatch);
+--          ty, h, st, vf, vu: its fields that never change (see create.lua)
 local target, ttl_s, transition = ARGV[1], ARGV[2], ARGV[3]
 local actor, request_id, client_ip, events_maxlen, ticket_id = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local reason = ARGV[9] or ''
+local cur = redis.call('HMGET', KEYS[1], 'ts', 'valid', 'ty', 'h', 'st', 'vf', 'vu')
+local function answer(outcome, replayed, ts, valid)
+  return {outcome, replayed, ts, valid, cur[3] or '', cur[4] or '', cur[5] or '', cur[6] or '', cur[7] or ''}
+end
 local prior = redis.call('GET', KEYS[2])
 if prior then
-  local fp, outcome, ts, valid = string.match(prior, '^([^|]*)|(%a+)|([^|]*)|(%d)$')
+  local fp, outcome, ts, valid = string.match(prior, '^([^|]*)|(%a+)|([^|]*)|([01r])$')
   if fp ~= transition then
-    return {'mismatch', '', '', 1}
+    return answer('mismatch', 1, '', '')
   end
-  return {outcome, ts, valid, 1}
+  return answer(outcome, 1, ts, valid)
 end
-local cur = redis.call('HMGET', KEYS[1], 'ts', 'valid')
 if not cur[1] then
-  return {'missing', '', '', 0}
+  return answer('missing', 0, '', '')
 end
-local outcome, event = 'conflict', transition .. '_refused'
-if cur[2] ~= target then
+-- The shard's counter of each state.
+local COUNTER = {['1'] = 'valid', ['0'] = 'invalid', r = 'revoked'}
+local outcome, event, now_valid = 'conflict', transition .. '_refused', cur[2]
+if cur[2] ~= target and cur[2] ~= 'r' then
   redis.call('HSET', KEYS[1], 'valid', target)
-  outcome, event = 'ok', transition .. 'd'
-  local from, to = 'valid', 'invalid'
-  if target == '1' then from, to = 'invalid', 'valid' end
-  redis.call('HINCRBY', KEYS[3], from, -1)
-  redis.call('HINCRBY', KEYS[3], to, 1)
+  outcome, event, now_valid = 'ok', transition .. 'd', target
+  redis.call('HINCRBY', KEYS[3], COUNTER[cur[2]], -1)
+  redis.call('HINCRBY', KEYS[3], COUNTER[target], 1)
 else
   redis.call('HINCRBY', KEYS[3], 'refused', 1)
 end
 local now = redis.call('TIME')
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', events_maxlen, '*',
-  't', ticket_id, 'e', event,
-  'ts', now[1] .. string.format('%06d', tonumber(now[2])),
-  'a', actor, 'r', request_id, 'ip', client_ip)
-redis.call('SET', KEYS[2], table.concat({transition, outcome, cur[1], target}, '|'), 'EX', ttl_s)
-return {outcome, cur[1], target, 0}
+local entry = {'t', ticket_id, 'e', event, 'ts', now[1] .. string.format('%06d', tonumber(now[2])),
+  'a', actor, 'r', request_id, 'ip', client_ip}
+if reason ~= '' then
+  entry[#entry + 1], entry[#entry + 2] = 'why', reason
+end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', events_maxlen, '*', unpack(entry))
+redis.call('SET', KEYS[2], table.concat({transition, outcome, cur[1], now_valid}, '|'), 'EX', ttl_s)
+return answer(outcome, 0, cur[1], now_valid)

@@ -7,20 +7,20 @@ import base64
 import binascii
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from ..errors import BadCursor, FeedCursorExpired, StoreUnavailable
-from ..models import Event, FeedCursor, PageCursor, Ticket, parse_ticket_id, stream_id_key
+from ..models import Event, EventInfo, FeedCursor, PageCursor, Ticket, is_event_id, parse_ticket_id, stream_id_key
 from . import keys
 from .calls import Caller
 from .scripts import Scripts
 from .secret import DeploymentSecret
-from .tickets import ticket_from
+from .tickets import EVENT_FIELDS, TICKET_FIELDS, event_from, ticket_from
 
 # SSCAN's COUNT for listing. Part of the cursor's meaning: changing it between the pages of
 # one walk can skip ids, so it is a constant, not a setting.
@@ -29,11 +29,18 @@ _MAC_BYTES = 12
 _U64 = 2**64
 _STREAM_ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 _SCAN_RE = re.compile(r"^[0-9]{1,20}$")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
     tickets: list[Ticket]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[EventInfo]
     next_cursor: str | None
 
 
@@ -71,16 +78,17 @@ class Feed:
         expected = (await self._secret.mac(f"cursor:{kind}", payload))[:_MAC_BYTES]
         return payload if dot and hmac.compare_digest(mac, expected) else None
 
-    async def page_cursor(self, token: str) -> PageCursor:
-        """The listing position in a cursor this service issued; BadCursor otherwise."""
-        payload = await self._verify("page", token)
+    async def page_cursor(self, token: str, kind: str = "page") -> PageCursor:
+        """The listing position in a cursor this service issued for `kind`; BadCursor otherwise."""
+        payload = await self._verify(kind, token)
         parts = payload.split(".", 2) if payload else []
         if len(parts) != 3:
             raise BadCursor("cursor")
         shard_s, scan_s, after = parts
+        item_ok = is_event_id if kind == "events" else (lambda a: parse_ticket_id(a) == a)
         if not (shard_s.isascii() and shard_s.isdigit() and int(shard_s) < len(keys.SHARDS)
                 and _SCAN_RE.fullmatch(scan_s) and int(scan_s) < _U64
-                and (after == "" or parse_ticket_id(after) == after)):
+                and (after == "" or item_ok(after))):
             raise BadCursor("cursor")
         return PageCursor(shard=int(shard_s), scan=int(scan_s), after=after)
 
@@ -96,29 +104,52 @@ class Feed:
         """Up to `limit` tickets from `cursor` (one this service issued) on, and the cursor
         of the rest (None at the end). Walks the shards in order: per shard touched, one
         script call finds the ids and one reads them, both with every key in KEYS."""
-        at = PageCursor(shard=0, scan=0, after="") if cursor is None else await self.page_cursor(cursor)
-        tickets: list[Ticket] = []
-        while len(tickets) < limit:
+        tickets, nxt = await self._walk("page", keys.index, self._read, cursor, limit)
+        return Page(tickets, nxt)
+
+    async def event_page(self, cursor: str | None, limit: int) -> EventPage:
+        """Up to `limit` events, walked like the tickets (each shard's event index)."""
+        events, nxt = await self._walk("events", keys.event_index, self._read_events, cursor, limit)
+        return EventPage(events, nxt)
+
+    async def _walk(
+        self, kind: str, index: Callable[[str], str], read: Callable[[Sequence[str]], Awaitable[list[T]]],
+        cursor: str | None, limit: int,
+    ) -> tuple[list[T], str | None]:
+        at = PageCursor(shard=0, scan=0, after="") if cursor is None else await self.page_cursor(cursor, kind)
+        items: list[T] = []
+        while len(items) < limit:
             shard = keys.SHARDS[at.shard]
-            room = limit - len(tickets)
+            room = limit - len(items)
             # Enough SSCAN calls to fill the page from a dense set, bounded for a sparse one.
             max_batches = room // _SCAN_COUNT + 4
             args: list[str | int] = [at.scan, at.after, room, max_batches, _SCAN_COUNT]
             async with self._caller.call("list"):
-                scan, after, *ids = await self._scripts.scan(keys=[keys.index(shard)], args=args)
-            tickets.extend(await self._read(ids))
+                scan, after, *ids = await self._scripts.scan(keys=[index(shard)], args=args)
+            items.extend(await read(ids))
             nxt = _next_cursor(at.shard, scan, after)
             if nxt is None:
-                return Page(tickets, None)
+                return items, None
             at = nxt
-        return Page(tickets, await self._sign("page", f"{at.shard}.{at.scan}.{at.after}"))
+        return items, await self._sign(kind, f"{at.shard}.{at.scan}.{at.after}")
 
     async def _read(self, ids: Sequence[str]) -> list[Ticket]:
         if not ids:
             return []
         async with self._caller.call("list_read"):
             flat = await self._scripts.read_many(keys=[keys.ticket(i) for i in ids], args=[])
-        return [ticket_from(i, flat[2 * n], flat[2 * n + 1]) for n, i in enumerate(ids) if flat[2 * n]]
+        width = len(TICKET_FIELDS)
+        return [ticket_from(i, flat[width * n: width * n + width]) for n, i in enumerate(ids) if flat[width * n]]
+
+    async def _read_events(self, ids: Sequence[str]) -> list[EventInfo]:
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in ids:
+                pipe.hmget(keys.event(event_id), EVENT_FIELDS)
+            async with self._caller.call("event_read"):
+                replies = await pipe.execute()
+        return [event_from(i, values) for i, values in zip(ids, replies, strict=True) if values[0] is not None]
 
     async def events_page(self, after: str | None, limit: int) -> FeedPage:
         """The next `limit` events after cursor `after` (one this service issued), merged

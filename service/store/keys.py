@@ -76,3 +76,12 @@ def idempotency(actor: str, key: str) -> str:
 def idempotency_answer(actor: str, key: str, ticket_id: str) -> str:
     """A transition's first answer under an Idempotency-Key, in the ticket's slot."""
     return f"idem:{{{shard_of(ticket_id)}}}:{digest(actor, key, ticket_id)}:answer"
+
+
+def event(event_id: str) -> str:
+    """An event lives in the shard of its id's first hex digit, with all of its tickets."""
+    return f"evt:{{{event_id[0]}}}:{event_id}"
+
+
+def event_index(shard: str) -> str:
+    return f"evts:{{{shard}}}"

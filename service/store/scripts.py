@@ -15,7 +15,7 @@ def _source(name: str) -> str:
 
 
 class Scripts:
-    __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process")
+    __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process", "event")
 
     def __init__(self, redis: Redis) -> None:
         self.create: AsyncScript = redis.register_script(_source("create.lua"))
@@ -25,3 +25,4 @@ class Scripts:
         self.read_many: AsyncScript = redis.register_script(_source("read_many.lua"))
         self.history: AsyncScript = redis.register_script(_source("history.lua"))
         self.process: AsyncScript = redis.register_script(_source("process.lua"))
+        self.event: AsyncScript = redis.register_script(_source("event.lua"))

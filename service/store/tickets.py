@@ -4,20 +4,27 @@ script call that also counts it and appends its event."""
 from __future__ import annotations
 
 import json
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
-from ..errors import IdempotencyKeyReused, TicketNotFound, TransitionRefused
+from ..errors import EventNotFound, IdempotencyKeyReused, SoldOut, TicketNotFound, TransitionRefused
 from ..models import (
+    DEFAULT_EVENT,
+    STATE_CODES,
+    STATES_BY_CODE,
     Event,
+    EventInfo,
+    EventSpec,
     EventType,
     IdempotencyKey,
     Origin,
     Ticket,
-    TicketState,
+    TicketSpec,
     Transition,
+    new_event_id,
     new_ticket_id,
     stream_id_key,
 )
@@ -27,8 +34,9 @@ from .config import StoreConfig
 from .scripts import Scripts
 from .secret import DeploymentSecret
 
-_VALID = {"1": TicketState.VALID, "0": TicketState.INVALID}
-_STAT_FIELDS = ("total", "valid", "invalid", "refused")
+_STAT_FIELDS = ("total", "valid", "invalid", "revoked", "refused")
+# The ticket hash's fields, in the order every script answers them.
+TICKET_FIELDS = ("ts", "valid", "ty", "h", "st", "vf", "vu")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +51,39 @@ class Stats:
     total: int
     valid: int
     invalid: int
+    revoked: int
     refused: int
     # Events the tickets processor has recorded, by type.
     processed: dict[str, int] = field(default_factory=dict)
 
 
-def ticket_from(ticket_id: str, ts: str, valid: str) -> Ticket:
-    return Ticket(id=ticket_id, timestamp=int(ts) / 1e6, state=_VALID[valid])
+def _seconds(us: Any) -> float | None:
+    return int(us) / 1e6 if us else None
+
+
+def _us(seconds: float | None) -> str:
+    return "" if seconds is None else str(round(seconds * 1e6))
+
+
+def ticket_from(ticket_id: str, values: Sequence[Any]) -> Ticket:
+    """A ticket from its hash's TICKET_FIELDS, as the scripts answer them."""
+    ts, valid, ty, holder, seat, vf, vu = values
+    return Ticket(ticket_id, int(str(ts)) / 1e6, STATES_BY_CODE[str(valid)], ty or None, holder or None,
+                  seat or None, _seconds(vf), _seconds(vu))
+
+
+EVENT_FIELDS = ("name", "starts_at", "ends_at", "capacity", "issued")
+
+
+def event_from(event_id: str, values: Sequence[Any]) -> EventInfo:
+    name, starts, ends, capacity, issued = values
+    return EventInfo(event_id, str(name), _seconds(starts), _seconds(ends), int(capacity) if capacity else None,
+                     int(issued or 0))
+
+
+def _spec_args(spec: TicketSpec) -> list[str]:
+    return ["ty", spec.type or "", "h", spec.holder or "", "st", spec.seat or "",
+            "vf", _us(spec.valid_from), "vu", _us(spec.valid_until)]
 
 
 class TicketStore:
@@ -61,67 +95,112 @@ class TicketStore:
     ) -> None:
         self.redis, self._caller, self._scripts, self._secret, self.cfg = redis, caller, scripts, secret, cfg
 
-    async def _new_id(self, origin: Origin) -> str:
-        """A random uuid4; for a request nginx forwarded, one derived from its request id
-        with a keyed hash: unguessable all the same, and the same again when nginx re-sends
-        the request to another replica, so the re-sent create finds the ticket it made."""
+    async def _new_id(self, origin: Origin, event: str) -> str:
+        """A random id; for a request nginx forwarded, one derived from its request id with
+        a keyed hash: unguessable all the same, and the same again when nginx re-sends the
+        request to another replica, so the re-sent create finds the ticket it made."""
         if not origin.forwarded:
-            return new_ticket_id()
+            return new_ticket_id(event)
         digest = await self._secret.mac("ticket-id", f"{origin.actor}\n{origin.request_id}")
-        return str(uuid.UUID(bytes=digest[:16], version=4))
+        return new_ticket_id(event, digest[:16])
 
     def _origin_args(self, origin: Origin) -> list[str | int]:
         return [origin.actor, origin.request_id, origin.client_ip, self.cfg.events_maxlen]
 
     async def create(
-        self, ticket_id: str | None = None, *, origin: Origin = Origin(),
+        self, ticket_id: str | None = None, *, spec: TicketSpec = TicketSpec(), origin: Origin = Origin(),
         idempotency: IdempotencyKey | None = None,
     ) -> WriteResult:
-        """Store a new valid ticket, timestamped by Redis, counted, with its `created` event.
-        A repeat of the same call gets the first answer instead of another ticket: with an
-        idempotency key (kept IDEMPOTENCY_TTL_S), or as nginx re-sends it (the id derives
-        from its request id), or as the Redis client retries it (same id)."""
-        ticket_id = ticket_id or await self._new_id(origin)
-        record: list[str] = []
-        extra: list[str | int] = []
-        if idempotency is not None:
+        """Store a new valid ticket, timestamped by Redis, counted, with its `created` event;
+        a ticket of an event only while the event has room (SoldOut otherwise). A repeat of
+        the same call gets the first answer instead of another ticket: with an idempotency
+        key (kept IDEMPOTENCY_TTL_S), or as nginx re-sends it (the id derives from its
+        request id), or as the Redis client retries it (same id)."""
+        ticket_id = ticket_id or await self._new_id(origin, spec.event)
+        if idempotency is not None and spec.event == DEFAULT_EVENT:
             # The ticket goes to the shard of the key's claim, so that one script sees both.
             ticket_id = keys.idempotency_shard(idempotency.actor, idempotency.key) + ticket_id[1:]
-            record = [keys.idempotency(idempotency.actor, idempotency.key)]
-            extra = [idempotency.fingerprint, self.cfg.idempotency_ttl_s]
-        shard = keys.shard_of(ticket_id)
-        script_keys = [keys.ticket(ticket_id), keys.index(shard), keys.stats(shard), keys.stream(shard), *record]
+        elif idempotency is not None:
+            # An event's tickets live in the event's shard, the claim in the key's: bind the key
+            # first, then create the ticket whose id the key determines, so that a retry finds it.
+            await self._claim(idempotency)
+            digest = await self._secret.mac("idempotent-ticket", f"{idempotency.actor}\n{idempotency.key}")
+            ticket_id, idempotency = new_ticket_id(spec.event, digest[:16]), None
+        script_keys, claim_args = self._create_keys(ticket_id, spec.event, idempotency)
+        args = [ticket_id, *self._origin_args(origin), *claim_args, *_spec_args(spec)]
         async with self._caller.call("create"):
-            outcome, tid, ts, valid, replayed = await self._scripts.create(
-                keys=script_keys, args=[ticket_id, *self._origin_args(origin), *extra]
-            )
+            outcome, tid, replayed, *values = await self._scripts.create(keys=script_keys, args=args)
+        return WriteResult(self._created(outcome, tid, values, spec.event), bool(replayed))
+
+    def _create_keys(
+        self, ticket_id: str, event: str, idempotency: IdempotencyKey | None
+    ) -> tuple[list[str], list[str | int]]:
+        """create.lua's KEYS, and its ARGV 6 to 9 (the claim and the event's hash)."""
+        shard = keys.shard_of(ticket_id)
+        script_keys = [keys.ticket(ticket_id), keys.index(shard), keys.stats(shard), keys.stream(shard)]
+        fingerprint, ttl_s, claim_at, event_at = "", 0, 0, 0
+        if idempotency is not None:
+            script_keys.append(keys.idempotency(idempotency.actor, idempotency.key))
+            fingerprint, ttl_s, claim_at = idempotency.fingerprint, self.cfg.idempotency_ttl_s, len(script_keys)
+        if event != DEFAULT_EVENT:
+            script_keys.append(keys.event(event))
+            event_at = len(script_keys)
+        return script_keys, [fingerprint, ttl_s, claim_at, event_at]
+
+    @staticmethod
+    def _created(outcome: str, ticket_id: str, values: Sequence[str], event: str) -> Ticket:
         if outcome == "mismatch":
             raise IdempotencyKeyReused()
-        return WriteResult(ticket_from(tid, ts, valid), bool(replayed))
+        if outcome == "no_event":
+            raise EventNotFound(event)
+        if outcome == "sold_out":
+            raise SoldOut(event)
+        return ticket_from(ticket_id, values)
 
-    async def create_batch(self, count: int, *, origin: Origin = Origin()) -> list[Ticket]:
-        """Create `count` tickets in one pipelined round trip (bulk issue, loading)."""
-        ids = [new_ticket_id() for _ in range(count)]
+    async def create_batch(
+        self, count: int, *, spec: TicketSpec = TicketSpec(), origin: Origin = Origin()
+    ) -> list[Ticket]:
+        """Create `count` tickets alike in one pipelined round trip (loading, benchmarks).
+        Raises SoldOut if the event ran out of room on the way (what was issued stays)."""
+        ids = [new_ticket_id(spec.event) for _ in range(count)]
+        fields = _spec_args(spec)
         async with self.redis.pipeline(transaction=False) as pipe:
             for tid in ids:
-                s = keys.shard_of(tid)
-                script_keys = [keys.ticket(tid), keys.index(s), keys.stats(s), keys.stream(s)]
-                await self._scripts.create(keys=script_keys, args=[tid, *self._origin_args(origin)], client=pipe)
+                script_keys, claim_args = self._create_keys(tid, spec.event, None)
+                await self._scripts.create(keys=script_keys, args=[tid, *self._origin_args(origin), *claim_args,
+                                                                   *fields], client=pipe)
             async with self._caller.call("create_batch"):
                 replies = await pipe.execute()
-        return [ticket_from(tid, ts, valid) for _, tid, ts, valid, _ in replies]
+        return [self._created(outcome, tid, values, spec.event) for outcome, tid, _, *values in replies]
 
     async def get(self, ticket_id: str) -> Ticket:
         """Return the ticket, or raise TicketNotFound."""
         async with self._caller.call("get"):
-            ts, valid = await self.redis.hmget(keys.ticket(ticket_id), ["ts", "valid"])
-        if ts is None:
+            values = await self.redis.hmget(keys.ticket(ticket_id), TICKET_FIELDS)
+        if values[0] is None:
             raise TicketNotFound(ticket_id)
-        return ticket_from(ticket_id, str(ts), str(valid))
+        return ticket_from(ticket_id, values)
+
+    async def create_event(self, spec: EventSpec) -> EventInfo:
+        event_id = new_event_id()
+        args = [event_id, spec.name, _us(spec.starts_at), _us(spec.ends_at),
+                "" if spec.capacity is None else spec.capacity]
+        async with self._caller.call("event_create"):
+            made = await self._scripts.event(keys=[keys.event(event_id), keys.event_index(event_id[0])], args=args)
+        if not made:  # one chance in 4 billion: draw again
+            return await self.create_event(spec)
+        return EventInfo(event_id, spec.name, spec.starts_at, spec.ends_at, spec.capacity, 0)
+
+    async def get_event(self, event_id: str) -> EventInfo:
+        async with self._caller.call("event_get"):
+            values = await self.redis.hmget(keys.event(event_id), EVENT_FIELDS)
+        if values[0] is None:
+            raise EventNotFound(event_id)
+        return event_from(event_id, values)
 
     async def transition(
         self, ticket_id: str, transition: Transition, *, origin: Origin,
-        idempotency: IdempotencyKey | None = None,
+        idempotency: IdempotencyKey | None = None, reason: str | None = None,
     ) -> WriteResult:
         """Apply `transition` atomically, with its event. A ticket already in the target
         state raises TransitionRefused (and records a refused event). The same request id
@@ -134,17 +213,17 @@ class TicketStore:
             await self._claim(idempotency)
             record = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id)
             ttl_s = self.cfg.idempotency_ttl_s
-        target = "1" if transition.target is TicketState.VALID else "0"
         shard = keys.shard_of(ticket_id)
         script_keys = [keys.ticket(ticket_id), record, keys.stats(shard), keys.stream(shard)]
-        args = [target, ttl_s, transition.value, *self._origin_args(origin), ticket_id]
+        args = [STATE_CODES[transition.target], ttl_s, transition.value, *self._origin_args(origin), ticket_id,
+                reason or ""]
         async with self._caller.call("transition"):
-            outcome, ts, valid, replayed = await self._scripts.transition(keys=script_keys, args=args)
+            outcome, replayed, *values = await self._scripts.transition(keys=script_keys, args=args)
         if outcome == "missing":
             raise TicketNotFound(ticket_id)
         if outcome == "mismatch":
             raise IdempotencyKeyReused()
-        ticket = ticket_from(ticket_id, ts, valid)
+        ticket = ticket_from(ticket_id, values)
         if outcome == "conflict":
             raise TransitionRefused(ticket, replayed=bool(replayed))
         return WriteResult(ticket=ticket, replayed=bool(replayed))
@@ -185,8 +264,8 @@ class TicketStore:
         for counts in replies[1::2]:
             for name, n in counts.items():
                 processed[name] = processed.get(name, 0) + int(n)
-        total, valid, invalid, refused = totals
-        return Stats(total, valid, invalid, refused, processed=processed)
+        total, valid, invalid, revoked, refused = totals
+        return Stats(total, valid, invalid, revoked, refused, processed=processed)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless Redis answers."""

@@ -1,0 +1,63 @@
+"""The request bodies of the API, declared once with their bounds and decoded by msgspec
+(pinned in requirements.txt: a maintained decoder that validates while it parses, in C, and
+names the offending member in its error). Anything outside these bounds is a 400."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+# Seconds since the epoch, as the seed's `timestamp`: from 1970 to the year 2242.
+Seconds = Annotated[float, msgspec.Meta(ge=0, lt=2**33, description="seconds since the epoch")]
+# Printable text: no control characters (they would break logs, CSV exports and receipts).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
+Holder = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
+Seat = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=_PRINTABLE)]
+TypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
+EventRef = Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{8}|default)$")]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
+Capacity = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
+
+
+def _printable(*texts: str | None) -> None:
+    # The patterns say so too, but a regex's `$` also matches before a final newline.
+    if any(t is not None and any(c < " " or c == "\x7f" for c in t) for t in texts):
+        raise ValueError("text must not hold control characters")
+
+
+def _window(start: float | None, end: float | None, names: tuple[str, str]) -> None:
+    if start is not None and end is not None and start >= end:
+        raise ValueError(f"{names[0]} must come before {names[1]}")
+
+
+class TicketBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    event: EventRef = "default"
+    type: TypeName | None = None
+    holder: Holder | None = None
+    seat: Seat | None = None
+    valid_from: Seconds | None = None
+    valid_until: Seconds | None = None
+
+    def __post_init__(self) -> None:
+        _printable(self.holder, self.seat)
+        _window(self.valid_from, self.valid_until, ("valid_from", "valid_until"))
+
+
+class EventBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: Name
+    starts_at: Seconds | None = None
+    ends_at: Seconds | None = None
+    capacity: Capacity | None = None
+
+    def __post_init__(self) -> None:
+        _printable(self.name)
+        _window(self.starts_at, self.ends_at, ("starts_at", "ends_at"))
+
+
+class RevokeBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    reason: Reason | None = None
+
+    def __post_init__(self) -> None:
+        _printable(self.reason)
