@@ -10,7 +10,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from . import wire
-from .appkeys import CONSUMER, FEED, KEYRING, OPENAPI_BODY, REDIS, SETTINGS, TICKETS
+from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, REDIS, SETTINGS, TICKETS
 from .handlers import setup_routes
 from .keyring import describe
 from .middleware import edge_middleware
@@ -28,7 +28,7 @@ def _redis_ctx(injected: Redis | None) -> Callable[[web.Application], AsyncItera
         client = injected if injected is not None else redis_from_settings(settings)
         store = Store(client, StoreConfig.from_settings(settings))
         app[REDIS] = client
-        app[TICKETS], app[FEED], app[CONSUMER] = store.tickets, store.feed, store.consumer
+        app[TICKETS], app[FEED], app[CONSUMER], app[CHECKIN] = store.tickets, store.feed, store.consumer, store.checkin
         yield
         if injected is None:
             await client.aclose()

@@ -7,14 +7,17 @@ from redis.asyncio import Redis
 
 from .keyring import KeyRing
 from .settings import Settings
-from .store import Feed, StreamConsumer, TicketStore
+from .store import CheckinStore, Feed, StreamConsumer, TicketStore
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 TICKETS = web.AppKey("tickets", TicketStore)
 FEED = web.AppKey("feed", Feed)
 CONSUMER = web.AppKey("consumer", StreamConsumer)
+CHECKIN = web.AppKey("checkin", CheckinStore)
 OPENAPI_BODY = web.AppKey("openapi_body", bytes)
 KEYRING = web.AppKey("keyring", KeyRing)
 # The acting API key's name ("anonymous" with auth off), for the audit trail.
 ACTOR = web.RequestKey("actor", str)
+# The one event a bound scanner key may scan ("" for any).
+BOUND_EVENT = web.RequestKey("bound_event", str)

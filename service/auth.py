@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import ACTOR, KEYRING
+from .appkeys import ACTOR, BOUND_EVENT, KEYRING
 from .errors import Forbidden, Unauthenticated
 from .keyring import ROLE_PERMISSIONS, Permission
 
@@ -40,13 +40,13 @@ def _authorize(request: web.Request, rule: PermissionRule) -> None:
     or raise."""
     keyring = request.app[KEYRING]
     if not keyring.enabled:
-        request[ACTOR] = ANONYMOUS
+        request[ACTOR], request[BOUND_EVENT] = ANONYMOUS, ""
         return
     secret = _bearer(request)
     key = keyring.authenticate(secret) if secret else None
     if key is None:
         raise Unauthenticated(token_given=secret is not None)
-    request[ACTOR] = key.name
+    request[ACTOR], request[BOUND_EVENT] = key.name, key.event or ""
     permission = rule if isinstance(rule, Permission) else rule(request)
     if permission not in ROLE_PERMISSIONS[key.role]:
         raise Forbidden(key.name, permission.value)
@@ -55,3 +55,10 @@ def _authorize(request: web.Request, rule: PermissionRule) -> None:
 def _bearer(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def check_event_binding(request: web.Request, event: str) -> None:
+    """A scanner key bound to one event may not act on another's tickets or lists."""
+    bound = request.get(BOUND_EVENT, "")
+    if bound and bound != event:
+        raise Forbidden(request[ACTOR], f"scan at event {event} (bound to {bound})")

@@ -4,7 +4,7 @@ names the offending member in its error). Anything outside these bounds is a 400
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -61,3 +61,30 @@ class RevokeBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
     def __post_init__(self) -> None:
         _printable(self.reason)
+
+
+ListRef = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}$")]
+TicketRef = Annotated[str, msgspec.Meta(min_length=36, max_length=36)]
+
+
+class ListBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: Name
+    types: Annotated[list[TypeName], msgspec.Meta(min_length=1, max_length=50)] | None = None
+    reentry: bool = False
+    capacity: Capacity | None = None
+    leaves: Annotated[list[ListRef], msgspec.Meta(max_length=20)] = []
+
+    def __post_init__(self) -> None:
+        _printable(self.name)
+
+
+class CheckinBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    ticket: TicketRef
+    list: ListRef
+    direction: Literal["entry", "exit"] = "entry"
+    scanned_at: Seconds | None = None
+
+
+class AnnulBody(msgspec.Struct, forbid_unknown_fields=True):
+    ticket: TicketRef
+    list: ListRef

@@ -31,6 +31,15 @@ class EventNotFound(ServiceError):
         self.event_id = event_id
 
 
+class ListNotFound(ServiceError):
+    def __init__(self, event_id: str, list_id: str) -> None:
+        super().__init__(f"event {event_id} has no check-in list {list_id}")
+
+
+class NothingToAnnul(ServiceError):
+    """No scan of this caller's on that list and ticket to undo, or it is too late to."""
+
+
 class SoldOut(ServiceError):
     """The event has issued as many tickets as its capacity."""
 

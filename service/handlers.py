@@ -9,15 +9,16 @@ import msgspec
 from aiohttp import web
 
 from . import SERVICE_NAME, __version__, inputs
-from .appkeys import CONSUMER, FEED, KEYRING, OPENAPI_BODY, TICKETS
-from .auth import requires
-from .bodies import EventBody, RevokeBody, TicketBody
+from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, SETTINGS, TICKETS
+from .auth import check_event_binding, requires
+from .bodies import AnnulBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
 from .errors import InvalidInput
 from .keyring import Permission
-from .models import EventSpec, TicketSpec, Transition, is_event_id
+from .models import Direction, EventSpec, ListSpec, TicketSpec, Transition, event_of, is_event_id, is_list_id
 from .observability import SERVER_HEADER, metrics_handler
 from .problems import problem
 from .store import WriteResult
+from .store.checkin import event_of_list
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -107,6 +108,60 @@ async def list_events(request: web.Request) -> web.Response:
     return _json([e.to_json() for e in page.events], headers=headers)
 
 
+_LIST_BODY = msgspec.json.Decoder(ListBody)
+_CHECKIN_BODY = msgspec.json.Decoder(CheckinBody)
+_ANNUL_BODY = msgspec.json.Decoder(AnnulBody)
+
+
+@requires(Permission.MANAGE_LISTS)
+async def create_list(request: web.Request) -> web.Response:
+    """A check-in list of an event: a gate or an area."""
+    inputs.reject_unknown_params(request, ())
+    event_id = _event_id(request.match_info["event"])
+    body, _ = await inputs.decode_body(request, _LIST_BODY)
+    spec = ListSpec(body.name, tuple(body.types or ()), body.reentry, body.capacity, tuple(body.leaves))
+    made = await request.app[CHECKIN].create_list(event_id, spec)
+    return _json(made.to_json(), status=201, headers={"Location": f"/event/{event_id}/list/{made.id}"})
+
+
+@requires(Permission.READ_EVENT)
+async def get_list(request: web.Request) -> web.Response:
+    inputs.reject_unknown_params(request, ())
+    event_id = _event_id(request.match_info["event"])
+    list_id = request.match_info["list"]
+    if not is_list_id(list_id):
+        raise InvalidInput(f"{list_id[:64]!r} is not a list id", slug="malformed-list-id")
+    return _json((await request.app[CHECKIN].get_list(event_id, list_id)).to_json())
+
+
+@requires(Permission.CHECKIN)
+async def checkin(request: web.Request) -> web.Response:
+    """One scan at a gate: 200 whether or not the holder is admitted (a refusal is the
+    gate's answer, with its reason), 4xx only for a malformed request or an unknown list."""
+    inputs.reject_unknown_params(request, ())
+    body, _ = await inputs.decode_body(request, _CHECKIN_BODY)
+    ticket_id = inputs.ticket_id(body.ticket)
+    check_event_binding(request, event_of_list(body.list))
+    scanned_at_us = None if body.scanned_at is None else round(body.scanned_at * 1e6)
+    result = await request.app[CHECKIN].checkin(
+        ticket_id, body.list, Direction(body.direction), origin=inputs.origin(request), scanned_at_us=scanned_at_us
+    )
+    return _json(result.to_json())
+
+
+@requires(Permission.CHECKIN)
+async def annul_checkin(request: web.Request) -> web.Response:
+    """Undo this key's own last scan of the ticket on the list, within ANNUL_WINDOW_S."""
+    inputs.reject_unknown_params(request, ())
+    body, _ = await inputs.decode_body(request, _ANNUL_BODY)
+    ticket_id = inputs.ticket_id(body.ticket)
+    check_event_binding(request, event_of_list(body.list))
+    inside = await request.app[CHECKIN].annul(
+        ticket_id, body.list, origin=inputs.origin(request), window_s=request.app[SETTINGS].annul_window_s
+    )
+    return _json({"annulled": True, "ticket": ticket_id, "list": body.list, "inside": inside})
+
+
 @requires(Permission.REVOKE)
 async def revoke_ticket(request: web.Request) -> web.Response:
     """A refunded or cancelled ticket: refused for ever, never valid again."""
@@ -157,9 +212,10 @@ async def stats(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     s = await request.app[TICKETS].stats()
     lag = await request.app[CONSUMER].lag()
+    events = await request.app[CHECKIN].event_figures()
     return _json({
         "total": s.total, "valid": s.valid, "invalid": s.invalid, "revoked": s.revoked, "refused": s.refused,
-        "processed": s.processed, "processor_lag": lag,
+        "processed": s.processed, "processor_lag": lag, "events": events,
     })
 
 
@@ -181,6 +237,7 @@ async def get_ticket(request: web.Request) -> web.Response:
 
 
 async def _transition(request: web.Request, ticket_id: str, transition: Transition) -> web.Response:
+    check_event_binding(request, event_of(ticket_id))
     await inputs.empty_body(request)
     idem = inputs.idempotency_key(request, f"{transition.value}\n{ticket_id}")
     result = await request.app[TICKETS].transition(
@@ -262,6 +319,10 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/event", create_event)
     r.add_get("/event", list_events)
     r.add_get("/event/{event}", get_event)
+    r.add_post("/event/{event}/list", create_list)
+    r.add_get("/event/{event}/list/{list}", get_list)
+    r.add_post("/checkin", checkin)
+    r.add_post("/checkin/annul", annul_checkin)
     # The id pattern leaves out the transition words, so `GET /ticket/invalidate` is a 405
     # from the resource above rather than a malformed-id 400 from this one.
     r.add_get(r"/ticket/{id:(?!(?:in)?validate$)[^/]+}", get_ticket)

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MIN_SECRET_CHARS = 16
+_EVENT_RE = re.compile(r"^[0-9a-f]{8}$")
 
 
 class Role(StrEnum):
@@ -29,13 +30,16 @@ class Permission(StrEnum):
     STATS = "stats"
     EVENTS = "events"
     REVOKE = "revoke"
+    CHECKIN = "checkin"
+    MANAGE_LISTS = "manage_lists"
     READ_EVENT = "read_event"
     MANAGE_EVENTS = "manage_events"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ISSUER: frozenset({Permission.CREATE, Permission.READ, Permission.REVOKE, Permission.READ_EVENT}),
-    Role.SCANNER: frozenset({Permission.READ, Permission.INVALIDATE, Permission.HISTORY, Permission.READ_EVENT}),
+    Role.SCANNER: frozenset({Permission.READ, Permission.INVALIDATE, Permission.HISTORY, Permission.READ_EVENT,
+                             Permission.CHECKIN}),
     Role.ADMIN: frozenset(Permission),
 }
 
@@ -51,6 +55,8 @@ class ApiKey:
     name: str
     role: Role
     digest: bytes
+    # A scanner key may be bound to one event: it scans that event's tickets only.
+    event: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,19 +89,25 @@ class KeyRing:
 
 
 def _parse_entry(entry: str) -> ApiKey:
+    """`name:role:secret`, or `name:scanner:secret:<event id>` for a scanner bound to one
+    event (8 hex digits; a secret may hold colons, so the event is the last part)."""
     parts = entry.split(":", 2)
     if len(parts) != 3:
         raise ValueError("API_KEYS: each entry is name:role:secret")
     name, role, secret = parts
+    event = None
+    head, _, last = secret.rpartition(":")
+    if role == Role.SCANNER.value and head and _EVENT_RE.fullmatch(last):
+        secret, event = head, last
     if not _NAME_RE.fullmatch(name):
         raise ValueError(f"API_KEYS: bad key name {name!r}")
     if role not in {r.value for r in Role}:
         raise ValueError(f"API_KEYS: key {name!r} has unknown role {role!r}")
     if len(secret) < _MIN_SECRET_CHARS or any(c.isspace() for c in secret):
         raise ValueError(f"API_KEYS: key {name!r} needs a secret of {_MIN_SECRET_CHARS}+ non-blank characters")
-    return ApiKey(name=name, role=Role(role), digest=_digest(secret))
+    return ApiKey(name=name, role=Role(role), digest=_digest(secret), event=event)
 
 
 def describe(keys: Iterable[ApiKey]) -> str:
     """For the startup log: names and roles, never secrets."""
-    return ", ".join(f"{k.name} ({k.role.value})" for k in keys) or "none"
+    return ", ".join(f"{k.name} ({k.role.value}{', event ' + k.event if k.event else ''})" for k in keys) or "none"

@@ -104,6 +104,54 @@ class EventSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ListSpec:
+    name: str
+    types: tuple[str, ...] = ()
+    reentry: bool = False
+    capacity: int | None = None
+    leaves: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ListInfo:
+    """A check-in list with its live occupancy and its totals, refusals by reason."""
+
+    id: str
+    event: str
+    spec: ListSpec
+    inside: int = 0
+    admitted: int = 0
+    exits: int = 0
+    refused: dict[str, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.spec
+        return {"id": self.id, "event": self.event, "name": s.name, "types": list(s.types) or None,
+                "reentry": s.reentry, "capacity": s.capacity, "leaves": list(s.leaves), "inside": self.inside,
+                "admitted": self.admitted, "exits": self.exits,
+                "refused": {r.value: (self.refused or {}).get(r.value, 0) for r in Refusal}}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinResult:
+    admitted: bool
+    reason: Refusal | None
+    ticket: Ticket | None
+    list: str
+    direction: Direction
+    inside: int
+    used_at: float | None = None
+    used_list: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"admitted": self.admitted, "reason": self.reason.value if self.reason else None,
+                "message": self.reason.message if self.reason else "Admitted.",
+                "ticket": self.ticket.to_json() if self.ticket else None, "list": self.list,
+                "direction": self.direction.value, "inside": self.inside,
+                "used_at": self.used_at, "used_list": self.used_list}
+
+
+@dataclass(frozen=True, slots=True)
 class EventInfo:
     """An event as the API shows it; `issued` counts its tickets, exactly."""
 
@@ -153,7 +201,47 @@ class EventType(StrEnum):
     INVALIDATE_REFUSED = "invalidate_refused"
     VALIDATE_REFUSED = "validate_refused"
     REVOKE_REFUSED = "revoke_refused"
+    CHECKIN = "checkin"
+    CHECKIN_REFUSED = "checkin_refused"
+    CHECKIN_ANNULLED = "checkin_annulled"
 
+
+class Direction(StrEnum):
+    ENTRY = "entry"
+    EXIT = "exit"
+
+
+class Refusal(StrEnum):
+    """Why a gate refused a scan: exactly these codes, each with the sentence a steward reads."""
+
+    UNKNOWN_TICKET = "unknown_ticket"
+    WRONG_EVENT = "wrong_event"
+    TYPE_NOT_ALLOWED = "type_not_allowed"
+    TOO_EARLY = "too_early"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    ALREADY_USED = "already_used"
+    ALREADY_INSIDE = "already_inside"
+    NOT_INSIDE = "not_inside"
+    AREA_FULL = "area_full"
+
+    @property
+    def message(self) -> str:
+        return _REFUSAL_MESSAGES[self]
+
+
+_REFUSAL_MESSAGES = {
+    Refusal.UNKNOWN_TICKET: "No such ticket.",
+    Refusal.WRONG_EVENT: "This ticket is for another event.",
+    Refusal.TYPE_NOT_ALLOWED: "This ticket's type is not admitted here.",
+    Refusal.TOO_EARLY: "This ticket is not valid yet.",
+    Refusal.EXPIRED: "This ticket is no longer valid.",
+    Refusal.REVOKED: "This ticket was cancelled or refunded.",
+    Refusal.ALREADY_USED: "This ticket was already used.",
+    Refusal.ALREADY_INSIDE: "This ticket is already inside.",
+    Refusal.NOT_INSIDE: "This ticket did not enter here.",
+    Refusal.AREA_FULL: "This area is full.",
+}
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -167,17 +255,24 @@ class Event:
     request_id: str
     client_ip: str
     reason: str | None = None
+    list: str | None = None
+    direction: str | None = None
+    # When an offline device scanned it, if it said.
+    scanned_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "event_id": self.id, "ticket_id": self.ticket_id, "type": self.type.value,
             "timestamp": self.timestamp, "actor": self.actor, "request_id": self.request_id,
-            "client_ip": self.client_ip, "reason": self.reason,
+            "client_ip": self.client_ip, "reason": self.reason, "list": self.list,
+            "direction": self.direction, "scanned_at": self.scanned_at,
         }
 
     @classmethod
     def from_fields(cls, entry_id: str, f: dict[str, str]) -> Event:
-        return cls(entry_id, f["t"], EventType(f["e"]), int(f["ts"]) / 1e6, f["a"], f["r"], f["ip"], f.get("why"))
+        at = f.get("at")
+        return cls(entry_id, f["t"], EventType(f["e"]), int(f["ts"]) / 1e6, f["a"], f["r"], f["ip"], f.get("why"),
+                   f.get("l"), f.get("d"), int(at) / 1e6 if at else None)
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:
@@ -203,6 +298,18 @@ def new_ticket_id(event: str = DEFAULT_EVENT, random16: bytes | None = None) -> 
 
 def new_event_id() -> str:
     return uuid.uuid4().hex[:8]
+
+
+_LIST_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}")
+
+
+def new_list_id(event: str) -> str:
+    """A check-in list's id names its event: `<event id>-<4 hex digits>`."""
+    return f"{event}-{uuid.uuid4().hex[:4]}"
+
+
+def is_list_id(text: str) -> bool:
+    return bool(_LIST_ID_RE.fullmatch(text))
 
 
 def parse_ticket_id(raw: str | None) -> str | None:

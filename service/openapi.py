@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 
 from . import SERVICE_NAME, __version__
-from .bodies import EventBody, RevokeBody, TicketBody
+from .bodies import AnnulBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
 from .handlers import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from .models import EventType, TicketState
+from .models import EventType, Refusal, TicketState
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -37,6 +37,8 @@ _UNAVAILABLE = {
     "headers": {"Retry-After": {"schema": {"type": "string"}}},
     "content": {PROBLEM: {"schema": _ref("Problem")}},
 }
+_EVENT_PATH = {"name": "event", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": "^[0-9a-f]{8}$"}}
 _OUT_OF_MEMORY = _problem("Redis is out of memory (maxmemory): nothing was written")
 _ID_SCHEMA = {
     "type": "string",
@@ -270,14 +272,70 @@ def _paths() -> dict[str, Any]:
         },
         "/event/{event}": {"get": {
             "summary": "One event, with the tickets it has issued (roles: issuer, scanner, admin)",
-            "parameters": [{"name": "event", "in": "path", "required": True,
-                            "schema": {"type": "string", "pattern": "^[0-9a-f]{8}$"}}],
+            "parameters": [_EVENT_PATH],
             "security": _SECURED,
             "responses": {
                 "200": _ok("The event", _ref("Event")),
                 "400": _problem("Malformed event id"),
                 **_AUTH_ERRORS,
                 "404": _problem("No such event"),
+                "503": _UNAVAILABLE,
+            },
+        }},
+        "/event/{event}/list": {"post": {
+            "summary": "Create a check-in list of the event: a gate or an area (role: admin)",
+            "parameters": [_EVENT_PATH],
+            "security": _SECURED,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ListBody")}}},
+            "responses": {
+                "201": _ok("The new list", _ref("CheckinList"), {"Location": {"schema": {"type": "string"}}}),
+                "400": _problem("Malformed body, or a list it leaves that is not the event's"),
+                **_AUTH_ERRORS,
+                "404": _problem("No such event"),
+                "503": _UNAVAILABLE,
+            },
+        }},
+        "/event/{event}/list/{list}": {"get": {
+            "summary": "A check-in list with its live occupancy and totals (roles: issuer, scanner, admin)",
+            "parameters": [_EVENT_PATH, {"name": "list", "in": "path", "required": True,
+                                         "schema": {"type": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}$"}}],
+            "security": _SECURED,
+            "responses": {
+                "200": _ok("The list", _ref("CheckinList")),
+                "400": _problem("Malformed event or list id"),
+                **_AUTH_ERRORS,
+                "404": _problem("No such list in this event"),
+                "503": _UNAVAILABLE,
+            },
+        }},
+        "/checkin": {"post": {
+            "summary": "One scan at a gate (roles: scanner, admin)",
+            "description": (
+                "Decided and recorded atomically. 200 whether or not the holder is admitted: `reason` is "
+                "null when admitted, else one of " + ", ".join(f"`{r.value}`" for r in Refusal) + "."
+            ),
+            "security": _SECURED,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("CheckinBody")}}},
+            "responses": {
+                "200": _ok("The gate's answer", _ref("CheckinResult")),
+                "400": _problem("Malformed body"),
+                **_AUTH_ERRORS,
+                "404": _problem("No such list"),
+                "503": _UNAVAILABLE,
+            },
+        }},
+        "/checkin/annul": {"post": {
+            "summary": "Undo this key's own last scan of a ticket on a list, within ANNUL_WINDOW_S "
+                       "(roles: scanner, admin)",
+            "security": _SECURED,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("AnnulBody")}}},
+            "responses": {
+                "200": _ok("Annulled", {"type": "object", "required": ["annulled", "ticket", "list", "inside"],
+                                        "properties": {"annulled": {"type": "boolean"}, "ticket": {"type": "string"},
+                                                       "list": {"type": "string"}, "inside": {"type": "integer"}}}),
+                "400": _problem("Malformed body"),
+                **_AUTH_ERRORS,
+                "409": _problem("Nothing of this key's to annul there, or too late"),
                 "503": _UNAVAILABLE,
             },
         }},
@@ -327,10 +385,38 @@ def _schemas() -> dict[str, Any]:
     }
     conflict = {"allOf": [_ref("Problem"), {"type": "object", "required": ["ticket"],
                                             "properties": {"ticket": _ref("Ticket")}}]}
-    _, bodies = msgspec.json.schema_components([TicketBody, EventBody, RevokeBody],
-                                               ref_template="#/components/schemas/{name}")
+    _, bodies = msgspec.json.schema_components(
+        [TicketBody, EventBody, RevokeBody, ListBody, CheckinBody, AnnulBody],
+        ref_template="#/components/schemas/{name}")
+    checkin_list = {
+        "type": "object",
+        "required": ["id", "event", "name", "types", "reentry", "capacity", "leaves", "inside", "admitted", "exits",
+                     "refused"],
+        "properties": {
+            "id": {"type": "string"}, "event": {"type": "string"}, "name": {"type": "string"},
+            "types": {"type": ["array", "null"], "items": {"type": "string"}}, "reentry": {"type": "boolean"},
+            "capacity": {"type": ["integer", "null"]}, "leaves": {"type": "array", "items": {"type": "string"}},
+            "inside": {"type": "integer"}, "admitted": {"type": "integer"}, "exits": {"type": "integer"},
+            "refused": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    }
+    checkin_result = {
+        "type": "object",
+        "required": ["admitted", "reason", "message", "ticket", "list", "direction", "inside", "used_at",
+                     "used_list"],
+        "properties": {
+            "admitted": {"type": "boolean"},
+            "reason": {"type": ["string", "null"], "enum": [*(r.value for r in Refusal), None]},
+            "message": {"type": "string"},
+            "ticket": {"anyOf": [_ref("Ticket"), {"type": "null"}]},
+            "list": {"type": "string"}, "direction": {"type": "string", "enum": ["entry", "exit"]},
+            "inside": {"type": "integer"}, "used_at": nullable_number, "used_list": nullable_string,
+        },
+    }
     return {
         **bodies,
+        "CheckinList": checkin_list,
+        "CheckinResult": checkin_result,
         "Event": event,
         "Ticket": ticket,
         "Problem": problem,
@@ -349,17 +435,21 @@ def _schemas() -> dict[str, Any]:
                 "actor": {"type": "string", "description": "API key name, or anonymous"},
                 "request_id": {"type": "string"},
                 "client_ip": {"type": "string"},
-                "reason": {"type": ["string", "null"], "description": "Why, for a revocation that gave one"},
+                "reason": {"type": ["string", "null"], "description": "Why: a refusal code, or a revocation's reason"},
+                "list": nullable_string, "direction": nullable_string, "scanned_at": nullable_number,
             },
         },
         "Stats": {
             "type": "object",
-            "required": ["total", "valid", "invalid", "revoked", "refused", "processed", "processor_lag"],
+            "required": ["total", "valid", "invalid", "revoked", "refused", "processed", "processor_lag", "events"],
             "properties": {
                 "total": {"type": "integer"}, "valid": {"type": "integer"},
                 "invalid": {"type": "integer", "description": "Used"}, "revoked": {"type": "integer"},
                 "refused": {"type": "integer", "description": "Refused transitions (second scans)"},
                 "processed": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "events": {"type": "object", "description": "Per event: issued, and per list admitted, inside, "
+                                                             "exits and refused by reason",
+                           "additionalProperties": {"type": "object"}},
                 "processor_lag": {"type": ["integer", "null"]},
             },
         },

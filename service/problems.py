@@ -18,6 +18,8 @@ from .errors import (
     Forbidden,
     IdempotencyKeyReused,
     InvalidInput,
+    ListNotFound,
+    NothingToAnnul,
     SoldOut,
     StoreDefect,
     StoreOutOfMemory,
@@ -74,6 +76,14 @@ def _not_found(request: web.Request, exc: TicketNotFound) -> web.Response:
 
 def _event_not_found(request: web.Request, exc: EventNotFound) -> web.Response:
     return problem(404, "event-not-found", "Event not found", str(exc))
+
+
+def _list_not_found(request: web.Request, exc: ListNotFound) -> web.Response:
+    return problem(404, "list-not-found", "Check-in list not found", str(exc))
+
+
+def _nothing_to_annul(request: web.Request, exc: NothingToAnnul) -> web.Response:
+    return problem(409, "nothing-to-annul", "Nothing to annul", str(exc))
 
 
 def _sold_out(request: web.Request, exc: SoldOut) -> web.Response:
@@ -143,6 +153,8 @@ ERROR_TABLE: dict[type[BaseException], Mapper] = {
     TicketNotFound: _not_found,
     EventNotFound: _event_not_found,
     SoldOut: _sold_out,
+    ListNotFound: _list_not_found,
+    NothingToAnnul: _nothing_to_annul,
     TransitionRefused: _refused,
     Unauthenticated: _unauthenticated,
     Forbidden: _forbidden,

@@ -42,6 +42,8 @@ class Settings:
     idempotency_ttl_s: int = 24 * 3600
     # Approximate cap of each shard's event stream (16 shards): XADD MAXLEN ~.
     events_maxlen: int = 100_000
+    # How long a gate may annul its own last scan (the turnstile did not turn).
+    annul_window_s: int = 60
     # Empty: auth is off (the seed's behaviour), loudly.
     keyring: KeyRing = KeyRing()
     # The secret nginx sends in X-Proxy-Auth. Only a request that carries it has its
@@ -65,6 +67,7 @@ class Settings:
             max_body_bytes=env_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 2),
             idempotency_ttl_s=env_int(env, "IDEMPOTENCY_TTL_S", d.idempotency_ttl_s, 1),
             events_maxlen=env_int(env, "EVENTS_MAXLEN", d.events_maxlen, 1),
+            annul_window_s=env_int(env, "ANNUL_WINDOW_S", d.annul_window_s, 1),
             keyring=KeyRing.parse(secret_text(env, "API_KEYS")),
             proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
         )

@@ -132,8 +132,14 @@ def _route_paths() -> list[str]:
     from service.settings import Settings
 
     app = create_app(Settings())
-    return sorted({re.sub(r"\{id[^}]*\}", UUID, r.canonical).replace("{event}", "0123abcd")
-                   for r in app.router.resources()})
+    concrete = {"{event}": "0123abcd", "{list}": "0123abcd-0000"}
+    paths = set()
+    for resource in app.router.resources():
+        path = re.sub(r"\{id[^}]*\}", UUID, resource.canonical)
+        for name, value in concrete.items():
+            path = path.replace(name, value)
+        paths.add(path)
+    return sorted(paths)
 
 
 @pytest.mark.parametrize("path", _route_paths())

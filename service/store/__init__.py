@@ -8,6 +8,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from .calls import Caller
+from .checkin import CheckinStore
 from .config import StoreConfig
 from .consumer import StreamConsumer, StreamEntry
 from .feed import Feed, FeedPage, Page
@@ -17,7 +18,7 @@ from .secret import DeploymentSecret
 from .tickets import Stats, TicketStore, WriteResult
 
 __all__ = [
-    "PROCESSOR_GROUP", "SHARDS", "Feed", "FeedPage", "Page", "Stats", "Store", "StoreConfig",
+    "PROCESSOR_GROUP", "SHARDS", "CheckinStore", "Feed", "FeedPage", "Page", "Stats", "Store", "StoreConfig",
     "StreamConsumer", "StreamEntry", "TicketStore", "WriteResult",
 ]
 
@@ -33,3 +34,4 @@ class Store:
         self.tickets = TicketStore(redis, caller, scripts, secret, cfg)
         self.feed = Feed(redis, caller, scripts, secret)
         self.consumer = StreamConsumer(redis, caller, scripts)
+        self.checkin = CheckinStore(redis, caller, scripts, cfg)

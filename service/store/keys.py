@@ -85,3 +85,12 @@ def event(event_id: str) -> str:
 
 def event_index(shard: str) -> str:
     return f"evts:{{{shard}}}"
+
+
+def check_in_list(list_id: str) -> str:
+    """A list id is its event's id, a dash and 4 hex digits: it lives with its event."""
+    return f"lst:{{{list_id[0]}}}:{list_id}"
+
+
+def list_index(event_id: str) -> str:
+    return f"lsts:{{{event_id[0]}}}:{event_id}"

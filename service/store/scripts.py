@@ -15,7 +15,8 @@ def _source(name: str) -> str:
 
 
 class Scripts:
-    __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process", "event")
+    __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process", "event", "list", "checkin",
+                 "annul")
 
     def __init__(self, redis: Redis) -> None:
         self.create: AsyncScript = redis.register_script(_source("create.lua"))
@@ -26,3 +27,6 @@ class Scripts:
         self.history: AsyncScript = redis.register_script(_source("history.lua"))
         self.process: AsyncScript = redis.register_script(_source("process.lua"))
         self.event: AsyncScript = redis.register_script(_source("event.lua"))
+        self.list: AsyncScript = redis.register_script(_source("list.lua"))
+        self.checkin: AsyncScript = redis.register_script(_source("checkin.lua"))
+        self.annul: AsyncScript = redis.register_script(_source("annul.lua"))

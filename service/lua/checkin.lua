@@ -1,0 +1,150 @@
+-- One scan at a gate, decided and recorded in one step: the ticket against the list
+-- (event, type, validity window, status, single entry or re-entry, the area's occupancy and
+-- capacity), the areas that entering here checks the holder out of, the counters, the
+-- ticket's history event, and what an annul needs to undo it.
+--
+-- Ticket hash fields this script keeps (see create.lua for the rest):
+--   a:<list>    when the ticket was first admitted on the list (integer microseconds)
+--   in:<list>   '1' while inside the list's area
+--   u1          '<list>|<us>' of the ticket's first admission on any list
+--   last:<list> the last admitted scan on the list, for annul:
+--               '<dir>|<us>|<actor>|<flipped valid>|<lists left>|<set a:>|<set u1>'
+-- List hash counters: inside, admitted, exits, and r:<reason> per refusal reason.
+--
+-- KEYS[1]  the list's hash            lst:{<shard>}:<list id>
+-- KEYS[2]  the event's hash           evt:{<shard>}:<event id>
+-- KEYS[3]  counters of the shard      stats:{<shard>}
+-- KEYS[4]  event stream of the shard  events:{<shard>}
+-- KEYS[5]  the ticket's hash          tkt:{<shard>}:<id>   (absent: a ticket of another event)
+-- KEYS[6..] the hashes of the lists this list leaves, in the order of its `leaves`
+-- ARGV[1]  list_id
+-- ARGV[2]  direction     'entry' or 'exit'
+-- ARGV[3]  scanned_at    integer microseconds when an offline device scanned, '' for now
+-- ARGV[4]  actor         API key name
+-- ARGV[5]  request_id
+-- ARGV[6]  client_ip
+-- ARGV[7]  events_maxlen approximate cap of the stream
+-- ARGV[8]  ticket_id
+-- Returns  {admitted, reason, inside, used_at, used_list, ts, valid, ty, h, st, vf, vu}, or
+--          {0, 'no_list'} when the list does not exist (nothing recorded)
+--          admitted: 1 or 0; reason: '' when admitted, else a refusal code; inside: the
+--          list's occupancy after the scan; used_at, used_list: the first admission, for
+--          already_used ('' otherwise); then the ticket (ts '' for none, see create.lua)
+local list_id, direction, scanned_at = ARGV[1], ARGV[2], ARGV[3]
+local actor, request_id, client_ip, events_maxlen, ticket_id = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local list, event, stats, stream, ticket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local FIELDS = {'ts', 'valid', 'ty', 'h', 'st', 'vf', 'vu'}
+
+local now = redis.call('TIME')
+local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
+local at_us = tonumber(scanned_at ~= '' and scanned_at or now_us)
+local cfg = redis.call('HMGET', list, 'types', 'reentry', 'capacity', 'leaves', 'inside')
+if not cfg[2] then
+  return {0, 'no_list'}
+end
+local t = {}
+if ticket then
+  t = redis.call('HMGET', ticket, unpack(FIELDS))
+end
+local used_at, used_list = '', ''
+
+local function has_type(types, ty)
+  if types == '' then return true end
+  if not ty then return false end
+  for each in string.gmatch(types, '[^,]+') do
+    if each == ty then return true end
+  end
+  return false
+end
+
+local function decide_entry()
+  if not ticket then return 'wrong_event' end
+  if not t[1] then return 'unknown_ticket' end
+  if t[2] == 'r' then return 'revoked' end
+  if not has_type(cfg[1], t[3] or false) then return 'type_not_allowed' end
+  local ev = redis.call('HMGET', event, 'starts_at', 'ends_at')
+  local from = tonumber((t[6] and t[6] ~= '') and t[6] or ev[1] or '')
+  local to = tonumber((t[7] and t[7] ~= '') and t[7] or ev[2] or '')
+  if from and at_us < from then return 'too_early' end
+  if to and at_us > to then return 'expired' end
+  if cfg[2] == '1' then
+    if redis.call('HGET', ticket, 'in:' .. list_id) == '1' then return 'already_inside' end
+  else
+    local first = redis.call('HGET', ticket, 'a:' .. list_id)
+    if first then
+      used_at, used_list = first, list_id
+      return 'already_used'
+    end
+    if t[2] == '0' and not redis.call('HGET', ticket, 'u1') then
+      return 'already_used'  -- used at a plain (seed) scan: no list, no time
+    end
+  end
+  if cfg[3] ~= '' and tonumber(cfg[5]) >= tonumber(cfg[3]) then return 'area_full' end
+  return ''
+end
+
+local function admit()
+  local flipped = '0'
+  redis.call('HINCRBY', list, 'inside', 1)
+  redis.call('HINCRBY', list, 'admitted', 1)
+  redis.call('HSET', ticket, 'in:' .. list_id, '1')
+  local first = redis.call('HSETNX', ticket, 'a:' .. list_id, at_us)
+  local u1 = redis.call('HSETNX', ticket, 'u1', list_id .. '|' .. at_us)
+  if cfg[2] ~= '1' and t[2] == '1' then
+    -- A single-entry admission uses the ticket: the seed's plain scan refuses it after.
+    redis.call('HSET', ticket, 'valid', '0')
+    redis.call('HINCRBY', stats, 'valid', -1)
+    redis.call('HINCRBY', stats, 'invalid', 1)
+    flipped = '1'
+  end
+  local left = {}
+  local i = 6
+  for other in string.gmatch(cfg[4], '[^,]+') do
+    if KEYS[i] and redis.call('HGET', ticket, 'in:' .. other) == '1' then
+      redis.call('HSET', ticket, 'in:' .. other, '0')
+      redis.call('HINCRBY', KEYS[i], 'inside', -1)
+      redis.call('HINCRBY', KEYS[i], 'exits', 1)
+      left[#left + 1] = other
+    end
+    i = i + 1
+  end
+  return {flipped, table.concat(left, ','), first, u1}
+end
+
+local reason, undo = '', {'0', '', 0, 0}
+if direction == 'entry' then
+  reason = decide_entry()
+  if reason == '' then undo = admit() end
+else
+  if not ticket then
+    reason = 'wrong_event'
+  elseif not t[1] then
+    reason = 'unknown_ticket'
+  elseif redis.call('HGET', ticket, 'in:' .. list_id) ~= '1' then
+    reason = 'not_inside'
+  else
+    redis.call('HSET', ticket, 'in:' .. list_id, '0')
+    redis.call('HINCRBY', list, 'inside', -1)
+    redis.call('HINCRBY', list, 'exits', 1)
+  end
+end
+
+local e = 'checkin'
+if reason ~= '' then
+  e = 'checkin_refused'
+  redis.call('HINCRBY', list, 'r:' .. reason, 1)
+  redis.call('HINCRBY', stats, 'refused', 1)
+elseif ticket then
+  redis.call('HSET', ticket, 'last:' .. list_id,
+    table.concat({direction, now_us, actor, undo[1], undo[2], undo[3], undo[4]}, '|'))
+end
+local entry = {'t', ticket_id, 'e', e, 'ts', now_us, 'a', actor, 'r', request_id, 'ip', client_ip,
+  'l', list_id, 'd', direction}
+if reason ~= '' then entry[#entry + 1], entry[#entry + 2] = 'why', reason end
+if scanned_at ~= '' then entry[#entry + 1], entry[#entry + 2] = 'at', scanned_at end
+redis.call('XADD', stream, 'MAXLEN', '~', events_maxlen, '*', unpack(entry))
+
+local out = {reason == '' and 1 or 0, reason, redis.call('HGET', list, 'inside'), used_at, used_list}
+if ticket then t = redis.call('HMGET', ticket, unpack(FIELDS)) end
+for i = 1, #FIELDS do out[#out + 1] = t[i] or '' end
+return out

@@ -1,0 +1,158 @@
+"""Check-in: the lists of an event (gates and areas), scans at them, and annulments. Every
+scan is one script call in the event's shard that decides and records everything."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from ..errors import EventNotFound, InvalidInput, ListNotFound, NothingToAnnul
+from ..models import (
+    CheckinResult,
+    Direction,
+    ListInfo,
+    ListSpec,
+    Origin,
+    Refusal,
+    event_of,
+    new_list_id,
+)
+from . import keys
+from .calls import Caller
+from .config import StoreConfig
+from .scripts import Scripts
+from .tickets import ticket_from
+
+_LIST_FIELDS = ("name", "types", "reentry", "capacity", "leaves", "inside", "admitted", "exits")
+
+
+def _split(text: Any) -> tuple[str, ...]:
+    return tuple(x for x in str(text or "").split(",") if x)
+
+
+class CheckinStore:
+    def __init__(self, redis: Redis, caller: Caller, scripts: Scripts, cfg: StoreConfig) -> None:
+        self.redis, self._caller, self._scripts, self.cfg = redis, caller, scripts, cfg
+
+    async def create_list(self, event_id: str, spec: ListSpec) -> ListInfo:
+        list_id = new_list_id(event_id)
+        leaves = list(spec.leaves)
+        script_keys = [keys.event(event_id), keys.check_in_list(list_id), keys.list_index(event_id),
+                       *(keys.check_in_list(lid) for lid in leaves)]
+        args = [list_id, spec.name, ",".join(spec.types), "1" if spec.reentry else "0",
+                "" if spec.capacity is None else spec.capacity, ",".join(leaves), *leaves]
+        async with self._caller.call("list_create"):
+            outcome = await self._scripts.list(keys=script_keys, args=args)
+        if outcome == "no_event":
+            raise EventNotFound(event_id)
+        if outcome == "exists":  # one chance in 65,536 per list already there: draw again
+            return await self.create_list(event_id, spec)
+        if outcome != "created":
+            raise InvalidInput(f"leaves: {outcome.removeprefix('no_list:')} is not a list of event {event_id}",
+                               slug="malformed-body")
+        return ListInfo(list_id, event_id, spec)
+
+    async def get_list(self, event_id: str, list_id: str) -> ListInfo:
+        if event_of_list(list_id) != event_id:
+            raise ListNotFound(event_id, list_id)
+        async with self._caller.call("list_get"):
+            flat: dict[str, str] = await self.redis.hgetall(keys.check_in_list(list_id))  # type: ignore[assignment]
+        if not flat:
+            raise ListNotFound(event_id, list_id)
+        capacity = flat.get("capacity")
+        spec = ListSpec(flat["name"], _split(flat.get("types")), flat.get("reentry") == "1",
+                        int(capacity) if capacity else None, _split(flat.get("leaves")))
+        refused = {k[2:]: int(v) for k, v in flat.items() if k.startswith("r:")}
+        return ListInfo(list_id, event_id, spec, int(flat.get("inside", 0)), int(flat.get("admitted", 0)),
+                        int(flat.get("exits", 0)), refused)
+
+    async def event_figures(self) -> dict[str, dict[str, Any]]:
+        """Per event: tickets issued, and per list its admitted, inside, exits and refusals
+        by reason. Three pipelined round trips, whatever the number of events: the event
+        ids of every shard, then each event's count and lists, then each list."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in keys.SHARDS:
+                pipe.smembers(keys.event_index(shard))
+            async with self._caller.call("figures_events"):
+                event_ids = sorted(e for ids in await pipe.execute() for e in ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hget(keys.event(event_id), "issued")
+                pipe.smembers(keys.list_index(event_id))
+            async with self._caller.call("figures_lists"):
+                replies = await pipe.execute()
+        lists = {e: sorted(replies[2 * i + 1]) for i, e in enumerate(event_ids)}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for list_ids in lists.values():
+                for list_id in list_ids:
+                    pipe.hgetall(keys.check_in_list(list_id))
+            async with self._caller.call("figures_list"):
+                flats = iter(await pipe.execute())
+        out: dict[str, dict[str, Any]] = {}
+        for i, event_id in enumerate(event_ids):
+            per_list = {}
+            for list_id in lists[event_id]:
+                flat = next(flats)
+                per_list[list_id] = {
+                    "name": flat.get("name"), "admitted": int(flat.get("admitted", 0)),
+                    "inside": int(flat.get("inside", 0)), "exits": int(flat.get("exits", 0)),
+                    "refused": {r.value: int(flat.get(f"r:{r.value}", 0)) for r in Refusal},
+                }
+            out[event_id] = {"issued": int(replies[2 * i] or 0), "lists": per_list}
+        return out
+
+    async def _leaves(self, list_id: str) -> tuple[str, ...]:
+        """The lists this list checks the holder out of: part of the scan's KEYS."""
+        async with self._caller.call("list_leaves"):
+            return _split(await self.redis.hget(keys.check_in_list(list_id), "leaves"))
+
+    async def checkin(
+        self, ticket_id: str, list_id: str, direction: Direction, *, origin: Origin, scanned_at_us: int | None = None,
+        leaves: Sequence[str] | None = None,
+    ) -> CheckinResult:
+        """Decide and record one scan. `leaves` (the list's, when the caller knows them)
+        saves a round trip; otherwise they are read first."""
+        event = event_of_list(list_id)
+        if leaves is None:
+            leaves = await self._leaves(list_id)
+        shard = list_id[0]
+        same_event = event_of(ticket_id) == event
+        script_keys = [keys.check_in_list(list_id), keys.event(event), keys.stats(shard), keys.stream(shard),
+                       *([keys.ticket(ticket_id)] if same_event else [])]
+        if same_event:
+            script_keys += [keys.check_in_list(lid) for lid in leaves]
+        args = [list_id, direction.value, "" if scanned_at_us is None else scanned_at_us, origin.actor,
+                origin.request_id, origin.client_ip, self.cfg.events_maxlen, ticket_id]
+        async with self._caller.call("checkin"):
+            admitted, reason, *rest = await self._scripts.checkin(keys=script_keys, args=args)
+        if reason == "no_list":
+            raise ListNotFound(event, list_id)
+        inside, used_at, used_list, *values = rest
+        ticket = ticket_from(ticket_id, values) if values and values[0] else None
+        return CheckinResult(bool(admitted), Refusal(reason) if reason else None, ticket, list_id, direction,
+                             int(inside), int(used_at) / 1e6 if used_at else None, used_list or None)
+
+    async def annul(self, ticket_id: str, list_id: str, *, origin: Origin, window_s: int) -> int:
+        """Undo this caller's own last scan of the ticket on the list; its occupancy after."""
+        event = event_of_list(list_id)
+        if event_of(ticket_id) != event:
+            raise NothingToAnnul("no scan of this ticket on this list to annul")
+        leaves = await self._leaves(list_id)
+        shard = list_id[0]
+        script_keys = [keys.check_in_list(list_id), keys.stats(shard), keys.stream(shard), keys.ticket(ticket_id),
+                       *(keys.check_in_list(lid) for lid in leaves)]
+        args: list[str | int] = [list_id, origin.actor, window_s * 1_000_000, origin.request_id, origin.client_ip,
+                                 self.cfg.events_maxlen, ticket_id, *leaves]
+        async with self._caller.call("annul"):
+            outcome, inside = await self._scripts.annul(keys=script_keys, args=args)
+        if outcome == "too_late":
+            raise NothingToAnnul(f"that scan is older than the annul window ({window_s} s)")
+        if outcome != "annulled":
+            raise NothingToAnnul("no scan of this ticket on this list by this key to annul")
+        return int(inside)
+
+
+def event_of_list(list_id: str) -> str:
+    return list_id[:8]

@@ -1,0 +1,277 @@
+"""Check-in at a venue's gates through the HTTP API, against fakeredis and a real
+redis-server alike: every refusal code, single entry and re-entry, areas with capacity and
+"leaves", annulment, offline scan times, bound scanner keys, and the races that must have
+one outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from service.app import create_app
+from service.keyring import KeyRing
+from service.models import new_ticket_id
+from service.settings import Settings
+
+from .conftest import AiohttpClient, Api
+from .test_api import assert_problem
+
+
+@pytest.fixture
+async def any_api(aiohttp_client: AiohttpClient, any_redis: Redis, settings: Settings) -> AsyncIterator[Api]:
+    yield Api(await aiohttp_client(create_app(settings, redis=any_redis)))
+
+
+class Venue:
+    def __init__(self, api: Api, event: dict[str, Any]) -> None:
+        self.api, self.event, self.id = api, event, event["id"]
+
+    @classmethod
+    async def open(cls, api: Api, **event: Any) -> Venue:
+        r = await api.post("/event", json={"name": "Festival", **event})
+        assert r.status == 201
+        return cls(api, r.body)
+
+    async def list(self, **body: Any) -> dict[str, Any]:
+        r = await self.api.post(f"/event/{self.id}/list", json={"name": "Gate", **body})
+        assert r.status == 201, r.body
+        made: dict[str, Any] = r.body
+        return made
+
+    async def ticket(self, **body: Any) -> str:
+        r = await self.api.post("/ticket", json={"event": self.id, **body})
+        assert r.status == 201, r.body
+        ticket_id: str = r.body["id"]
+        return ticket_id
+
+    async def scan(self, ticket: str, gate: dict[str, Any], direction: str = "entry", **extra: Any) -> dict[str, Any]:
+        r = await self.api.post("/checkin", json={"ticket": ticket, "list": gate["id"], "direction": direction,
+                                                  **extra})
+        assert r.status == 200, r.body
+        answer: dict[str, Any] = r.body
+        assert answer["list"] == gate["id"] and answer["direction"] == direction
+        assert answer["message"]
+        return answer
+
+    async def inside(self, gate: dict[str, Any]) -> int:
+        info = (await self.api.get(f"/event/{self.id}/list/{gate['id']}")).body
+        return int(info["inside"])
+
+
+def refused(answer: dict[str, Any], reason: str) -> None:
+    assert answer["admitted"] is False and answer["reason"] == reason, answer
+
+
+async def test_each_refusal_code(any_api: Api) -> None:
+    now = time.time()
+    venue = await Venue.open(any_api)
+    other = await Venue.open(any_api, name="Another show")
+    gate = await venue.list()
+    vip = await venue.list(name="VIP", types=["vip"])
+    area = await venue.list(name="Lounge", reentry=True, capacity=1)
+
+    refused(await venue.scan(new_ticket_id(venue.id), gate), "unknown_ticket")
+    refused(await venue.scan(await other.ticket(), gate), "wrong_event")
+    refused(await venue.scan((await any_api.post("/ticket")).body["id"], gate), "wrong_event")
+    refused(await venue.scan(await venue.ticket(type="general"), vip), "type_not_allowed")
+    refused(await venue.scan(await venue.ticket(valid_from=now + 3600), gate), "too_early")
+    refused(await venue.scan(await venue.ticket(valid_until=now - 3600), gate), "expired")
+    cancelled = await venue.ticket()
+    assert (await any_api.post(f"/ticket/{cancelled}/revoke")).status == 200
+    refused(await venue.scan(cancelled, gate), "revoked")
+    used = await venue.ticket()
+    first = await venue.scan(used, gate)
+    assert first["admitted"] is True and first["reason"] is None and first["ticket"]["status"] == "used"
+    again = await venue.scan(used, gate)
+    refused(again, "already_used")
+    assert again["used_list"] == gate["id"] and abs(again["used_at"] - time.time()) < 60
+    regular = await venue.ticket()
+    assert (await venue.scan(regular, area))["admitted"] is True
+    refused(await venue.scan(regular, area), "already_inside")
+    refused(await venue.scan(await venue.ticket(), area, "exit"), "not_inside")
+    refused(await venue.scan(await venue.ticket(), area), "area_full")
+
+    counts = (await any_api.get(f"/event/{venue.id}/list/{gate['id']}")).body
+    assert counts["admitted"] == 1 and counts["inside"] == 1
+    assert {k: v for k, v in counts["refused"].items() if v} == {
+        "unknown_ticket": 1, "wrong_event": 2, "too_early": 1, "expired": 1, "revoked": 1, "already_used": 1}
+
+
+async def test_an_events_window_bounds_its_tickets_and_an_offline_scan_keeps_its_time(any_api: Api) -> None:
+    now = time.time()
+    venue = await Venue.open(any_api, starts_at=now - 7200, ends_at=now - 3600)
+    gate = await venue.list()
+    refused(await venue.scan(await venue.ticket(), gate), "expired")
+    # A device that was offline scanned it while the event ran: that time decides.
+    late = await venue.scan(await venue.ticket(), gate, scanned_at=now - 5000)
+    assert late["admitted"] is True
+
+
+async def test_reentry_entry_exit_entry(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    hall = await venue.list(name="Hall", reentry=True)
+    ticket = await venue.ticket()
+    assert (await venue.scan(ticket, hall))["inside"] == 1
+    assert (await venue.scan(ticket, hall, "exit"))["inside"] == 0
+    assert (await venue.scan(ticket, hall))["admitted"] is True
+    refused(await venue.scan(ticket, hall), "already_inside")
+    assert await venue.inside(hall) == 1
+
+
+async def test_a_single_entry_list_admits_once_even_after_an_exit(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    gate = await venue.list()
+    ticket = await venue.ticket()
+    assert (await venue.scan(ticket, gate))["admitted"] is True
+    assert (await venue.scan(ticket, gate, "exit"))["admitted"] is True
+    refused(await venue.scan(ticket, gate), "already_used")
+    # The seed's plain scan agrees: the ticket is used.
+    assert_problem(await any_api.post(f"/ticket/{ticket}/invalidate"), 409)
+
+
+async def test_a_ticket_used_at_a_plain_scan_is_already_used_at_a_gate(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    gate = await venue.list()
+    ticket = await venue.ticket()
+    assert (await any_api.post(f"/ticket/{ticket}/invalidate")).status == 200
+    answer = await venue.scan(ticket, gate)
+    refused(answer, "already_used")
+    assert answer["used_list"] is None
+
+
+async def test_entering_an_area_leaves_the_one_it_names(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    floor = await venue.list(name="Floor", reentry=True)
+    lounge = await venue.list(name="Lounge", reentry=True, leaves=[floor["id"]])
+    assert lounge["leaves"] == [floor["id"]]
+    ticket = await venue.ticket()
+    await venue.scan(ticket, floor)
+    assert await venue.inside(floor) == 1
+    assert (await venue.scan(ticket, lounge))["inside"] == 1
+    assert await venue.inside(floor) == 0
+    assert (await any_api.get(f"/event/{venue.id}/list/{floor['id']}")).body["exits"] == 1
+    # Back to the floor: it is not inside it any more, so it is admitted again.
+    assert (await venue.scan(ticket, floor))["admitted"] is True
+
+
+async def test_annul_undoes_the_last_scan_once_by_its_own_key_only(aiohttp_client: AiohttpClient,
+                                                                    fake_redis: Redis) -> None:
+    keys = "g1:scanner:gate-one-0123456789,g2:scanner:gate-two-0123456789,ops:admin:ops-admin-0123456789"
+    api = Api(await aiohttp_client(create_app(Settings(keyring=KeyRing.parse(keys)), redis=fake_redis)))
+    admin, g1, g2 = ({"Authorization": f"Bearer {s}"} for s in
+                     ("ops-admin-0123456789", "gate-one-0123456789", "gate-two-0123456789"))
+    event = (await api.post("/event", json={"name": "Show"}, headers=admin)).body
+    floor = (await api.post(f"/event/{event['id']}/list", json={"name": "Floor", "reentry": True}, headers=admin)).body
+    gate = (await api.post(f"/event/{event['id']}/list", json={"name": "Gate", "capacity": 10,
+                                                              "leaves": [floor["id"]]}, headers=admin)).body
+    ticket = (await api.post("/ticket", json={"event": event["id"]}, headers=admin)).body["id"]
+    await api.post("/checkin", json={"ticket": ticket, "list": floor["id"]}, headers=g1)
+    r = await api.post("/checkin", json={"ticket": ticket, "list": gate["id"]}, headers=g1)
+    assert r.body["admitted"] is True and r.body["ticket"]["status"] == "used"
+    annul = {"ticket": ticket, "list": gate["id"]}
+    assert_problem(await api.post("/checkin/annul", json=annul, headers=g2), 409)
+    r = await api.post("/checkin/annul", json=annul, headers=g1)
+    assert r.status == 200 and r.body["inside"] == 0
+    assert_problem(await api.post("/checkin/annul", json=annul, headers=g1), 409)
+    # Everything is as before the scan: valid again, back on the floor, and it may enter.
+    assert (await api.get(f"/ticket/{ticket}", headers=admin)).body["status"] == "valid"
+    assert (await api.get(f"/event/{event['id']}/list/{floor['id']}", headers=admin)).body["inside"] == 1
+    r = await api.post("/checkin", json={"ticket": ticket, "list": gate["id"]}, headers=g2)
+    assert r.body["admitted"] is True
+
+
+async def test_a_scanner_bound_to_an_event_scans_that_event_only(aiohttp_client: AiohttpClient,
+                                                                 fake_redis: Redis) -> None:
+    bootstrap = Api(await aiohttp_client(create_app(Settings(), redis=fake_redis)))
+    mine, theirs = [Venue(bootstrap, (await bootstrap.post("/event", json={"name": n})).body) for n in "AB"]
+    gate_mine, gate_theirs = await mine.list(), await theirs.list()
+    ticket_mine, ticket_theirs = await mine.ticket(), await theirs.ticket()
+    keys = f"bound:scanner:bound-gate-0123456789:{mine.id}"
+    api = Api(await aiohttp_client(create_app(Settings(keyring=KeyRing.parse(keys)), redis=fake_redis)))
+    auth = {"Authorization": "Bearer bound-gate-0123456789"}
+    r = await api.post("/checkin", json={"ticket": ticket_mine, "list": gate_mine["id"]}, headers=auth)
+    assert r.status == 200 and r.body["admitted"] is True
+    assert_problem(await api.post("/checkin", json={"ticket": ticket_theirs, "list": gate_theirs["id"]},
+                                  headers=auth), 403)
+    assert_problem(await api.post(f"/ticket/{ticket_theirs}/invalidate", headers=auth), 403)
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"ticket": "x", "list": "0000beef-0000"}, {"ticket": new_ticket_id(), "list": "nope"},
+    {"ticket": new_ticket_id(), "list": "0000beef-0000", "direction": "sideways"},
+    {"ticket": new_ticket_id(), "list": "0000beef-0000", "scanned_at": "yesterday"},
+    {"ticket": new_ticket_id(), "list": "0000beef-0000", "gate": 3},
+])
+async def test_a_malformed_scan_is_a_400(any_api: Api, body: dict[str, Any]) -> None:
+    assert_problem(await any_api.post("/checkin", json=body), 400)
+
+
+async def test_an_unknown_list_is_a_404(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    r = await any_api.post("/checkin", json={"ticket": await venue.ticket(), "list": f"{venue.id}-0000"})
+    assert_problem(r, 404)
+    assert_problem(await any_api.get(f"/event/{venue.id}/list/{venue.id}-0000"), 404)
+    assert_problem(await any_api.post(f"/event/{venue.id}/list", json={"name": "B", "leaves": ["0000beef-0000"]}),
+                   400)
+
+
+async def test_occupancy_is_exact_under_concurrent_entries(real_api: Api) -> None:
+    venue = await Venue.open(real_api)
+    area = await venue.list(name="Pit", reentry=True, capacity=50)
+    tickets = [await venue.ticket() for _ in range(200)]
+    answers = await asyncio.gather(*(venue.scan(t, area) for t in tickets))
+    admitted = [a["ticket"]["id"] for a in answers if a["admitted"]]
+    assert len(admitted) == 50 and sum(1 for a in answers if a["reason"] == "area_full") == 150
+    assert await venue.inside(area) == 50
+    # Exits free places again, exactly as many.
+    await asyncio.gather(*(venue.scan(t, area, "exit") for t in admitted[:20]))
+    waiting = [t for t in tickets if t not in admitted]
+    answers = await asyncio.gather(*(venue.scan(t, area) for t in waiting))
+    assert sum(1 for a in answers if a["admitted"]) == 20 and await venue.inside(area) == 50
+
+
+async def test_a_revocation_racing_a_scan_has_one_outcome(real_api: Api) -> None:
+    venue = await Venue.open(real_api)
+    gate = await venue.list()
+    tickets = [await venue.ticket() for _ in range(40)]
+
+    async def race(ticket: str) -> tuple[bool, str | None]:
+        scan, revoke = await asyncio.gather(venue.scan(ticket, gate), real_api.post(f"/ticket/{ticket}/revoke"))
+        assert revoke.status == 200
+        return scan["admitted"], scan["reason"]
+
+    outcomes = set(await asyncio.gather(*(race(t) for t in tickets)))
+    assert outcomes <= {(True, None), (False, "revoked")}
+
+
+async def test_stats_carry_each_event_and_list(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    gate = await venue.list()
+    ticket = await venue.ticket()
+    await venue.scan(ticket, gate)
+    refused(await venue.scan(ticket, gate), "already_used")
+    figures = (await any_api.get("/stats")).body["events"][venue.id]
+    assert figures["issued"] == 1
+    assert figures["lists"][gate["id"]]["admitted"] == 1 and figures["lists"][gate["id"]]["inside"] == 1
+    assert figures["lists"][gate["id"]]["refused"]["already_used"] == 1
+
+
+async def test_the_feed_carries_every_scan_with_list_direction_reason_and_actor(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    gate = await venue.list(reentry=True)
+    ticket = await venue.ticket()
+    await venue.scan(ticket, gate)
+    await venue.scan(ticket, gate)
+    await venue.scan(ticket, gate, "exit")
+    feed = [e for e in (await any_api.get("/events?limit=100")).body if e["ticket_id"] == ticket]
+    assert [(e["type"], e["list"], e["direction"], e["reason"], e["actor"]) for e in feed] == [
+        ("created", None, None, None, "anonymous"),
+        ("checkin", gate["id"], "entry", None, "anonymous"),
+        ("checkin_refused", gate["id"], "entry", "already_inside", "anonymous"),
+        ("checkin", gate["id"], "exit", None, "anonymous"),
+    ]
