@@ -191,6 +191,8 @@ def prepare(cfg: StackConfig, upstream_ports: Sequence[int] | None = None) -> No
     for port in cfg.api_ports:
         metrics_dir(cfg, port).mkdir(parents=True, exist_ok=True)
     ports = cfg.api_ports if upstream_ports is None else upstream_ports
+    # server.conf includes it relative to the configuration's folder (compose: /etc/nginx).
+    shutil.copyfile(NGINX_DIR / "proxy.conf", cfg.var_dir / "proxy.conf")
     fd = os.open(cfg.nginx_conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(render_nginx(cfg, ports))

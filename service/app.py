@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     settings = settings or Settings.from_env()
     wire.install()
     app = web.Application(
-        middlewares=[edge_middleware], client_max_size=settings.max_body_bytes,
+        # The largest body any route takes (a batch); every other route holds its body to
+        # MAX_BODY_BYTES itself (inputs.decode_body).
+        middlewares=[edge_middleware], client_max_size=max(settings.max_body_bytes, settings.max_batch_body_bytes),
         # Bodies are never decoded (an encoded one is a 415), so a bad gzip stream cannot
         # fail inside the parser, even while aiohttp drains a refused body.
         handler_args={"auto_decompress": False},

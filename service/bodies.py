@@ -88,3 +88,8 @@ class CheckinBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
 class AnnulBody(msgspec.Struct, forbid_unknown_fields=True):
     ticket: TicketRef
     list: ListRef
+
+
+class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    # Each item is decoded on its own (as a TicketBody), so that the answer names every bad one.
+    tickets: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=1000)]

@@ -12,11 +12,14 @@ class ServiceError(Exception):
 class InvalidInput(ServiceError):
     """The request itself is malformed: bad id, bad body, bad query parameter."""
 
-    def __init__(self, detail: str, *, status: int = 400, slug: str = "invalid-request") -> None:
+    def __init__(
+        self, detail: str, *, status: int = 400, slug: str = "invalid-request", extra: dict[str, object] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status = status
         self.slug = slug
+        self.extra = extra
 
 
 class TicketNotFound(ServiceError):

@@ -11,7 +11,7 @@ from aiohttp import web
 from . import SERVICE_NAME, __version__, inputs
 from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, SETTINGS, TICKETS
 from .auth import check_event_binding, requires
-from .bodies import AnnulBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
+from .bodies import AnnulBody, BatchBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
 from .errors import InvalidInput
 from .keyring import Permission
 from .models import Direction, EventSpec, ListSpec, TicketSpec, Transition, event_of, is_event_id, is_list_id
@@ -73,6 +73,36 @@ async def create_ticket(request: web.Request) -> web.Response:
     result = await request.app[TICKETS].create(spec=spec, origin=inputs.origin(request), idempotency=idem)
     headers = _write_headers(result, Location=f"/ticket/{result.ticket.id}")
     return _json(result.ticket.to_json(), status=201, headers=headers)
+
+
+_BATCH_BODY = msgspec.json.Decoder(BatchBody)
+MAX_BATCH = 1000
+
+
+@requires(Permission.CREATE)
+async def create_batch(request: web.Request) -> web.Response:
+    """Up to 1,000 tickets of one event in one request, all or nothing: a bad item issues
+    nothing, and the answer names every bad item."""
+    inputs.reject_unknown_params(request, ())
+    batch, canonical = await inputs.decode_body(request, _BATCH_BODY, request.app[SETTINGS].max_batch_body_bytes)
+    items: list[TicketBody] = []
+    errors: list[dict[str, object]] = []
+    for index, raw in enumerate(batch.tickets):
+        try:
+            items.append(_TICKET_BODY.decode(raw))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            errors.append({"index": index, "detail": str(exc)})
+    event = items[0].event if items else "default"
+    errors += [{"index": i, "detail": f"every ticket of a batch is of one event: {event}, not {item.event}"}
+               for i, item in enumerate(items) if item.event != event and not errors]
+    if errors:
+        raise InvalidInput(f"{len(errors)} of {len(batch.tickets)} tickets are not valid; none was issued",
+                           slug="malformed-body", extra={"errors": errors})
+    specs = [TicketSpec(b.event, b.type, b.holder, b.seat, b.valid_from, b.valid_until) for b in items]
+    idem = inputs.idempotency_key(request, "batch\n" + canonical)
+    tickets, replayed = await request.app[TICKETS].issue_batch(specs, origin=inputs.origin(request), idempotency=idem)
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return _json({"tickets": [t.to_json() for t in tickets]}, status=201, headers=headers)
 
 
 @requires(Permission.MANAGE_EVENTS)
@@ -219,14 +249,30 @@ async def stats(request: web.Request) -> web.Response:
     })
 
 
+# /events was the change feed's first name; it answers as /changes does while deprecated
+# (RFC 9745's Deprecation header, RFC 8594's Sunset, a successor-version link).
+EVENTS_SUNSET = "Tue, 01 Jun 2027 00:00:00 GMT"
+
+
 @requires(Permission.EVENTS)
-async def events(request: web.Request) -> web.Response:
+async def changes(request: web.Request) -> web.Response:
+    """The change feed: every event of every ticket, in order, paged by an opaque cursor."""
     inputs.reject_unknown_params(request, ("after", "limit"))
     feed = request.app[FEED]
     limit = inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     page = await feed.events_page(request.query.get("after"), limit)
     nxt = request.rel_url.update_query(limit=limit, after=page.next_cursor)
     return _json([e.to_json() for e in page.events], headers={"Link": f'<{nxt}>; rel="next"'})
+
+
+async def deprecated_events(request: web.Request) -> web.StreamResponse:
+    response: web.StreamResponse = await changes(request)
+    response.headers["Deprecation"] = "@1796083200"  # 2026-12-01
+    response.headers["Sunset"] = EVENTS_SUNSET
+    successor = request.rel_url.with_path("/changes")
+    link = response.headers.get("Link")
+    response.headers["Link"] = f'<{successor}>; rel="successor-version"' + (f", {link}" if link else "")
+    return response
 
 
 @requires(Permission.READ)
@@ -305,9 +351,11 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/openapi.json", openapi)
     r.add_get("/metrics", metrics_handler)
     r.add_get("/stats", stats)
-    r.add_get("/events", events)
+    r.add_get("/changes", changes)
+    r.add_get("/events", deprecated_events)
     r.add_post("/ticket", create_ticket)
     r.add_get("/ticket", get_tickets)
+    r.add_post("/ticket/batch", create_batch)
     # The seed's two transitions; a revocation has a body and a route of its own.
     for transition in (Transition.INVALIDATE, Transition.VALIDATE):
         query_handler = _by_query(transition)
@@ -323,6 +371,6 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/event/{event}/list/{list}", get_list)
     r.add_post("/checkin", checkin)
     r.add_post("/checkin/annul", annul_checkin)
-    # The id pattern leaves out the transition words, so `GET /ticket/invalidate` is a 405
-    # from the resource above rather than a malformed-id 400 from this one.
-    r.add_get(r"/ticket/{id:(?!(?:in)?validate$)[^/]+}", get_ticket)
+    # The id pattern leaves out the words of the routes above, so `GET /ticket/invalidate` is
+    # a 405 from its resource rather than a malformed-id 400 from this one.
+    r.add_get(r"/ticket/{id:(?!(?:(?:in)?validate|batch)$)[^/]+}", get_ticket)

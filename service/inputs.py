@@ -92,7 +92,7 @@ def _check_depth(raw: bytes) -> None:
 async def json_object(request: web.Request) -> tuple[dict[str, Any], bytes]:
     """The body as a JSON object ({} when empty), and its canonical form for fingerprints."""
     _check_encoding(request)
-    raw = await request.read()
+    raw = await _read(request, None)
     if not raw.strip():
         return {}, b"{}"
     _check_depth(raw)
@@ -114,11 +114,24 @@ async def empty_body(request: web.Request) -> None:
 S = TypeVar("S")
 
 
-async def decode_body(request: web.Request, decoder: msgspec.json.Decoder[S]) -> tuple[S, str]:
+async def _read(request: web.Request, max_bytes: int | None) -> bytes:
+    """The body, refused with a 413 past `max_bytes` (MAX_BODY_BYTES unless given)."""
+    limit = request.app[SETTINGS].max_body_bytes if max_bytes is None else max_bytes
+    if (request.content_length or 0) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length or 0)
+    raw = await request.read()
+    if len(raw) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+    return raw
+
+
+async def decode_body(
+    request: web.Request, decoder: msgspec.json.Decoder[S], max_bytes: int | None = None
+) -> tuple[S, str]:
     """The body decoded and validated (an empty body is {}), and its canonical form, for the
     fingerprint of an Idempotency-Key."""
     _check_encoding(request)
-    raw = await request.read()
+    raw = await _read(request, max_bytes)
     if not raw.strip():
         raw = b"{}"
     _check_depth(raw)

@@ -194,7 +194,7 @@ def _paths() -> dict[str, Any]:
             "security": _SECURED,
             "responses": {"200": _ok("Totals", _ref("Stats")), **_AUTH_ERRORS, "503": _UNAVAILABLE},
         }},
-        "/events": {"get": {
+        "/changes": {"get": {
             "summary": "The change feed: every event in order, paged (role: admin)",
             "description": (
                 "Start without `after`; follow `Link: rel=next`, which is always sent, to poll "
@@ -217,12 +217,61 @@ def _paths() -> dict[str, Any]:
                 "503": _UNAVAILABLE,
             },
         }},
+        "/events": {"get": {
+            "summary": "Deprecated: the change feed's first name; use /changes (role: admin)",
+            "deprecated": True,
+            "description": (
+                "Start without `after`; follow `Link: rel=next`, which is always sent, to poll "
+                "for more. No event is skipped or repeated. 410 when the streams were trimmed "
+                "past the cursor (EVENTS_MAXLEN)."
+            ),
+            "security": _SECURED,
+            "parameters": [
+                {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "required": False, "schema": {
+                    "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
+                    "default": DEFAULT_PAGE_SIZE}},
+            ],
+            "responses": {
+                "200": _ok("Events", {"type": "array", "items": _ref("Change")}, {
+                    "Link": {"schema": {"type": "string"}}, "Deprecation": {"schema": {"type": "string"}},
+                    "Sunset": {"schema": {"type": "string"}}}),
+                "400": _problem("Malformed cursor or limit"),
+                **_AUTH_ERRORS,
+                "410": _problem("The streams were trimmed past this cursor"),
+                "503": _UNAVAILABLE,
+            },
+        }},
         "/metrics": {"get": {
             "summary": "Prometheus metrics of this replica (not served through nginx)",
             "responses": {
                 "200": {"description": "Prometheus text format",
                         "content": {"text/plain": {"schema": {"type": "string"}}}},
                 "404": _problem("Asked through nginx's public port, which does not serve it"),
+            },
+        }},
+        "/ticket/batch": {"post": {
+            "summary": "Issue up to 1,000 tickets of one event, all or nothing (roles: issuer, admin)",
+            "description": (
+                "A bad item issues nothing: the 400 problem names every bad item in `errors` (index, detail). "
+                "All items are of one event; its capacity must hold all of them (409 sold-out otherwise)."
+            ),
+            "parameters": [_IDEMPOTENCY_KEY],
+            "security": _SECURED,
+            "requestBody": {"required": True, "content": {JSON: {"schema": {
+                "type": "object", "required": ["tickets"], "additionalProperties": False,
+                "properties": {"tickets": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                           "items": _ref("TicketBody")}}}}}},
+            "responses": {
+                "201": _ok("The tickets, in the order asked", {
+                    "type": "object", "required": ["tickets"],
+                    "properties": {"tickets": {"type": "array", "items": _ref("Ticket")}}}, _REPLAYED),
+                "400": _problem("A bad item (all are named) or a batch of several events"),
+                **_AUTH_ERRORS,
+                "404": _problem("No such event"),
+                "409": _problem("The event's capacity cannot hold the batch"),
+                "422": _problem("The Idempotency-Key was used for a different request"),
+                "503": _UNAVAILABLE,
             },
         }},
         "/ticket/{id}/revoke": {"post": {

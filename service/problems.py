@@ -58,7 +58,7 @@ def _retry_after(request: web.Request) -> dict[str, str]:
 
 
 def _invalid(request: web.Request, exc: InvalidInput) -> web.Response:
-    return problem(exc.status, exc.slug, "Invalid request", exc.detail)
+    return problem(exc.status, exc.slug, "Invalid request", exc.detail, extra=exc.extra)
 
 
 def _bad_cursor(request: web.Request, exc: BadCursor) -> web.Response:

@@ -38,6 +38,8 @@ class Settings:
     replay_ttl_s: int = 60
     retry_after_s: int = 1
     max_body_bytes: int = 16 * 1024
+    # POST /ticket/batch: 1,000 tickets with every field at its longest fit in 512 KiB.
+    max_batch_body_bytes: int = 512 * 1024
     # How long an Idempotency-Key's first answer is kept (Stripe and the IETF draft: 24 h).
     idempotency_ttl_s: int = 24 * 3600
     # Approximate cap of each shard's event stream (16 shards): XADD MAXLEN ~.
@@ -65,6 +67,7 @@ class Settings:
             replay_ttl_s=env_int(env, "REPLAY_TTL_S", d.replay_ttl_s, 1),
             retry_after_s=env_int(env, "RETRY_AFTER_S", d.retry_after_s, 1),
             max_body_bytes=env_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 2),
+            max_batch_body_bytes=env_int(env, "MAX_BATCH_BODY_BYTES", d.max_batch_body_bytes, 2),
             idempotency_ttl_s=env_int(env, "IDEMPOTENCY_TTL_S", d.idempotency_ttl_s, 1),
             events_maxlen=env_int(env, "EVENTS_MAXLEN", d.events_maxlen, 1),
             annul_window_s=env_int(env, "ANNUL_WINDOW_S", d.annul_window_s, 1),

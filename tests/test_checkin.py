@@ -268,7 +268,7 @@ async def test_the_feed_carries_every_scan_with_list_direction_reason_and_actor(
     await venue.scan(ticket, gate)
     await venue.scan(ticket, gate)
     await venue.scan(ticket, gate, "exit")
-    feed = [e for e in (await any_api.get("/events?limit=100")).body if e["ticket_id"] == ticket]
+    feed = [e for e in (await any_api.get("/changes?limit=100")).body if e["ticket_id"] == ticket]
     assert [(e["type"], e["list"], e["direction"], e["reason"], e["actor"]) for e in feed] == [
         ("created", None, None, None, "anonymous"),
         ("checkin", gate["id"], "entry", None, "anonymous"),

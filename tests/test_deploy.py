@@ -76,7 +76,7 @@ def test_nginx_service_publishes_8080_after_healthy_api(compose: dict[str, Any])
     major, minor, patch = (int(x) for x in nginx["image"].split(":")[1].split("-")[0].split("."))
     assert (major, minor, patch) >= (1, 27, 3), "`server ... resolve` needs nginx 1.27.3+"
     mounted = {v.split(":")[0] for v in nginx["volumes"]}
-    assert mounted == {"./nginx/compose.conf", "./nginx/http.conf", "./nginx/server.conf"}
+    assert mounted == {"./nginx/compose.conf", "./nginx/http.conf", "./nginx/server.conf", "./nginx/proxy.conf"}
     # The image's entrypoint fills ${PROXY_SECRET} into templates/, the api has the same.
     assert "./nginx/compose.conf:/etc/nginx/templates/default.conf.template:ro" in nginx["volumes"]
     assert nginx["environment"]["PROXY_SECRET"] == compose["services"]["api"]["environment"]["PROXY_SECRET"]
@@ -135,6 +135,7 @@ def test_compose_nginx_config_passes_nginx_t_bar_the_resolve_parameter(tmp_path:
     conf = conf.replace("${PROXY_SECRET}", "0123456789abcdef0123")
     for d in ("client_body", "proxy"):
         (tmp_path / d).mkdir()
+    (tmp_path / "proxy.conf").write_text((NGINX_DIR / "proxy.conf").read_text())
     main = (
         f"pid {tmp_path}/nginx.pid; error_log stderr; events {{}}\n"
         f"http {{ client_body_temp_path {tmp_path}/client_body; proxy_temp_path {tmp_path}/proxy;\n"

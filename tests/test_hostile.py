@@ -79,7 +79,7 @@ BOTH_LAYERS = [
     ("arabic-indic-digit-limit", request("GET /ticket?limit=%D9%A1 HTTP/1.1", "Host: x"), 400, 400),
     ("forged-list-cursor", request("GET /ticket?cursor=MC4xODQ0Njc0NDA3MzcwOTU1MTYxNTAwMC4 HTTP/1.1",
                                    "Host: x"), 400, 400),
-    ("forged-feed-cursor", request("GET /events?after=MC4wLjA HTTP/1.1", "Host: x"), 400, 400),
+    ("forged-feed-cursor", request("GET /changes?after=MC4wLjA HTTP/1.1", "Host: x"), 400, 400),
     ("repeated-parameter", request("GET /ticket?limit=1&limit=2 HTTP/1.1", "Host: x"), 400, 400),
     ("id-with-white-space", request(f"GET /ticket?id=%20{UUID} HTTP/1.1", "Host: x"), 400, 400),
     ("id-with-trailing-newline", request(f"GET /ticket/{UUID}%0A HTTP/1.1", "Host: x"), 400, 400),

@@ -151,7 +151,7 @@ async def test_a_used_ticket_can_be_revoked_and_the_reason_is_in_the_feed(any_ap
     ticket = (await any_api.post("/ticket")).body
     assert (await any_api.post(f"/ticket/{ticket['id']}/invalidate")).status == 200
     assert (await any_api.post(f"/ticket/{ticket['id']}/revoke", json={"reason": "chargeback"})).status == 200
-    feed = (await any_api.get("/events?limit=100")).body
+    feed = (await any_api.get("/changes?limit=100")).body
     assert [(e["type"], e["reason"]) for e in feed] == [
         ("created", None), ("invalidated", None), ("revoked", "chargeback")]
     stats = (await any_api.get("/stats")).body
@@ -170,3 +170,72 @@ async def test_revocation_racing_a_scan_has_one_consistent_outcome(real_api: Api
     # Admitted then revoked, or refused as revoked: never admitted after the revocation.
     assert set(outcomes) <= {(200, 200, "revoked"), (409, 200, "revoked")}
     assert all(status == "revoked" for *_, status in outcomes)
+
+
+async def test_the_feed_moved_to_changes_and_events_answers_while_deprecated(any_api: Api) -> None:
+    await any_api.post("/ticket")
+    new, old = await any_api.get("/changes"), await any_api.get("/events")
+    assert new.status == old.status == 200 and new.body == old.body and len(new.body) == 1
+    assert "Deprecation" not in new.headers
+    assert old.headers["Deprecation"].startswith("@") and old.headers["Sunset"].endswith("GMT")
+    assert 'rel="successor-version"' in old.headers["Link"] and "/changes" in old.headers["Link"]
+
+
+async def test_a_batch_issues_every_ticket_in_order(any_api: Api) -> None:
+    event = await new_event(any_api, capacity=10)
+    items = [{"event": event["id"], "type": "day", "seat": f"R{i}"} for i in range(7)]
+    r = await any_api.post("/ticket/batch", json={"tickets": items})
+    assert r.status == 201
+    assert [t["seat"] for t in r.body["tickets"]] == [f"R{i}" for i in range(7)]
+    assert len({t["id"] for t in r.body["tickets"]}) == 7
+    for made in r.body["tickets"]:
+        assert (await any_api.get(f"/ticket/{made['id']}")).body == made
+    assert (await any_api.get(f"/event/{event['id']}")).body["issued"] == 7
+    # The rest of the capacity cannot hold four more: none is issued.
+    r = await any_api.post("/ticket/batch", json={"tickets": items[:4]})
+    assert_problem(r, 409)
+    assert (await any_api.get(f"/event/{event['id']}")).body["issued"] == 7
+
+
+async def test_a_batch_with_bad_items_issues_nothing_and_names_each(any_api: Api) -> None:
+    items: list[Any] = [{}, {"type": "has space"}, {}, {"holder": "x\n"}, "nope", {}]
+    r = await any_api.post("/ticket/batch", json={"tickets": items})
+    assert_problem(r, 400)
+    assert [e["index"] for e in r.body["errors"]] == [1, 3, 4]
+    assert (await any_api.get("/ticket")).body == []
+
+
+async def test_a_batch_is_of_one_event(any_api: Api) -> None:
+    event = await new_event(any_api)
+    r = await any_api.post("/ticket/batch", json={"tickets": [{"event": event["id"]}, {}]})
+    assert_problem(r, 400)
+    assert [e["index"] for e in r.body["errors"]] == [1]
+
+
+@pytest.mark.parametrize("body", [{}, {"tickets": []}, {"tickets": [{}] * 1001}, {"tickets": {}}, {"x": []}])
+async def test_a_malformed_batch_is_a_400(any_api: Api, body: Any) -> None:
+    assert_problem(await any_api.post("/ticket/batch", json=body), 400)
+
+
+async def test_a_default_event_batch_of_a_thousand_lands_in_one_shard(any_api: Api, any_redis: Redis) -> None:
+    r = await any_api.post("/ticket/batch", json={"tickets": [{}] * 1000})
+    assert r.status == 201 and len(r.body["tickets"]) == 1000
+    ids = {t["id"] for t in r.body["tickets"]}
+    assert len(ids) == 1000 and len({i[0] for i in ids}) == 1
+    assert (await any_api.get("/stats")).body["total"] == 1000
+
+
+async def test_a_batch_retried_with_its_key_or_resent_by_nginx_is_issued_once(any_api: Api) -> None:
+    event = await new_event(any_api, capacity=4)
+    body = {"tickets": [{"event": event["id"]}, {"event": event["id"]}]}
+    key = {"Idempotency-Key": "bulk-1"}
+    first = await any_api.post("/ticket/batch", json=body, headers=key)
+    again = await any_api.post("/ticket/batch", json=body, headers=key)
+    assert first.status == again.status == 201 and again.body == first.body
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert_problem(await any_api.post("/ticket/batch", json={"tickets": body["tickets"][:1]}, headers=key), 422)
+    resend = {"X-Request-Id": "cd" * 16, **FROM_PROXY}
+    one = await any_api.post("/ticket/batch", json=body, headers=resend)
+    two = await any_api.post("/ticket/batch", json=body, headers=resend)
+    assert one.body == two.body and two.headers["Idempotent-Replayed"] == "true"
+    assert (await any_api.get(f"/event/{event['id']}")).body["issued"] == 4

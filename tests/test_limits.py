@@ -90,3 +90,17 @@ async def test_nginx_internal_paths_are_problem_404(stack: LocalStack, http: aio
 async def test_trace_is_refused_as_problem(stack: LocalStack, http: aiohttp.ClientSession) -> None:
     async with http.request("TRACE", stack.url + "/") as r:
         await _problem(r, 405)
+
+
+async def test_a_batch_of_a_thousand_takes_its_larger_body_through_nginx(
+    stack: LocalStack, http: aiohttp.ClientSession
+) -> None:
+    items = [{"holder": "H" * 150, "seat": f"Row {i // 30} Seat {i % 30}", "type": "general"} for i in range(1000)]
+    body = json.dumps({"tickets": items}).encode()
+    assert len(body) > 100_000
+    async with http.post(stack.url + "/ticket/batch", data=body, headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 201
+        assert len((await r.json())["tickets"]) == 1000
+    # Anywhere else, the body limit stays 16 KiB.
+    async with http.post(stack.url + "/ticket", data=body[:20_000]) as r:
+        await _problem(r, 413)

@@ -58,7 +58,7 @@ async def processed_all(http: aiohttp.ClientSession, base: str, expected_events:
 
 async def feed(http: aiohttp.ClientSession, base: str, limit: int = 37) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    url = f"{base}/events?limit={limit}"
+    url = f"{base}/changes?limit={limit}"
     while True:
         async with http.get(url, headers=auth("ops")) as r:
             page = await r.json()

@@ -16,7 +16,7 @@ def _source(name: str) -> str:
 
 class Scripts:
     __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process", "event", "list", "checkin",
-                 "annul")
+                 "annul", "batch")
 
     def __init__(self, redis: Redis) -> None:
         self.create: AsyncScript = redis.register_script(_source("create.lua"))
@@ -30,3 +30,4 @@ class Scripts:
         self.list: AsyncScript = redis.register_script(_source("list.lua"))
         self.checkin: AsyncScript = redis.register_script(_source("checkin.lua"))
         self.annul: AsyncScript = redis.register_script(_source("annul.lua"))
+        self.batch: AsyncScript = redis.register_script(_source("batch.lua"))

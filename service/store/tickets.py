@@ -173,6 +173,44 @@ class TicketStore:
                 replies = await pipe.execute()
         return [self._created(outcome, tid, values, spec.event) for outcome, tid, _, *values in replies]
 
+    async def issue_batch(
+        self, specs: Sequence[TicketSpec], *, origin: Origin, idempotency: IdempotencyKey | None = None
+    ) -> tuple[list[Ticket], bool]:
+        """Issue tickets of one event, all or nothing, in one script call (two with an
+        Idempotency-Key: the key is bound first). The ids derive from the request (its key,
+        else nginx's request id), so a retry finds the tickets it made: (tickets, replayed)."""
+        event = specs[0].event
+        if idempotency is not None:
+            await self._claim(idempotency)
+            seed = f"key\n{idempotency.actor}\n{idempotency.key}"
+        elif origin.forwarded:
+            seed = f"request\n{origin.actor}\n{origin.request_id}"
+        else:
+            seed = f"random\n{new_ticket_id()}"
+        ids = [new_ticket_id(event, (await self._secret.mac("batch-ticket", f"{seed}\n{i}"))[:16])
+               for i in range(len(specs))]
+        if event == DEFAULT_EVENT:  # one shard for the whole batch, so that one script sees it all
+            ids = [ids[0][0] + tid[1:] for tid in ids]
+        shard = keys.shard_of(ids[0])
+        script_keys = [keys.index(shard), keys.stats(shard), keys.stream(shard)]
+        if event != DEFAULT_EVENT:
+            script_keys.append(keys.event(event))
+        first = len(script_keys) + 1
+        script_keys += [keys.ticket(tid) for tid in ids]
+        args: list[str | int] = [*self._origin_args(origin), "0" if event == DEFAULT_EVENT else "1", first]
+        for tid, spec in zip(ids, specs, strict=True):
+            args += [tid, *_spec_args(spec)[1::2]]
+        async with self._caller.call("batch", extra_s=len(specs) / 10_000):
+            outcome, replayed, *flat = await self._scripts.batch(keys=script_keys, args=args)
+        if outcome == "no_event":
+            raise EventNotFound(event)
+        if outcome == "sold_out":
+            raise SoldOut(event)
+        tickets = [ticket_from(tid, [flat[2 * i], flat[2 * i + 1], spec.type, spec.holder, spec.seat,
+                                     _us(spec.valid_from), _us(spec.valid_until)])
+                   for i, (tid, spec) in enumerate(zip(ids, specs, strict=True))]
+        return tickets, bool(replayed)
+
     async def get(self, ticket_id: str) -> Ticket:
         """Return the ticket, or raise TicketNotFound."""
         async with self._caller.call("get"):

@@ -1,0 +1,63 @@
+-- Issue a batch of tickets of one event in one step, all or nothing: every ticket is in
+-- this shard (an event's tickets live with it; a batch of the default event is placed in
+-- one shard), so the event's count and every ticket are decided together. A ticket that
+-- already exists is not made again (the ids of a re-sent or idempotent batch are derived
+-- from its request, so a retry finds the tickets it made); if none is missing, the answer
+-- is a replay.
+--
+-- KEYS[1]  id index of the shard       tickets:{<shard>}
+-- KEYS[2]  counters of the shard       stats:{<shard>}
+-- KEYS[3]  event stream of the shard   events:{<shard>}
+-- KEYS[4]  the event's hash            evt:{<shard>}:<event id>   (only when ARGV[5] is '1')
+-- KEYS[..] the tickets' hashes, from position ARGV[6] on, one per ticket
+-- ARGV[1]  actor          API key name
+-- ARGV[2]  request_id
+-- ARGV[3]  client_ip
+-- ARGV[4]  events_maxlen  approximate cap of the stream
+-- ARGV[5]  has_event      '1' for an event's tickets, '0' for the default event's
+-- ARGV[6]  first          position in KEYS of the first ticket's hash
+-- ARGV[7..] per ticket, 6 values: id, ty, h, st, vf, vu ('' for a field it lacks)
+-- Returns  {outcome, replayed, ts1, valid1, ts2, valid2, ...} in ticket order
+--          outcome: 'created', 'no_event' or 'sold_out' (then nothing was made)
+local actor, request_id, client_ip, events_maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local has_event, first = ARGV[5] == '1', tonumber(ARGV[6])
+local index, stats, stream = KEYS[1], KEYS[2], KEYS[3]
+local event = has_event and KEYS[4] or nil
+local n = #KEYS - first + 1
+local NAMES = {'ty', 'h', 'st', 'vf', 'vu'}
+
+local missing = {}
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[first + i - 1]) == 0 then missing[#missing + 1] = i end
+end
+if event and #missing > 0 then
+  local ev = redis.call('HMGET', event, 'name', 'capacity', 'issued')
+  if not ev[1] then return {'no_event', 0} end
+  if ev[2] and ev[2] ~= '' and tonumber(ev[3] or '0') + #missing > tonumber(ev[2]) then
+    return {'sold_out', 0}
+  end
+  redis.call('HINCRBY', event, 'issued', #missing)
+end
+local now = redis.call('TIME')
+local ts = now[1] .. string.format('%06d', tonumber(now[2]))
+for _, i in ipairs(missing) do
+  local a = 7 + (i - 1) * 6
+  local fields = {'ts', ts, 'valid', '1'}
+  for f = 1, 5 do
+    if ARGV[a + f] ~= '' then fields[#fields + 1], fields[#fields + 2] = NAMES[f], ARGV[a + f] end
+  end
+  redis.call('HSET', KEYS[first + i - 1], unpack(fields))
+  redis.call('SADD', index, ARGV[a])
+  redis.call('XADD', stream, 'MAXLEN', '~', events_maxlen, '*',
+    't', ARGV[a], 'e', 'created', 'ts', ts, 'a', actor, 'r', request_id, 'ip', client_ip)
+end
+if #missing > 0 then
+  redis.call('HINCRBY', stats, 'total', #missing)
+  redis.call('HINCRBY', stats, 'valid', #missing)
+end
+local out = {'created', #missing == 0 and 1 or 0}
+for i = 1, n do
+  local t = redis.call('HMGET', KEYS[first + i - 1], 'ts', 'valid')
+  out[#out + 1], out[#out + 2] = t[1], t[2]
+end
+return out
