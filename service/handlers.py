@@ -169,14 +169,16 @@ async def checkin(request: web.Request) -> web.Response:
     """One scan at a gate: 200 whether or not the holder is admitted (a refusal is the
     gate's answer, with its reason), 4xx only for a malformed request or an unknown list."""
     inputs.reject_unknown_params(request, ())
-    body, _ = await inputs.decode_body(request, _CHECKIN_BODY)
+    body, canonical = await inputs.decode_body(request, _CHECKIN_BODY)
     ticket_id = inputs.ticket_id(body.ticket)
     check_event_binding(request, event_of_list(body.list))
     scanned_at_us = None if body.scanned_at is None else round(body.scanned_at * 1e6)
-    result = await request.app[CHECKIN].checkin(
-        ticket_id, body.list, Direction(body.direction), origin=inputs.origin(request), scanned_at_us=scanned_at_us
+    idem = inputs.idempotency_key(request, "checkin\n" + canonical)
+    result, replayed = await request.app[CHECKIN].checkin(
+        ticket_id, body.list, Direction(body.direction), origin=inputs.origin(request), scanned_at_us=scanned_at_us,
+        idempotency=idem, claim=request.app[TICKETS].claim,
     )
-    return _json(result.to_json())
+    return _json(result.to_json(), headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
 @requires(Permission.CHECKIN)

@@ -364,12 +364,14 @@ def _paths() -> dict[str, Any]:
                 "null when admitted, else one of " + ", ".join(f"`{r.value}`" for r in Refusal) + "."
             ),
             "security": _SECURED,
+            "parameters": [_IDEMPOTENCY_KEY],
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("CheckinBody")}}},
             "responses": {
-                "200": _ok("The gate's answer", _ref("CheckinResult")),
+                "200": _ok("The gate's answer", _ref("CheckinResult"), _REPLAYED),
                 "400": _problem("Malformed body"),
                 **_AUTH_ERRORS,
                 "404": _problem("No such list"),
+                "422": _problem("The Idempotency-Key was used for a different request"),
                 "503": _UNAVAILABLE,
             },
         }},

@@ -18,7 +18,7 @@ from service.keyring import KeyRing
 from service.models import new_ticket_id
 from service.settings import Settings
 
-from .conftest import AiohttpClient, Api
+from .conftest import FROM_PROXY, AiohttpClient, Api
 from .test_api import assert_problem
 
 
@@ -275,3 +275,31 @@ async def test_the_feed_carries_every_scan_with_list_direction_reason_and_actor(
         ("checkin_refused", gate["id"], "entry", "already_inside", "anonymous"),
         ("checkin", gate["id"], "exit", None, "anonymous"),
     ]
+
+
+async def test_a_resent_scan_gets_its_first_answer_never_a_false_refusal(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    gate = await venue.list()
+    ticket = await venue.ticket()
+    resend = {"X-Request-Id": "ef" * 16, **FROM_PROXY}
+    body = {"ticket": ticket, "list": gate["id"]}
+    first = await any_api.post("/checkin", json=body, headers=resend)
+    again = await any_api.post("/checkin", json=body, headers=resend)
+    assert first.body["admitted"] is True and again.body == first.body
+    assert again.headers["Idempotent-Replayed"] == "true"
+    # Another request is a second scan, and is refused.
+    refused((await any_api.post("/checkin", json=body)).body, "already_used")
+    assert (await any_api.get(f"/event/{venue.id}/list/{gate['id']}")).body["admitted"] == 1
+
+
+async def test_an_offline_scan_uploaded_twice_with_its_key_counts_once(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    gate = await venue.list()
+    ticket = await venue.ticket()
+    body = {"ticket": ticket, "list": gate["id"], "scanned_at": time.time() - 60}
+    key = {"Idempotency-Key": "device-7-scan-91"}
+    first = await any_api.post("/checkin", json=body, headers=key)
+    again = await any_api.post("/checkin", json=body, headers=key)
+    assert first.body["admitted"] is True and again.body == first.body
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert_problem(await any_api.post("/checkin", json={**body, "direction": "exit"}, headers=key), 422)

@@ -15,8 +15,9 @@
 -- KEYS[2]  the event's hash           evt:{<shard>}:<event id>
 -- KEYS[3]  counters of the shard      stats:{<shard>}
 -- KEYS[4]  event stream of the shard  events:{<shard>}
--- KEYS[5]  the ticket's hash          tkt:{<shard>}:<id>   (absent: a ticket of another event)
--- KEYS[6..] the hashes of the lists this list leaves, in the order of its `leaves`
+-- KEYS[5]  replay record             replay:{<shard>}:<id>:<hash>  or  idem:{<shard>}:<hash>:answer
+-- KEYS[6]  the ticket's hash          tkt:{<shard>}:<id>   (absent: a ticket of another event)
+-- KEYS[7..] the hashes of the lists this list leaves, in the order of its `leaves`
 -- ARGV[1]  list_id
 -- ARGV[2]  direction     'entry' or 'exit'
 -- ARGV[3]  scanned_at    integer microseconds when an offline device scanned, '' for now
@@ -25,15 +26,29 @@
 -- ARGV[6]  client_ip
 -- ARGV[7]  events_maxlen approximate cap of the stream
 -- ARGV[8]  ticket_id
+-- ARGV[9]  ttl_s         of the replay record
 -- Returns  {admitted, reason, inside, used_at, used_list, ts, valid, ty, h, st, vf, vu}, or
 --          {0, 'no_list'} when the list does not exist (nothing recorded)
 --          admitted: 1 or 0; reason: '' when admitted, else a refusal code; inside: the
 --          list's occupancy after the scan; used_at, used_list: the first admission, for
---          already_used ('' otherwise); then the ticket (ts '' for none, see create.lua)
+--          already_used ('' otherwise); then the ticket (ts '' for none, see create.lua).
+--          The same request again (nginx re-sending it, the same Idempotency-Key) gets this
+--          answer back from the replay record, with nothing decided or recorded twice; its
+--          first element is then 'replayed:1' or 'replayed:0' in place of admitted.
 local list_id, direction, scanned_at = ARGV[1], ARGV[2], ARGV[3]
 local actor, request_id, client_ip, events_maxlen, ticket_id = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local list, event, stats, stream, ticket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ttl_s = ARGV[9]
+local list, event, stats, stream, record, ticket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local FIELDS = {'ts', 'valid', 'ty', 'h', 'st', 'vf', 'vu'}
+local SEP = '\31'
+
+local prior = redis.call('GET', record)
+if prior then
+  local out = {}
+  for part in string.gmatch(prior .. SEP, '([^' .. SEP .. ']*)' .. SEP) do out[#out + 1] = part end
+  out[1] = 'replayed:' .. out[1]
+  return out
+end
 
 local now = redis.call('TIME')
 local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
@@ -98,7 +113,7 @@ local function admit()
     flipped = '1'
   end
   local left = {}
-  local i = 6
+  local i = 7
   for other in string.gmatch(cfg[4], '[^,]+') do
     if KEYS[i] and redis.call('HGET', ticket, 'in:' .. other) == '1' then
       redis.call('HSET', ticket, 'in:' .. other, '0')
@@ -147,4 +162,7 @@ redis.call('XADD', stream, 'MAXLEN', '~', events_maxlen, '*', unpack(entry))
 local out = {reason == '' and 1 or 0, reason, redis.call('HGET', list, 'inside'), used_at, used_list}
 if ticket then t = redis.call('HMGET', ticket, unpack(FIELDS)) end
 for i = 1, #FIELDS do out[#out + 1] = t[i] or '' end
+local stored = {}
+for i = 1, #out do stored[i] = tostring(out[i]) end
+redis.call('SET', record, table.concat(stored, SEP), 'EX', ttl_s)
 return out

@@ -3,7 +3,7 @@ scan is one script call in the event's shard that decides and records everything
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -12,6 +12,7 @@ from ..errors import EventNotFound, InvalidInput, ListNotFound, NothingToAnnul
 from ..models import (
     CheckinResult,
     Direction,
+    IdempotencyKey,
     ListInfo,
     ListSpec,
     Origin,
@@ -35,6 +36,9 @@ def _split(text: Any) -> tuple[str, ...]:
 class CheckinStore:
     def __init__(self, redis: Redis, caller: Caller, scripts: Scripts, cfg: StoreConfig) -> None:
         self.redis, self._caller, self._scripts, self.cfg = redis, caller, scripts, cfg
+        # A list's `leaves` never change once it is made (no call changes a list), so each
+        # worker reads them once per list: a scan stays one round trip.
+        self._leaves_of: dict[str, tuple[str, ...]] = {}
 
     async def create_list(self, event_id: str, spec: ListSpec) -> ListInfo:
         list_id = new_list_id(event_id)
@@ -105,34 +109,50 @@ class CheckinStore:
 
     async def _leaves(self, list_id: str) -> tuple[str, ...]:
         """The lists this list checks the holder out of: part of the scan's KEYS."""
-        async with self._caller.call("list_leaves"):
-            return _split(await self.redis.hget(keys.check_in_list(list_id), "leaves"))
+        found = self._leaves_of.get(list_id)
+        if found is None:
+            async with self._caller.call("list_leaves"):
+                raw = await self.redis.hget(keys.check_in_list(list_id), "leaves")
+            found = _split(raw)
+            if raw is not None and len(self._leaves_of) < 100_000:  # an unknown list is not kept
+                self._leaves_of[list_id] = found
+        return found
 
     async def checkin(
         self, ticket_id: str, list_id: str, direction: Direction, *, origin: Origin, scanned_at_us: int | None = None,
-        leaves: Sequence[str] | None = None,
-    ) -> CheckinResult:
-        """Decide and record one scan. `leaves` (the list's, when the caller knows them)
-        saves a round trip; otherwise they are read first."""
+        idempotency: IdempotencyKey | None = None, claim: Callable[[IdempotencyKey], Awaitable[None]] | None = None,
+    ) -> tuple[CheckinResult, bool]:
+        """Decide and record one scan: (the answer, whether it is the stored first answer to
+        the same request). The same request again (nginx's re-send, the same
+        Idempotency-Key) is answered from its record, never decided twice. One round trip
+        (the list's `leaves` are read once per worker), two with an Idempotency-Key (its
+        binding, `claim`, first)."""
         event = event_of_list(list_id)
-        if leaves is None:
-            leaves = await self._leaves(list_id)
+        leaves = await self._leaves(list_id)
         shard = list_id[0]
         same_event = event_of(ticket_id) == event
-        script_keys = [keys.check_in_list(list_id), keys.event(event), keys.stats(shard), keys.stream(shard),
-                       *([keys.ticket(ticket_id)] if same_event else [])]
+        if idempotency is not None and claim is not None:
+            await claim(idempotency)
+            record, ttl_s = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id, shard), \
+                self.cfg.idempotency_ttl_s
+        else:
+            record, ttl_s = keys.replay(ticket_id, origin.actor, origin.request_id, shard), self.cfg.replay_ttl_s
+        script_keys = [keys.check_in_list(list_id), keys.event(event), keys.stats(shard), keys.stream(shard), record]
         if same_event:
-            script_keys += [keys.check_in_list(lid) for lid in leaves]
+            script_keys += [keys.ticket(ticket_id), *(keys.check_in_list(lid) for lid in leaves)]
         args = [list_id, direction.value, "" if scanned_at_us is None else scanned_at_us, origin.actor,
-                origin.request_id, origin.client_ip, self.cfg.events_maxlen, ticket_id]
+                origin.request_id, origin.client_ip, self.cfg.events_maxlen, ticket_id, ttl_s]
         async with self._caller.call("checkin"):
             admitted, reason, *rest = await self._scripts.checkin(keys=script_keys, args=args)
         if reason == "no_list":
             raise ListNotFound(event, list_id)
+        replayed = str(admitted).startswith("replayed:")
+        admitted = str(admitted).removeprefix("replayed:") == "1"
         inside, used_at, used_list, *values = rest
         ticket = ticket_from(ticket_id, values) if values and values[0] else None
-        return CheckinResult(bool(admitted), Refusal(reason) if reason else None, ticket, list_id, direction,
-                             int(inside), int(used_at) / 1e6 if used_at else None, used_list or None)
+        result = CheckinResult(admitted, Refusal(reason) if reason else None, ticket, list_id, direction,
+                               int(inside), int(used_at) / 1e6 if used_at else None, used_list or None)
+        return result, replayed
 
     async def annul(self, ticket_id: str, list_id: str, *, origin: Origin, window_s: int) -> int:
         """Undo this caller's own last scan of the ticket on the list; its occupancy after."""

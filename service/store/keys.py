@@ -57,10 +57,11 @@ def processed(shard: str) -> str:
     return f"processed:{{{shard}}}"
 
 
-def replay(ticket_id: str, actor: str, request_id: str) -> str:
-    """A transition's first answer under nginx's request id, scoped to the caller too: a
-    request id alone, if it ever leaked, must not hand one caller another's answer."""
-    return f"replay:{{{shard_of(ticket_id)}}}:{ticket_id}:{digest(actor, request_id)}"
+def replay(ticket_id: str, actor: str, request_id: str, shard: str | None = None) -> str:
+    """A write's first answer under nginx's request id, scoped to the caller too: a request
+    id alone, if it ever leaked, must not hand one caller another's answer. In the ticket's
+    shard, unless told (a scan of another event's ticket is answered in the list's)."""
+    return f"replay:{{{shard or shard_of(ticket_id)}}}:{ticket_id}:{digest(actor, request_id)}"
 
 
 def idempotency_shard(actor: str, key: str) -> str:
@@ -73,9 +74,9 @@ def idempotency(actor: str, key: str) -> str:
     return f"idem:{{{idempotency_shard(actor, key)}}}:{digest(actor, key)}"
 
 
-def idempotency_answer(actor: str, key: str, ticket_id: str) -> str:
-    """A transition's first answer under an Idempotency-Key, in the ticket's slot."""
-    return f"idem:{{{shard_of(ticket_id)}}}:{digest(actor, key, ticket_id)}:answer"
+def idempotency_answer(actor: str, key: str, ticket_id: str, shard: str | None = None) -> str:
+    """A write's first answer under an Idempotency-Key, in the ticket's slot (unless told)."""
+    return f"idem:{{{shard or shard_of(ticket_id)}}}:{digest(actor, key, ticket_id)}:answer"
 
 
 def event(event_id: str) -> str:

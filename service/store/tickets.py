@@ -123,7 +123,7 @@ class TicketStore:
         elif idempotency is not None:
             # An event's tickets live in the event's shard, the claim in the key's: bind the key
             # first, then create the ticket whose id the key determines, so that a retry finds it.
-            await self._claim(idempotency)
+            await self.claim(idempotency)
             digest = await self._secret.mac("idempotent-ticket", f"{idempotency.actor}\n{idempotency.key}")
             ticket_id, idempotency = new_ticket_id(spec.event, digest[:16]), None
         script_keys, claim_args = self._create_keys(ticket_id, spec.event, idempotency)
@@ -181,7 +181,7 @@ class TicketStore:
         else nginx's request id), so a retry finds the tickets it made: (tickets, replayed)."""
         event = specs[0].event
         if idempotency is not None:
-            await self._claim(idempotency)
+            await self.claim(idempotency)
             seed = f"key\n{idempotency.actor}\n{idempotency.key}"
         elif origin.forwarded:
             seed = f"request\n{origin.actor}\n{origin.request_id}"
@@ -248,7 +248,7 @@ class TicketStore:
             record = keys.replay(ticket_id, origin.actor, origin.request_id)
             ttl_s = self.cfg.replay_ttl_s
         else:
-            await self._claim(idempotency)
+            await self.claim(idempotency)
             record = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id)
             ttl_s = self.cfg.idempotency_ttl_s
         shard = keys.shard_of(ticket_id)
@@ -266,7 +266,7 @@ class TicketStore:
             raise TransitionRefused(ticket, replayed=bool(replayed))
         return WriteResult(ticket=ticket, replayed=bool(replayed))
 
-    async def _claim(self, idempotency: IdempotencyKey) -> None:
+    async def claim(self, idempotency: IdempotencyKey) -> None:
         """Bind the caller's key to this request, once: the same key on any other request
         (another ticket, operation or body) is refused. Its own round trip, because the claim
         lives in the key's slot and the ticket in its own; a crash between the two steps
