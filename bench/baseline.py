@@ -27,28 +27,50 @@ def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(body=json.dumps(data).encode(), status=status, content_type="application/json")
 
 
+_NO_FIELDS: list[str | int] = ["", 0, 0, 0, "ty", "", "h", "", "st", "", "vf", "", "vu", ""]
+
+
+def _ticket(tid: str, ts: str, valid: str) -> dict[str, object]:
+    # The service's ticket JSON, field for field, so that both sides send as many bytes.
+    return {"id": tid, "timestamp": int(ts) / 1e6, "valid": valid == "1", "event": "default", "type": None,
+            "holder": None, "seat": None, "valid_from": None, "valid_until": None,
+            "status": "valid" if valid == "1" else "used"}
+
+
 async def create(request: web.Request) -> web.Response:
     tid = str(uuid.uuid4())
     s = tid[0]
     keys = [Keys.ticket(tid), Keys.index(s), Keys.stats(s), Keys.stream(s)]
     script = request.app[SCRIPTS]["create"]
-    _, tid, ts, valid, _ = await script(keys=keys, args=[tid, "bench", "", "", 100_000])
-    return _json({"id": tid, "timestamp": int(ts) / 1e6, "valid": valid == "1"}, 201)
+    _, tid, _, ts, valid, *_ = await script(keys=keys, args=[tid, "bench", "", "", 100_000, *_NO_FIELDS])
+    return _json(_ticket(tid, ts, valid), 201)
 
 
 async def get(request: web.Request) -> web.Response:
     tid = request.match_info["id"]
-    ts, valid = await request.app[REDIS].hmget(Keys.ticket(tid), ["ts", "valid"])
-    return _json({"id": tid, "timestamp": int(str(ts)) / 1e6, "valid": valid == "1"})
+    ts, valid, *_ = await request.app[REDIS].hmget(Keys.ticket(tid), ["ts", "valid", "ty", "h", "st", "vf", "vu"])
+    return _json(_ticket(tid, str(ts), str(valid)))
 
 
 async def invalidate(request: web.Request) -> web.Response:
     tid = request.match_info["id"]
     s = tid[0]
     keys = [Keys.ticket(tid), Keys.replay(tid, "bench", uuid.uuid4().hex), Keys.stats(s), Keys.stream(s)]
-    args: list[str | int] = ["0", 60, "invalidate", "bench", "", "", 100_000, tid]
-    outcome, ts, valid, _ = await request.app[SCRIPTS]["transition"](keys=keys, args=args)
-    return _json({"id": tid, "timestamp": int(ts) / 1e6, "valid": valid == "1"}, 200 if outcome == "ok" else 409)
+    args: list[str | int] = ["0", 60, "invalidate", "bench", "", "", 100_000, tid, ""]
+    outcome, _, ts, valid, *_ = await request.app[SCRIPTS]["transition"](keys=keys, args=args)
+    return _json(_ticket(tid, ts, valid), 200 if outcome == "ok" else 409)
+
+
+async def checkin(request: web.Request) -> web.Response:
+    """The service's one call for a scan: checkin.lua, the same keys (no leaves)."""
+    body = json.loads(await request.read())
+    tid, list_id = body["ticket"], body["list"]
+    s = list_id[0]
+    keys = [Keys.check_in_list(list_id), Keys.event(list_id[:8]), Keys.stats(s), Keys.stream(s),
+            Keys.replay(tid, "bench", uuid.uuid4().hex, s), Keys.ticket(tid)]
+    args: list[str | int] = [list_id, "entry", "", "bench", "", "", 100_000, tid, 60]
+    admitted, reason, inside, *_ = await request.app[SCRIPTS]["checkin"](keys=keys, args=args)
+    return _json({"admitted": admitted == 1, "reason": reason or None, "list": list_id, "inside": int(inside)})
 
 
 async def list_page(request: web.Request) -> web.Response:
@@ -56,8 +78,7 @@ async def list_page(request: web.Request) -> web.Response:
     args: list[str | int] = [0, "", 100, 4, 128]
     _, _, *ids = await request.app[SCRIPTS]["scan"](keys=[Keys.index("0")], args=args)
     flat = await request.app[SCRIPTS]["read_many"](keys=[Keys.ticket(i) for i in ids], args=[])
-    return _json([{"id": tid, "timestamp": int(flat[2 * n]) / 1e6, "valid": flat[2 * n + 1] == "1"}
-                  for n, tid in enumerate(ids)])
+    return _json([_ticket(tid, flat[7 * n], flat[7 * n + 1]) for n, tid in enumerate(ids)])
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
@@ -66,7 +87,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     lua = resources.files("service.lua")
     app[SCRIPTS] = {
         name: client.register_script(lua.joinpath(f"{name}.lua").read_text())
-        for name in ("create", "transition", "scan", "read_many")
+        for name in ("create", "transition", "scan", "read_many", "checkin")
     }
     yield
     await client.aclose()
@@ -79,4 +100,5 @@ def create_app() -> web.Application:
     app.router.add_get("/ticket", list_page)
     app.router.add_get("/ticket/{id}", get)
     app.router.add_post("/ticket/{id}/invalidate", invalidate)
+    app.router.add_post("/checkin", checkin)
     return app

@@ -27,12 +27,15 @@ import aiohttp
 from redis.asyncio import Redis
 
 from deploy.stack import ROOT, StackConfig, binary, nginx_argv, prepare, replica_argv, replica_env
+from service.models import EventSpec, ListSpec, TicketSpec
 from service.store import Store, StoreConfig
 from tests.procs import children, free_port, free_port_run, http_status, wait_until
 from tests.stack import LocalStack
 
 BENCH = ROOT / "bench"
-SCENARIOS = ("create", "get", "invalidate", "list", "mix")
+SCENARIOS = ("create", "get", "invalidate", "checkin", "list", "mix")
+# Scenarios that use each pre-created ticket once (an invalidation, a single-entry scan).
+FRESH = ("invalidate", "checkin", "mix")
 TOKEN = "bench-admin-0123456789abcdef"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The seed's Flask server, measured on our 2-core machines (the issue's anchor).
@@ -49,6 +52,7 @@ class Target:
     token: str = ""
     read_ids: Path | None = None
     fresh_ids: list[Path] = field(default_factory=list)
+    list_id: str = ""
 
 
 def _stat(pid: int) -> list[str]:
@@ -73,7 +77,7 @@ def cpu_ticks(pids: list[int]) -> int:
 
 
 def wrk(target: Target, scenario: str, duration_s: int, connections: int, fresh: Path | None) -> dict[str, Any]:
-    env = {**os.environ, "SCENARIO": scenario, "TOKEN": target.token}
+    env = {**os.environ, "SCENARIO": scenario, "TOKEN": target.token, "LIST_ID": target.list_id}
     if target.read_ids:
         env["READ_IDS"] = str(target.read_ids)
     if fresh:
@@ -149,21 +153,25 @@ async def client_addrs(redis: Redis, name: str) -> set[str]:
     return {c["addr"] for c in await redis.client_list() if c.get("name") == name}
 
 
-def scenario_requests(scenario: str, n: int, reads: list[str], fresh: list[str]) -> list[tuple[str, str]]:
-    """The same requests as bench/wrk/scenario.lua makes, as (method, path)."""
-    out: list[tuple[str, str]] = []
+def scenario_requests(
+    scenario: str, n: int, reads: list[str], fresh: list[str], list_id: str
+) -> list[tuple[str, str, dict[str, str] | None]]:
+    """The same requests as bench/wrk/scenario.lua makes, as (method, path, JSON body)."""
+    out: list[tuple[str, str, dict[str, str] | None]] = []
     for i in range(1, n + 1):
         kind = scenario
         if scenario == "mix":
             kind = {0: "create", 5: "invalidate"}.get(i % 10, "get")
         if kind == "create":
-            out.append(("POST", "/ticket"))
+            out.append(("POST", "/ticket", None))
         elif kind == "get":
-            out.append(("GET", f"/ticket/{reads[i % len(reads)]}"))
+            out.append(("GET", f"/ticket/{reads[i % len(reads)]}", None))
         elif kind == "invalidate":
-            out.append(("POST", f"/ticket/{fresh.pop()}/invalidate"))
+            out.append(("POST", f"/ticket/{fresh.pop()}/invalidate", None))
+        elif kind == "checkin":
+            out.append(("POST", "/checkin", {"ticket": fresh.pop(), "list": list_id}))
         else:
-            out.append(("GET", "/ticket?limit=100"))
+            out.append(("GET", "/ticket?limit=100", None))
     return out
 
 
@@ -172,7 +180,7 @@ async def round_trips(target: Target, redis: Redis, port: int, client_name: str,
     """Commands the API's Redis clients sent, per request, over exactly `n` requests."""
     assert target.read_ids is not None
     reads = target.read_ids.read_text().split()
-    requests = scenario_requests(scenario, n, reads, fresh.read_text().split() if fresh else [])
+    requests = scenario_requests(scenario, n, reads, fresh.read_text().split() if fresh else [], target.list_id)
     headers = {"Authorization": f"Bearer {target.token}"}
     async with aiohttp.ClientSession(target.url, headers=headers) as http:
         async with http.get("/readyz") as r:  # every pooled connection is open and named
@@ -180,12 +188,12 @@ async def round_trips(target: Target, redis: Redis, port: int, client_name: str,
         mon = Monitor(port, await client_addrs(redis, client_name))
         sem = asyncio.Semaphore(4)
 
-        async def one(method: str, path: str) -> None:
-            async with sem, http.request(method, path) as r:
+        async def one(method: str, path: str, body: dict[str, str] | None) -> None:
+            async with sem, http.request(method, path, json=body) as r:
                 assert r.status in (200, 201), (method, path, r.status)
                 await r.read()
 
-        await asyncio.gather(*(one(m, p) for m, p in requests))
+        await asyncio.gather(*(one(m, p, b) for m, p, b in requests))
         count = await asyncio.to_thread(mon.stop)
     return round(count / n, 3)
 
@@ -199,10 +207,10 @@ async def settle(store: Store, target: Target, connections: int) -> None:
     await asyncio.to_thread(wrk, target, "get", 1, connections, None)
 
 
-async def preload(store: Store, n: int, path: Path) -> Path:
+async def preload(store: Store, n: int, path: Path, spec: TicketSpec = TicketSpec()) -> Path:
     ids: list[str] = []
     while len(ids) < n:
-        ids += [t.id for t in await store.tickets.create_batch(min(2000, n - len(ids)))]
+        ids += [t.id for t in await store.tickets.create_batch(min(2000, n - len(ids)), spec=spec)]
     path.write_text("\n".join(ids) + "\n")
     return path
 
@@ -263,15 +271,19 @@ async def run() -> dict[str, Any]:
     try:
         store = Store(redis, StoreConfig(replay_ttl_s=60))
         fresh_n = 20_000 * duration_s
+        # The checkin scenario: every scan a first entry at a single-entry gate of one event.
+        event = await store.tickets.create_event(EventSpec("Bench"))
+        gate = await store.checkin.create_list(event.id, ListSpec("Gate"))
+        event_tickets = TicketSpec(event=event.id, type="general")
         assert stack.redis and stack.nginx and stack.processor
         service = Target("service", stack.url, {
             "nginx": [stack.nginx.pid], "api": [p.pid for p in stack.replicas if p],
             "redis": [stack.redis.pid], "processor": [stack.processor.pid],
-        }, token=TOKEN, read_ids=await preload(store, 1000, var_dir / "read-service"))
+        }, token=TOKEN, read_ids=await preload(store, 1000, var_dir / "read-service"), list_id=gate.id)
         baseline = Target("baseline", b_url, {
             "nginx": [b_nginx.pid], "api": [p.pid for p in b_replicas],
             "redis": [stack.redis.pid], "processor": [stack.processor.pid],
-        }, read_ids=await preload(store, 1000, var_dir / "read-baseline"))
+        }, read_ids=await preload(store, 1000, var_dir / "read-baseline"), list_id=gate.id)
         results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                    "duration_s": duration_s, "connections": connections, "rounds": rounds,
                                    "replicas": stack.cfg.replicas, "workers_per_replica": stack.cfg.web_concurrency,
@@ -279,19 +291,21 @@ async def run() -> dict[str, Any]:
                                    "redis_appendfsync": stack.cfg.redis_appendfsync,
                                    "scenarios": {}}
         for scenario in scenarios:
-            needs_fresh = scenario in ("invalidate", "mix")
+            needs_fresh = scenario in FRESH
+            spec = event_tickets if scenario == "checkin" else TicketSpec()
             row: dict[str, Any] = {}
             # Alternating rounds, the better of each side kept: the machine's own noise only
             # ever slows a run down.
             for _ in range(rounds):
                 for target in (service, baseline):
-                    fresh = await preload(store, fresh_n, var_dir / f"fresh-{target.name}") if needs_fresh else None
+                    fresh = (await preload(store, fresh_n, var_dir / f"fresh-{target.name}", spec)
+                             if needs_fresh else None)
                     await settle(store, target, connections)
                     run = await asyncio.to_thread(measure, target, scenario, duration_s, connections, fresh)
                     print(f"{scenario:>10} {target.name:>8}: {json.dumps(run)}", flush=True)
                     if target.name not in row or run["rps"] > row[target.name]["rps"]:
                         row[target.name] = run
-            fresh = await preload(store, 20_000, var_dir / "fresh-monitor") if needs_fresh else None
+            fresh = await preload(store, 20_000, var_dir / "fresh-monitor", spec) if needs_fresh else None
             row["round_trips"] = await round_trips(service, redis, stack.cfg.redis_port, "tickets-api", scenario, fresh)
             row["ratio"] = round(row["service"]["rps"] / row["baseline"]["rps"], 3)
             results["scenarios"][scenario] = row

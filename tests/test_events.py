@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.errors import FeedCursorExpired, StoreUnavailable, TransitionRefused
-from service.models import EventType, IdempotencyKey, Origin, Transition
+from service.models import EventSpec, EventType, IdempotencyKey, Origin, TicketSpec, Transition
 from service.processor import Processor, ProcessorSettings
 from service.store import SHARDS, Store, StoreConfig, StreamConsumer, StreamEntry, keys
 
@@ -190,3 +190,12 @@ async def test_trimmed_feed_cursor_expires(real_redis: Redis) -> None:
     # From the start, a reader gets what the streams still hold.
     assert len((await store.feed.events_page(None, 100)).events) == 1
     assert len(SHARDS) == 16
+
+
+async def test_a_rush_at_one_event_is_read_a_whole_batch_at_a_time(store: Store) -> None:
+    """An event's activity is all in its shard: the processor's batch is not split evenly
+    over the shards, or one busy event would be read a sixteenth of a batch at a time."""
+    event = await store.tickets.create_event(EventSpec("Rush"))
+    await store.tickets.create_batch(100, spec=TicketSpec(event=event.id))
+    await store.consumer.ensure_group()
+    assert len(await store.consumer.read_new("c1", 64)) == 64

@@ -1,8 +1,9 @@
 -- One wrk script for every bench scenario, chosen by the environment:
---   SCENARIO   create | get | invalidate | list | mix (10% create, 80% get, 10% invalidate)
+--   SCENARIO   create | get | invalidate | checkin | list | mix (10% create, 80% get, 10% invalidate)
 --   TOKEN      API key secret (optional)
 --   READ_IDS   file of ticket ids to read, cycled
---   FRESH_IDS  file of ticket ids to invalidate, each used once
+--   FRESH_IDS  file of ticket ids to invalidate or check in, each used once
+--   LIST_ID    the check-in list of the checkin scenario
 -- Run with -t1 so that one Lua state hands out the fresh ids. done() prints one JSON line.
 local scenario = os.getenv("SCENARIO")
 local token = os.getenv("TOKEN")
@@ -25,6 +26,8 @@ function init(args)
   used_fresh = 0
   hdrs = {}
   if token and token ~= "" then hdrs["Authorization"] = "Bearer " .. token end
+  json_hdrs = {["Content-Type"] = "application/json"}
+  for k, v in pairs(hdrs) do json_hdrs[k] = v end
 end
 
 local function kind()
@@ -43,6 +46,10 @@ function request()
   elseif k == "invalidate" then
     used_fresh = used_fresh + 1
     return wrk.format("POST", "/ticket/" .. fresh[used_fresh] .. "/invalidate", hdrs)
+  elseif k == "checkin" then
+    used_fresh = used_fresh + 1
+    local body = '{"ticket":"' .. fresh[used_fresh] .. '","list":"' .. os.getenv("LIST_ID") .. '"}'
+    return wrk.format("POST", "/checkin", json_hdrs, body)
   else
     return wrk.format("GET", "/ticket?limit=100", hdrs)
   end
@@ -50,6 +57,10 @@ end
 
 function response(status, headers, body)
   if status ~= 200 and status ~= 201 then unexpected = unexpected + 1 end
+  -- A scan refused (200 with admitted false) would measure the wrong path.
+  if scenario == "checkin" and not string.find(body, '"admitted": true', 1, true) then
+    unexpected = unexpected + 1
+  end
 end
 
 function done(summary, latency, requests)

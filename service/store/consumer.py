@@ -48,11 +48,12 @@ class StreamConsumer:
 
     async def _read_group(self, consumer: str, start: str, count: int) -> list[StreamEntry]:
         # One XREADGROUP per shard, pipelined: a command naming two streams would span two
-        # hash slots, which Redis Cluster refuses.
-        per_shard = max(1, count // len(keys.SHARDS))
+        # hash slots, which Redis Cluster refuses. Each shard may give the whole `count`: an
+        # event's activity is all in its shard, and a rush at one event must not be read a
+        # sixteenth of a batch at a time.
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in keys.SHARDS:
-                pipe.xreadgroup(self.group, consumer, {keys.stream(shard): start}, count=per_shard)
+                pipe.xreadgroup(self.group, consumer, {keys.stream(shard): start}, count=count)
             async with self._caller.call("xreadgroup"):
                 replies = await pipe.execute()
         return [entry for reply in replies for entry in _entries(reply)]
