@@ -39,6 +39,10 @@ _UNAVAILABLE = {
 }
 _EVENT_PATH = {"name": "event", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": "^[0-9a-f]{8}$"}}
+_LIMIT = {"name": "limit", "in": "query", "required": False,
+          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE}}
+_CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+           "description": "Opaque; copy it from the Link rel=next header."}
 _OUT_OF_MEMORY = _problem("Redis is out of memory (maxmemory): nothing was written")
 _ID_SCHEMA = {
     "type": "string",
@@ -143,11 +147,7 @@ def _paths() -> dict[str, Any]:
                 "security": _SECURED,
                 "parameters": [
                     {"name": "id", "in": "query", "required": False, "schema": _ID_SCHEMA},
-                    {"name": "limit", "in": "query", "required": False, "schema": {
-                        "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
-                        "default": DEFAULT_PAGE_SIZE}},
-                    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
-                     "description": "Opaque; copy it from the Link rel=next header."},
+                    _LIMIT, _CURSOR,
                 ],
                 "responses": {
                     "200": _ok("Tickets", {"type": "array", "items": _ref("Ticket")}, {
@@ -204,38 +204,11 @@ def _paths() -> dict[str, Any]:
             "security": _SECURED,
             "parameters": [
                 {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
-                {"name": "limit", "in": "query", "required": False, "schema": {
-                    "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
-                    "default": DEFAULT_PAGE_SIZE}},
+                _LIMIT,
             ],
             "responses": {
                 "200": _ok("Events", {"type": "array", "items": _ref("Change")}, {
                     "Link": {"schema": {"type": "string"}}}),
-                "400": _problem("Malformed cursor or limit"),
-                **_AUTH_ERRORS,
-                "410": _problem("The streams were trimmed past this cursor"),
-                "503": _UNAVAILABLE,
-            },
-        }},
-        "/events": {"get": {
-            "summary": "Deprecated: the change feed's first name; use /changes (role: admin)",
-            "deprecated": True,
-            "description": (
-                "Start without `after`; follow `Link: rel=next`, which is always sent, to poll "
-                "for more. No event is skipped or repeated. 410 when the streams were trimmed "
-                "past the cursor (EVENTS_MAXLEN)."
-            ),
-            "security": _SECURED,
-            "parameters": [
-                {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
-                {"name": "limit", "in": "query", "required": False, "schema": {
-                    "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
-                    "default": DEFAULT_PAGE_SIZE}},
-            ],
-            "responses": {
-                "200": _ok("Events", {"type": "array", "items": _ref("Change")}, {
-                    "Link": {"schema": {"type": "string"}}, "Deprecation": {"schema": {"type": "string"}},
-                    "Sunset": {"schema": {"type": "string"}}}),
                 "400": _problem("Malformed cursor or limit"),
                 **_AUTH_ERRORS,
                 "410": _problem("The streams were trimmed past this cursor"),
@@ -305,10 +278,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "A page of events (roles: issuer, scanner, admin)",
                 "security": _SECURED,
                 "parameters": [
-                    {"name": "limit", "in": "query", "required": False, "schema": {
-                        "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE}},
-                    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
-                     "description": "Opaque; copy it from the Link rel=next header."},
+                    _LIMIT, _CURSOR,
                 ],
                 "responses": {
                     "200": _ok("Events", {"type": "array", "items": _ref("Event")}, {
@@ -535,12 +505,23 @@ _CREATED_LINKS = {
 }
 
 
+def _deprecated_feed(changes: dict[str, Any]) -> dict[str, Any]:
+    """/events: the feed's first name, answering as /changes does, with its deprecation."""
+    op = copy.deepcopy(changes["get"])
+    op["summary"] = "Deprecated: the change feed's first name; use /changes (role: admin)"
+    op["deprecated"] = True
+    op["responses"]["200"]["headers"].update({
+        "Deprecation": {"schema": {"type": "string"}}, "Sunset": {"schema": {"type": "string"}}})
+    return {"get": op}
+
+
 def _operation_id(method: str, path: str) -> str:
     return f"{method}_{re.sub(r'[^a-z]+', '_', path).strip('_')}".rstrip("_")
 
 
 def _finish(paths: dict[str, Any]) -> dict[str, Any]:
     """Give every operation its id and the gateway's answers; link creation to the rest."""
+    paths["/events"] = _deprecated_feed(paths["/changes"])
     for path, item in paths.items():
         for method in [m for m in item if not m.startswith("x-")]:
             op = item[method] = copy.deepcopy(item[method])

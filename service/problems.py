@@ -57,37 +57,22 @@ def _retry_after(request: web.Request) -> dict[str, str]:
     return {"Retry-After": str(request.app[SETTINGS].retry_after_s)}
 
 
+def _plain(status: int, slug: str, title: str) -> Callable[[web.Request, Exception], web.Response]:
+    """The answer of an error whose message is the whole detail."""
+
+    def mapper(request: web.Request, exc: Exception) -> web.Response:
+        return problem(status, slug, title, str(exc))
+
+    return mapper
+
+
 def _invalid(request: web.Request, exc: InvalidInput) -> web.Response:
     return problem(exc.status, exc.slug, "Invalid request", exc.detail, extra=exc.extra)
-
-
-def _bad_cursor(request: web.Request, exc: BadCursor) -> web.Response:
-    return problem(400, "bad-cursor", "Invalid request", str(exc))
 
 
 def _unsupported(request: web.Request, exc: UnsupportedMediaType) -> web.Response:
     return problem(415, "unsupported-media-type", "Unsupported Media Type", str(exc),
                    headers={"Accept-Encoding": "identity"})
-
-
-def _not_found(request: web.Request, exc: TicketNotFound) -> web.Response:
-    return problem(404, "ticket-not-found", "Ticket not found", str(exc))
-
-
-def _event_not_found(request: web.Request, exc: EventNotFound) -> web.Response:
-    return problem(404, "event-not-found", "Event not found", str(exc))
-
-
-def _list_not_found(request: web.Request, exc: ListNotFound) -> web.Response:
-    return problem(404, "list-not-found", "Check-in list not found", str(exc))
-
-
-def _nothing_to_annul(request: web.Request, exc: NothingToAnnul) -> web.Response:
-    return problem(409, "nothing-to-annul", "Nothing to annul", str(exc))
-
-
-def _sold_out(request: web.Request, exc: SoldOut) -> web.Response:
-    return problem(409, "sold-out", "Sold out", str(exc))
 
 
 def _refused(request: web.Request, exc: TransitionRefused) -> web.Response:
@@ -98,18 +83,6 @@ def _refused(request: web.Request, exc: TransitionRefused) -> web.Response:
 def _unauthenticated(request: web.Request, exc: Unauthenticated) -> web.Response:
     challenge = 'Bearer realm="tickets"' + (', error="invalid_token"' if exc.token_given else "")
     return problem(401, "unauthenticated", "Unauthorized", str(exc), headers={"WWW-Authenticate": challenge})
-
-
-def _forbidden(request: web.Request, exc: Forbidden) -> web.Response:
-    return problem(403, "forbidden", "Forbidden", str(exc))
-
-
-def _expired(request: web.Request, exc: FeedCursorExpired) -> web.Response:
-    return problem(410, "cursor-expired", "Cursor expired", str(exc))
-
-
-def _reused(request: web.Request, exc: IdempotencyKeyReused) -> web.Response:
-    return problem(422, "idempotency-key-reused", "Idempotency-Key reused", str(exc))
 
 
 def _unavailable(request: web.Request, exc: StoreUnavailable) -> web.Response:
@@ -148,18 +121,18 @@ Mapper = Callable[[web.Request, Any], web.Response]
 # hierarchy, so a subclass gets its parent's answer unless it has its own.
 ERROR_TABLE: dict[type[BaseException], Mapper] = {
     InvalidInput: _invalid,
-    BadCursor: _bad_cursor,
+    BadCursor: _plain(400, "bad-cursor", "Invalid request"),
     UnsupportedMediaType: _unsupported,
-    TicketNotFound: _not_found,
-    EventNotFound: _event_not_found,
-    SoldOut: _sold_out,
-    ListNotFound: _list_not_found,
-    NothingToAnnul: _nothing_to_annul,
+    TicketNotFound: _plain(404, "ticket-not-found", "Ticket not found"),
+    EventNotFound: _plain(404, "event-not-found", "Event not found"),
+    SoldOut: _plain(409, "sold-out", "Sold out"),
+    ListNotFound: _plain(404, "list-not-found", "Check-in list not found"),
+    NothingToAnnul: _plain(409, "nothing-to-annul", "Nothing to annul"),
     TransitionRefused: _refused,
     Unauthenticated: _unauthenticated,
-    Forbidden: _forbidden,
-    FeedCursorExpired: _expired,
-    IdempotencyKeyReused: _reused,
+    Forbidden: _plain(403, "forbidden", "Forbidden"),
+    FeedCursorExpired: _plain(410, "cursor-expired", "Cursor expired"),
+    IdempotencyKeyReused: _plain(422, "idempotency-key-reused", "Idempotency-Key reused"),
     StoreUnavailable: _unavailable,
     StoreOutOfMemory: _out_of_memory,
     StoreDefect: _defect,
