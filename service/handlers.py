@@ -176,7 +176,7 @@ async def checkin(request: web.Request) -> web.Response:
     idem = inputs.idempotency_key(request, "checkin\n" + canonical)
     result, replayed = await request.app[CHECKIN].checkin(
         ticket_id, body.list, Direction(body.direction), origin=inputs.origin(request), scanned_at_us=scanned_at_us,
-        idempotency=idem, claim=request.app[TICKETS].claim,
+        idempotency=idem,
     )
     return _json(result.to_json(), headers={"Idempotent-Replayed": "true"} if replayed else None)
 

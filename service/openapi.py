@@ -57,9 +57,10 @@ _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ !#-~]+$"},
     "description": (
-        "Makes a retry safe: the first answer (status and body) is kept for 24 h, scoped to "
-        "the caller (and, for a transition, the ticket), and returned again with "
-        "`Idempotent-Replayed: true`. The same key on a different request is a 422."
+        "Makes a retry safe: the key is scoped to the caller and bound to the request that first "
+        "used it (operation, ticket, body); its first answer (status and body) is kept for 24 h "
+        "and returned again with `Idempotent-Replayed: true`. The same key on any different "
+        "request (another ticket, operation or body) is a 422."
     ),
 }
 _AUTH_ERRORS = {

@@ -3,7 +3,6 @@ scan is one script call in the event's shard that decides and records everything
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -23,6 +22,7 @@ from ..models import (
 from . import keys
 from .calls import Caller
 from .config import StoreConfig
+from .idempotency import bind
 from .scripts import Scripts
 from .tickets import ticket_from
 
@@ -120,19 +120,19 @@ class CheckinStore:
 
     async def checkin(
         self, ticket_id: str, list_id: str, direction: Direction, *, origin: Origin, scanned_at_us: int | None = None,
-        idempotency: IdempotencyKey | None = None, claim: Callable[[IdempotencyKey], Awaitable[None]] | None = None,
+        idempotency: IdempotencyKey | None = None,
     ) -> tuple[CheckinResult, bool]:
         """Decide and record one scan: (the answer, whether it is the stored first answer to
         the same request). The same request again (nginx's re-send, the same
         Idempotency-Key) is answered from its record, never decided twice. One round trip
         (the list's `leaves` are read once per worker), two with an Idempotency-Key (its
-        binding, `claim`, first)."""
+        binding first)."""
         event = event_of_list(list_id)
         leaves = await self._leaves(list_id)
         shard = list_id[0]
         same_event = event_of(ticket_id) == event
-        if idempotency is not None and claim is not None:
-            await claim(idempotency)
+        if idempotency is not None:
+            await bind(self._caller, self._scripts, idempotency, self.cfg.idempotency_ttl_s)
             record, ttl_s = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id, shard), \
                 self.cfg.idempotency_ttl_s
         else:

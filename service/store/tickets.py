@@ -31,6 +31,7 @@ from ..models import (
 from . import keys
 from .calls import Caller
 from .config import StoreConfig
+from .idempotency import bind
 from .scripts import Scripts
 from .secret import DeploymentSecret
 
@@ -123,7 +124,7 @@ class TicketStore:
         elif idempotency is not None:
             # An event's tickets live in the event's shard, the claim in the key's: bind the key
             # first, then create the ticket whose id the key determines, so that a retry finds it.
-            await self.claim(idempotency)
+            await self._bind(idempotency)
             digest = await self._secret.mac("idempotent-ticket", f"{idempotency.actor}\n{idempotency.key}")
             ticket_id, idempotency = new_ticket_id(spec.event, digest[:16]), None
         script_keys, claim_args = self._create_keys(ticket_id, spec.event, idempotency)
@@ -181,7 +182,7 @@ class TicketStore:
         else nginx's request id), so a retry finds the tickets it made: (tickets, replayed)."""
         event = specs[0].event
         if idempotency is not None:
-            await self.claim(idempotency)
+            await self._bind(idempotency)
             seed = f"key\n{idempotency.actor}\n{idempotency.key}"
         elif origin.forwarded:
             seed = f"request\n{origin.actor}\n{origin.request_id}"
@@ -248,7 +249,7 @@ class TicketStore:
             record = keys.replay(ticket_id, origin.actor, origin.request_id)
             ttl_s = self.cfg.replay_ttl_s
         else:
-            await self.claim(idempotency)
+            await self._bind(idempotency)
             record = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id)
             ttl_s = self.cfg.idempotency_ttl_s
         shard = keys.shard_of(ticket_id)
@@ -266,18 +267,8 @@ class TicketStore:
             raise TransitionRefused(ticket, replayed=bool(replayed))
         return WriteResult(ticket=ticket, replayed=bool(replayed))
 
-    async def claim(self, idempotency: IdempotencyKey) -> None:
-        """Bind the caller's key to this request, once: the same key on any other request
-        (another ticket, operation or body) is refused. Its own round trip, because the claim
-        lives in the key's slot and the ticket in its own; a crash between the two steps
-        leaves a claim that the retry of the same request passes."""
-        claim = keys.idempotency(idempotency.actor, idempotency.key)
-        async with self._caller.call("idempotency_claim"):
-            outcome = await self._scripts.claim(
-                keys=[claim], args=[idempotency.fingerprint, self.cfg.idempotency_ttl_s]
-            )
-        if outcome == "mismatch":
-            raise IdempotencyKeyReused()
+    async def _bind(self, idempotency: IdempotencyKey) -> None:
+        await bind(self._caller, self._scripts, idempotency, self.cfg.idempotency_ttl_s)
 
     async def history(self, ticket_id: str) -> list[Event]:
         """The ticket's events as the tickets processor recorded them, oldest first."""
