@@ -216,6 +216,10 @@ async def get_tickets(request: web.Request) -> web.Response:
     """The seed's GET /ticket: one ticket (as a list) with ?id=, else a page of all."""
     inputs.reject_unknown_params(request, ("id", "limit", "cursor"))
     if "id" in request.query:
+        # limit and cursor mean nothing beside an id, but a bad one is refused all the same.
+        inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        if "cursor" in request.query:
+            await request.app[FEED].page_cursor(request.query["cursor"])
         ticket = await request.app[TICKETS].get(inputs.ticket_id(request.query["id"]))
         return _json([ticket.to_json()])
     return await _list_page(request)
