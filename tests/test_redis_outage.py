@@ -44,20 +44,23 @@ async def test_outage_gives_fast_503_then_recovers(aiohttp_client: AiohttpClient
 
 
 async def test_a_stalled_redis_is_a_bounded_wait(redis_server: RedisServer) -> None:
-    """DEBUG SLEEP stalls the server: calls (and calls queued for a connection) give up at
-    the store's timeout with StoreUnavailable, instead of hanging."""
-    # Sent before the store's client even connects, so Redis runs it first.
+    """A stalled server (CLIENT PAUSE: it holds every other client's commands): calls, and
+    calls queued for a connection, give up at the store's timeout with StoreUnavailable,
+    instead of hanging."""
     stall = socket.create_connection(("127.0.0.1", redis_server.port))
-    stall.sendall(b"DEBUG SLEEP 1\r\n")
+    stall.sendall(b"CLIENT PAUSE 1000 ALL\r\n")
+    assert stall.recv(16).startswith(b"+OK")  # from here on, the stall is in force
     client = Redis.from_url(redis_server.url, decode_responses=True)
     store = Store(client, StoreConfig(timeout_ms=200, max_concurrent=1)).tickets
     try:
         started = time.monotonic()
         results = await asyncio.gather(store.ping(), store.ping(), return_exceptions=True)
-        assert all(isinstance(r, StoreUnavailable) for r in results)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
         assert time.monotonic() - started < 0.6
-        assert stall.recv(16).startswith(b"+OK")  # the stall is over
-        await store.ping()  # and the store recovers on its own
+        # The store recovers on its own once the pause (1 s) is over.
+        async with asyncio.timeout(5):
+            while isinstance((await asyncio.gather(store.ping(), return_exceptions=True))[0], StoreUnavailable):
+                pass
     finally:
         stall.close()
         await client.aclose()
