@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test lint system clean bench bench-memory
 
-# Environment for `make up` (defaults): PORT=8080 API_PORT=8081 REDIS_PORT=6380 REPLICAS=2
-# WEB_CONCURRENCY=1 VAR_DIR=./var; with REDIS_URL set, that Redis is used and none is started.
+# Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var
+# REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
+# none is started. Every port derives from PORT (README, Running locally).
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $@
 
 system:
-	bash deploy/ensure-system.sh redis-server nginx curl
+	bash deploy/ensure-system.sh redis-server redis-sentinel nginx curl
 
 up: $(STAMP) system
 	$(BIN)/python -m deploy.stack

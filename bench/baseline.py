@@ -39,7 +39,7 @@ def _ticket(tid: str, ts: str, valid: str) -> dict[str, object]:
 
 async def create(request: web.Request) -> web.Response:
     tid = str(uuid.uuid4())
-    s = tid[0]
+    s = Keys.shard_of(tid)
     keys = [Keys.ticket(tid), Keys.index(s), Keys.stats(s), Keys.stream(s)]
     script = request.app[SCRIPTS]["create"]
     _, tid, _, ts, valid, *_ = await script(keys=keys, args=[tid, "bench", "", "", 100_000, *_NO_FIELDS])
@@ -54,7 +54,7 @@ async def get(request: web.Request) -> web.Response:
 
 async def invalidate(request: web.Request) -> web.Response:
     tid = request.match_info["id"]
-    s = tid[0]
+    s = Keys.shard_of(tid)
     keys = [Keys.ticket(tid), Keys.replay(tid, "bench", uuid.uuid4().hex), Keys.stats(s), Keys.stream(s)]
     args: list[str | int] = ["0", 60, "invalidate", "bench", "", "", 100_000, tid, ""]
     outcome, _, ts, valid, *_ = await request.app[SCRIPTS]["transition"](keys=keys, args=args)
@@ -65,7 +65,7 @@ async def checkin(request: web.Request) -> web.Response:
     """The service's one call for a scan: checkin.lua, the same keys (no leaves)."""
     body = json.loads(await request.read())
     tid, list_id = body["ticket"], body["list"]
-    s = list_id[0]
+    s = Keys.shard_of(list_id)
     keys = [Keys.check_in_list(list_id), Keys.event(list_id[:8]), Keys.stats(s), Keys.stream(s),
             Keys.replay(tid, "bench", uuid.uuid4().hex, s), Keys.ticket(tid)]
     args: list[str | int] = [list_id, "entry", "", "bench", "", "", 100_000, tid, 60]
@@ -76,7 +76,7 @@ async def checkin(request: web.Request) -> web.Response:
 async def list_page(request: web.Request) -> web.Response:
     # The service's two calls for a page: find the ids, then read them through KEYS.
     args: list[str | int] = [0, "", 100, 4, 128]
-    _, _, *ids = await request.app[SCRIPTS]["scan"](keys=[Keys.index("0")], args=args)
+    _, _, *ids = await request.app[SCRIPTS]["scan"](keys=[Keys.index(Keys.SHARDS[0])], args=args)
     flat = await request.app[SCRIPTS]["read_many"](keys=[Keys.ticket(i) for i in ids], args=[])
     return _json([_ticket(tid, flat[7 * n], flat[7 * n + 1]) for n, tid in enumerate(ids)])
 

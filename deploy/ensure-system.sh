@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Make sure the system programs the stack and tests need are installed.
-# Usage: deploy/ensure-system.sh redis-server nginx [wrk]
+# Usage: deploy/ensure-system.sh redis-server redis-sentinel nginx [wrk]
 # As root it installs what is missing from Debian's apt; otherwise it says what to install.
 set -euo pipefail
 
-declare -A package=([redis-server]=redis-server [nginx]=nginx [wrk]=wrk)
+declare -A package=([redis-server]=redis-server [redis-sentinel]=redis-sentinel [nginx]=nginx [wrk]=wrk)
 missing=()
 for prog in "$@"; do
   if ! command -v "$prog" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$prog" ]; then

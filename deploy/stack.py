@@ -1,4 +1,5 @@
-"""The local stack: Redis, REPLICAS gunicorn replicas, the tickets processor and nginx,
+"""The local stack: Redis (REDIS_TOPOLOGY: standalone, sentinel or cluster; see
+deploy/redis_nodes.py), REPLICAS gunicorn replicas, the tickets processor and nginx,
 under supervisord, which restarts any of them that dies (as compose's `restart:
 unless-stopped` does) and logs it.
 
@@ -17,6 +18,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .redis_nodes import RedisLayout
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "nginx"
@@ -39,6 +42,7 @@ class StackConfig:
     web_concurrency: int = 1
     var_dir: Path = ROOT / "var"
     redis_url: str | None = None
+    redis_topology: str = "standalone"
     rate_limit_rps: int = 1000
     rate_limit_burst: int = 2000
     # always: an acknowledged write survives a power loss of the Redis host (README, Durability).
@@ -62,6 +66,7 @@ class StackConfig:
             web_concurrency=_int(env, "WEB_CONCURRENCY", d.web_concurrency),
             var_dir=Path(env.get("VAR_DIR") or d.var_dir).resolve(),
             redis_url=env.get("REDIS_URL") or None,
+            redis_topology=(env.get("REDIS_TOPOLOGY") or d.redis_topology).strip().lower(),
             rate_limit_rps=_int(env, "RATE_LIMIT_RPS", d.rate_limit_rps),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", d.rate_limit_burst),
             redis_appendfsync=env.get("REDIS_APPENDFSYNC") or d.redis_appendfsync,
@@ -89,6 +94,17 @@ class StackConfig:
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def redis_layout(self) -> RedisLayout:
+        """The Redis nodes the stack runs (none when REDIS_URL names one elsewhere)."""
+        return RedisLayout(self.redis_topology, self.redis_port, self.var_dir, self.redis_appendfsync)
+
+    def redis_env(self) -> dict[str, str]:
+        """How the replicas, the processor and the bench reach Redis."""
+        if self.redis_url is not None:
+            return {"REDIS_URL": self.redis_url}
+        return self.redis_layout.client_env()
 
     @property
     def nginx_conf(self) -> Path:
@@ -120,12 +136,8 @@ def proxy_secret(cfg: StackConfig) -> str:
 
 
 def redis_argv(cfg: StackConfig) -> list[str]:
-    """redis-server with AOF fsynced before every reply; see README, Durability."""
-    return [
-        binary("redis-server"), "--port", str(cfg.redis_port), "--bind", "127.0.0.1",
-        "--dir", str(cfg.var_dir / "redis"), "--appendonly", "yes", "--appendfsync", cfg.redis_appendfsync,
-        "--save", "", "--daemonize", "no",
-    ]
+    """The standalone redis-server, with AOF fsynced before every reply (README, Durability)."""
+    return RedisLayout("standalone", cfg.redis_port, cfg.var_dir, cfg.redis_appendfsync).nodes()[0].argv
 
 
 def metrics_dir(cfg: StackConfig, port: int) -> Path:
@@ -144,7 +156,9 @@ def replica_argv(cfg: StackConfig, port: int, app: str = API_APP) -> list[str]:
 
 def replica_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
-    env["REDIS_URL"] = cfg.effective_redis_url
+    for name in ("REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_CLUSTER_NODES"):
+        env.pop(name, None)
+    env.update(cfg.redis_env())
     env["PYTHONPATH"] = str(ROOT)
     env["PROXY_SECRET"] = proxy_secret(cfg)
     env.pop("PROXY_SECRET_FILE", None)
@@ -188,6 +202,8 @@ def prepare(cfg: StackConfig, upstream_ports: Sequence[int] | None = None) -> No
     secret), then check it with `nginx -t`."""
     for sub in ("redis", "log", "nginx/client_body", "nginx/proxy"):
         (cfg.var_dir / sub).mkdir(parents=True, exist_ok=True)
+    if cfg.redis_url is None:
+        cfg.redis_layout.prepare()
     for port in cfg.api_ports:
         metrics_dir(cfg, port).mkdir(parents=True, exist_ok=True)
     ports = cfg.api_ports if upstream_ports is None else upstream_ports
@@ -203,7 +219,11 @@ def programs(cfg: StackConfig) -> list[tuple[str, list[str]]]:
     """Each process of the stack, by name, in start order."""
     procs: list[tuple[str, list[str]]] = []
     if cfg.redis_url is None:
-        procs.append(("redis", redis_argv(cfg)))
+        layout = cfg.redis_layout
+        procs += [(node.name if layout.topology != "standalone" else "redis", node.argv) for node in layout.nodes()]
+        form = layout.form_argv()
+        if form is not None:
+            procs.append(("redis-cluster-form", form))
     procs += [(f"api{i}", replica_argv(cfg, port)) for i, port in enumerate(cfg.api_ports, 1)]
     procs.append(("processor", processor_argv(cfg)))
     procs.append(("nginx", nginx_argv(cfg)))
@@ -236,9 +256,12 @@ def supervisord_conf(cfg: StackConfig) -> str:
         "supervisor.rpcinterface_factory=supervisor.rpcinterface:make_main_rpcinterface",
     ]
     for priority, (name, argv) in enumerate(programs(cfg), 1):
+        # The Cluster's forming step runs once and exits; every other program stays up.
+        once = name == "redis-cluster-form"
         lines += [
             f"[program:{name}]", f"command={_ini_value(shlex.join(argv))}", f"priority={priority * 10}",
-            "autostart=true", "autorestart=true", "startsecs=1", "startretries=20",
+            "autostart=true", f"autorestart={'unexpected' if once else 'true'}",
+            f"startsecs={0 if once else 1}", "startretries=20",
             # gunicorn's graceful_timeout is 20 s: give it that, and a little more.
             "stopsignal=TERM", "stopwaitsecs=25", "stopasgroup=true", "killasgroup=true",
             "redirect_stderr=true", "stdout_logfile=/dev/stdout", "stdout_logfile_maxbytes=0",
@@ -256,7 +279,8 @@ def main() -> None:
         f.write(supervisord_conf(cfg))
     print(
         f"tickets stack: nginx on http://127.0.0.1:{cfg.port} -> replicas {cfg.api_ports}, "
-        f"Redis {cfg.effective_redis_url}, processor metrics on 127.0.0.1:{cfg.processor_port}; "
+        f"Redis ({cfg.redis_topology if cfg.redis_url is None else 'given'}) {cfg.redis_env()}, "
+        f"processor metrics on 127.0.0.1:{cfg.processor_port}; "
         "ready when /readyz answers 200. A process that dies is restarted; Ctrl-C stops all.\n"
         f"  status: {sys.executable} -m supervisor.supervisorctl -c {conf} status",
         flush=True,

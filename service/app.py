@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from . import wire
 from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, REDIS, SETTINGS, TICKETS
@@ -18,11 +17,12 @@ from .openapi import build_openapi
 from .settings import Settings
 from .store import Store, StoreConfig
 from .store.client import redis_from_settings
+from .store.link import Client
 
 log = logging.getLogger(__name__)
 
 
-def _redis_ctx(injected: Redis | None) -> Callable[[web.Application], AsyncIterator[None]]:
+def _redis_ctx(injected: Client | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         client = injected if injected is not None else redis_from_settings(settings)
@@ -51,7 +51,7 @@ def _log_start(settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings | None = None, redis: Redis | None = None) -> web.Application:
+def create_app(settings: Settings | None = None, redis: Client | None = None) -> web.Application:
     """Build the application; settings default to the environment, the Redis client to
     one built from them (tests pass their own)."""
     settings = settings or Settings.from_env()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from .keyring import KeyRing
 from .settings import Settings
 from .store import CheckinStore, Feed, StreamConsumer, TicketStore
+from .store.link import Client
 
 SETTINGS = web.AppKey("settings", Settings)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[Client] = web.AppKey("redis")
 TICKETS = web.AppKey("tickets", TicketStore)
 FEED = web.AppKey("feed", Feed)
 CONSUMER = web.AppKey("consumer", StreamConsumer)

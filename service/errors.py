@@ -75,6 +75,14 @@ class StoreUnavailable(StoreError):
     kind = "unavailable"
 
 
+class StoreNotReplicated(StoreUnavailable):
+    """Redis applied a write but fewer replicas than REDIS_MIN_REPLICAS_ACK confirmed it in
+    time: neither a success (a failover now could lose it) nor a failure (it may survive).
+    The retry of the same request returns the stored answer once it is replicated."""
+
+    kind = "unreplicated"
+
+
 class StoreOutOfMemory(StoreError):
     """Redis reached maxmemory and refuses writes: nothing was written."""
 

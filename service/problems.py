@@ -22,6 +22,7 @@ from .errors import (
     NothingToAnnul,
     SoldOut,
     StoreDefect,
+    StoreNotReplicated,
     StoreOutOfMemory,
     StoreUnavailable,
     TicketNotFound,
@@ -89,7 +90,17 @@ def _unavailable(request: web.Request, exc: StoreUnavailable) -> web.Response:
     return problem(
         503, "store-unavailable", "Service unavailable",
         "the ticket store did not answer. A write may or may not have been applied: "
-        "retry it with the same Idempotency-Key to get its outcome",
+        "retry it with the same X-Request-Id or Idempotency-Key to get its outcome",
+        headers=_retry_after(request),
+    )
+
+
+def _not_replicated(request: web.Request, exc: StoreNotReplicated) -> web.Response:
+    return problem(
+        503, "store-not-replicated", "Service unavailable",
+        "the ticket store applied this write but its replicas did not confirm it in time. "
+        "Retry it with the same X-Request-Id or Idempotency-Key: the retry returns the stored "
+        "answer and applies nothing twice",
         headers=_retry_after(request),
     )
 
@@ -133,6 +144,7 @@ ERROR_TABLE: dict[type[BaseException], Mapper] = {
     Forbidden: _plain(403, "forbidden", "Forbidden"),
     FeedCursorExpired: _plain(410, "cursor-expired", "Cursor expired"),
     IdempotencyKeyReused: _plain(422, "idempotency-key-reused", "Idempotency-Key reused"),
+    StoreNotReplicated: _not_replicated,
     StoreUnavailable: _unavailable,
     StoreOutOfMemory: _out_of_memory,
     StoreDefect: _defect,

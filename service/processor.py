@@ -33,8 +33,11 @@ log = logging.getLogger("service.processor")
 class ProcessorSettings:
     consumer: str
     batch_size: int = 200
-    # With nothing new on any shard, wait this long before looking again.
+    # With nothing new on any shard, wait this long before looking again, twice as long
+    # after each empty look, up to idle_max_ms: an idle processor costs 64 reads (one per
+    # shard, one round trip per node) a second, not 640.
     poll_ms: int = 100
+    idle_max_ms: int = 1000
     claim_idle_ms: int = 30_000
     # How often to look for abandoned entries; never less often than they can become so.
     claim_every_s: float = 5.0
@@ -54,6 +57,7 @@ class ProcessorSettings:
             consumer=env.get("PROCESSOR_CONSUMER") or f"{socket.gethostname()}-{os.getpid()}",
             batch_size=env_int(env, "PROCESSOR_BATCH_SIZE", d.batch_size, 1),
             poll_ms=env_int(env, "PROCESSOR_POLL_MS", d.poll_ms, 1),
+            idle_max_ms=env_int(env, "PROCESSOR_IDLE_MAX_MS", d.idle_max_ms, 1),
             claim_idle_ms=env_int(env, "PROCESSOR_CLAIM_IDLE_MS", d.claim_idle_ms, 1),
             metrics_port=env_int(env, "PROCESSOR_PORT", d.metrics_port, 0),
             metrics_host=env.get("PROCESSOR_HOST", "").strip() or d.metrics_host,
@@ -66,6 +70,7 @@ class Processor:
         self.consumer, self.cfg = consumer, cfg
         self._next_claim_at = 0.0
         self._last_batch = 0
+        self._idle_s = cfg.poll_ms / 1000
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until `stop` is set; a Redis failure pauses it, never ends it."""
@@ -87,10 +92,13 @@ class Processor:
         log.info("stopped cleanly")
 
     def _pause_s(self) -> float:
-        """Idle: poll_ms. A short batch: linger_ms, so a trickle is read in batches. A full
-        batch: none, there is more."""
+        """Idle: poll_ms, doubling up to idle_max_ms while it stays idle. A short batch:
+        linger_ms, so a trickle is read in batches. A full batch: none, there is more."""
         if self._last_batch == 0:
-            return self.cfg.poll_ms / 1000
+            pause_s = self._idle_s
+            self._idle_s = min(pause_s * 2, max(self.cfg.idle_max_ms, self.cfg.poll_ms) / 1000)
+            return pause_s
+        self._idle_s = self.cfg.poll_ms / 1000
         if self._last_batch < self.cfg.batch_size:
             return self.cfg.linger_ms / 1000
         return 0.0

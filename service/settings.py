@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from .keyring import KeyRing
@@ -23,9 +24,48 @@ def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -
     return value
 
 
+class Topology(StrEnum):
+    """How Redis is deployed: what REDIS_CLUSTER_NODES or REDIS_SENTINELS selects."""
+
+    STANDALONE = "standalone"
+    SENTINEL = "sentinel"
+    CLUSTER = "cluster"
+
+
+Address = tuple[str, int]
+
+
+def parse_addresses(name: str, raw: str) -> tuple[Address, ...]:
+    """`host:port,host:port` (IPv6 as [addr]:port)."""
+    out: list[Address] = []
+    for item in (x.strip() for x in raw.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{name}: {item!r} is not host:port")
+        out.append((host, int(port)))
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
+    # Standalone Redis, and the default topology: REDIS_URL alone means one redis-server.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Sentinel: the sentinels to ask, and the name of the master they watch.
+    redis_sentinels: tuple[Address, ...] = ()
+    redis_sentinel_master: str = "tickets"
+    # Cluster: some of its nodes (the client discovers the rest).
+    redis_cluster_nodes: tuple[Address, ...] = ()
+    # For Sentinel and Cluster (a standalone URL carries its own): Redis ACL user and password.
+    redis_username: str = ""
+    redis_password: str = ""
+    # Replicas that must confirm each write (WAIT) before it is answered as a success; the
+    # default is 1 where the topology has replicas (Sentinel, Cluster), 0 standalone.
+    redis_min_replicas_ack: int | None = None
+    # How long a write waits for them; within REDIS_TIMEOUT_MS.
+    redis_wait_timeout_ms: int = 250
     # Bounds each store call, the wait for a pooled connection included, so that a dead or
     # blackholed Redis turns into a fast 503, never a hang.
     redis_timeout_ms: int = 1000
@@ -42,8 +82,9 @@ class Settings:
     max_batch_body_bytes: int = 512 * 1024
     # How long an Idempotency-Key's first answer is kept (Stripe and the IETF draft: 24 h).
     idempotency_ttl_s: int = 24 * 3600
-    # Approximate cap of each shard's event stream (16 shards): XADD MAXLEN ~.
-    events_maxlen: int = 100_000
+    # Approximate cap of each shard's event stream (64 shards, 1.6 million entries in all):
+    # XADD MAXLEN ~.
+    events_maxlen: int = 25_000
     # How long a gate may annul its own last scan (the turnstile did not turn).
     annul_window_s: int = 60
     # Empty: auth is off (the seed's behaviour), loudly.
@@ -57,8 +98,16 @@ class Settings:
         """Build settings from environment variables; unset ones keep their defaults."""
         env = os.environ if env is None else env
         d = cls()
-        return cls(
+        replicas_ack = env.get("REDIS_MIN_REPLICAS_ACK", "").strip()
+        settings = cls(
             redis_url=env.get("REDIS_URL", "").strip() or d.redis_url,
+            redis_sentinels=parse_addresses("REDIS_SENTINELS", env.get("REDIS_SENTINELS", "")),
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip() or d.redis_sentinel_master,
+            redis_cluster_nodes=parse_addresses("REDIS_CLUSTER_NODES", env.get("REDIS_CLUSTER_NODES", "")),
+            redis_username=env.get("REDIS_USERNAME", "").strip(),
+            redis_password=secret_text(env, "REDIS_PASSWORD").strip(),
+            redis_min_replicas_ack=env_int(env, "REDIS_MIN_REPLICAS_ACK", 0, 0) if replicas_ack else None,
+            redis_wait_timeout_ms=env_int(env, "REDIS_WAIT_TIMEOUT_MS", d.redis_wait_timeout_ms, 1),
             redis_timeout_ms=env_int(env, "REDIS_TIMEOUT_MS", d.redis_timeout_ms, 1),
             redis_connect_timeout_ms=env_int(
                 env, "REDIS_CONNECT_TIMEOUT_MS", d.redis_connect_timeout_ms, 1
@@ -74,6 +123,18 @@ class Settings:
             keyring=KeyRing.parse(secret_text(env, "API_KEYS")),
             proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
         )
+        if settings.redis_sentinels and settings.redis_cluster_nodes:
+            raise ValueError("set REDIS_SENTINELS or REDIS_CLUSTER_NODES, not both")
+        waits = settings.topology is not Topology.STANDALONE or bool(settings.redis_min_replicas_ack)
+        if waits and settings.redis_wait_timeout_ms >= settings.redis_timeout_ms:
+            raise ValueError("REDIS_WAIT_TIMEOUT_MS must be less than REDIS_TIMEOUT_MS")
+        return settings
+
+    @property
+    def topology(self) -> Topology:
+        if self.redis_cluster_nodes:
+            return Topology.CLUSTER
+        return Topology.SENTINEL if self.redis_sentinels else Topology.STANDALONE
 
 
 def secret_text(env: Mapping[str, str], name: str) -> str:

@@ -17,8 +17,10 @@ from redis.asyncio import Redis
 from service.app import create_app
 from service.openapi import build_openapi
 from service.settings import Settings
+from service.store.link import Client
 
 from .procs import RedisServer
+from .topologies import RedisNodes
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient]]  # type: ignore[type-arg]
 
@@ -48,11 +50,34 @@ async def fake_redis() -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNodes]:
+    """A real Redis Cluster of 3 masters with a replica each, once for the session; the
+    failover tests that kill its nodes start their own."""
+    nodes = RedisNodes(tmp_path_factory.mktemp("cluster"), "cluster").start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+async def cluster_redis(redis_cluster: RedisNodes) -> AsyncIterator[Client]:
+    """A client of the session's Cluster (redis-py's RedisCluster, from the service's own
+    factory), on empty nodes."""
+    client = redis_cluster.client()
+    await client.flushall()
+    yield client
+    await client.flushall()
+    await client.aclose()
+
+
+_BACKENDS = {"fakeredis": "fake_redis", "redis-server": "real_redis", "cluster": "cluster_redis"}
+
+
+@pytest.fixture(params=list(_BACKENDS))
 def any_redis(request: pytest.FixtureRequest) -> Redis:
-    """The same test against fakeredis and a real redis-server."""
-    fixture = "fake_redis" if request.param == "fakeredis" else "real_redis"
-    client: Redis = request.getfixturevalue(fixture)
+    """The same test against fakeredis, a real redis-server and a real 3+3 Redis Cluster
+    (where every write also waits for a replica's acknowledgement)."""
+    client: Redis = request.getfixturevalue(_BACKENDS[request.param])
     return client
 
 

@@ -14,6 +14,7 @@ from service import metrics
 from service.appkeys import TICKETS
 from service.errors import StoreDefect, StoreError, StoreOutOfMemory, StoreUnavailable
 from service.store.calls import meaning
+from service.store.scripts import Scripts, script_from
 
 from .conftest import Api
 
@@ -60,11 +61,13 @@ async def test_out_of_memory_is_a_507_that_says_so(real_api: Api, real_redis: Re
 
 
 async def test_a_script_error_is_a_500_logged_once_without_a_traceback(
-    real_api: Api, real_redis: Redis, caplog: pytest.LogCaptureFixture
+    real_api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = real_api.client.app
     tickets = app[TICKETS]
-    tickets._scripts.create = real_redis.register_script("return redis.error_reply('a bug')")
+    buggy = Scripts()
+    buggy.create = script_from("create", "return redis.error_reply('a bug')")
+    monkeypatch.setattr(tickets._link, "scripts", buggy)
     before = _errors("defect")
     with caplog.at_level(logging.WARNING):
         r = await real_api.post("/ticket")

@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from service.store import keys as store_keys
+
 from .procs import wait_until
 from .stack import LocalStack, http_status
 
@@ -109,7 +111,8 @@ async def test_random_workload_history_stats_and_feed_match_ground_truth(
 
     everything = await feed(http, stack.url)
     # Entry ids are unique within a shard's stream; the feed is ordered by id, then shard.
-    keys = [(*map(int, e["event_id"].split("-")), int(e["ticket_id"][0], 16)) for e in everything]
+    keys = [(*map(int, e["event_id"].split("-")), store_keys.SHARD_INDEX[store_keys.shard_of(e["ticket_id"])])
+            for e in everything]
     assert len(keys) == len(set(keys))
     assert keys == sorted(keys)
     mine = [e for e in everything if e["ticket_id"] in truth]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import uuid
 
 import pytest
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 from service.errors import BadCursor, IdempotencyKeyReused, TicketNotFound, TransitionRefused
 from service.models import IdempotencyKey, Origin, TicketState, Transition, new_ticket_id
 from service.store import SHARDS, Store, StoreConfig, keys
+from service.store import feed as feed_module
 
 
 @pytest.fixture
@@ -30,8 +32,9 @@ async def test_create_stores_a_valid_ticket_with_server_time(store: Store) -> No
 async def test_ticket_is_a_hash_indexed_in_its_shard_set(store: Store) -> None:
     tid = new_ticket_id()
     await store.tickets.create(tid)
-    assert await store.redis.type(f"tkt:{{{tid[0]}}}:{tid}") == "hash"
-    assert await store.redis.sismember(f"tickets:{{{tid[0]}}}", tid)
+    shard = keys.shard_of(tid)
+    assert await store.redis.type(f"tkt:{{{shard}}}:{tid}") == "hash"
+    assert await store.redis.sismember(f"tickets:{{{shard}}}", tid)
 
 
 async def test_create_is_idempotent_for_the_same_id(store: Store) -> None:
@@ -40,7 +43,7 @@ async def test_create_is_idempotent_for_the_same_id(store: Store) -> None:
     await store.tickets.transition(tid, Transition.INVALIDATE, origin=Origin(request_id="r1"))
     again = (await store.tickets.create(tid)).ticket
     assert again.timestamp == first.timestamp and again.state is TicketState.INVALID
-    assert await store.redis.scard(keys.index(tid[0])) == 1
+    assert await store.redis.scard(keys.index(keys.shard_of(tid))) == 1
 
 
 async def test_get_unknown_raises(store: Store) -> None:
@@ -143,7 +146,7 @@ async def test_big_shard_is_split_into_limit_sized_pages(store: Store) -> None:
     ids: set[str] = set()
     while len(ids) < 300:
         tid = new_ticket_id()
-        if tid[0] == "a":
+        if keys.shard_of(tid) == SHARDS[40]:
             ids.add(tid)
     for tid in ids:
         await store.tickets.create(tid)
@@ -161,9 +164,28 @@ async def test_big_shard_is_split_into_limit_sized_pages(store: Store) -> None:
     assert pages >= 300 // 25
 
 
-def test_every_shard_is_a_hex_digit() -> None:
-    assert SHARDS == tuple("0123456789abcdef")
-    assert keys.ticket("ab" + "0" * 34) == "tkt:{a}:ab" + "0" * 34
+def _slot(tag: str) -> int:
+    return binascii.crc_hqx(tag.encode(), 0) % 16384
+
+
+def test_the_64_shard_tags_sit_one_in_each_64th_of_the_cluster_slots() -> None:
+    assert len(SHARDS) == 64 == len(set(SHARDS))
+    width = 16384 // len(SHARDS)
+    assert [_slot(tag) // width for tag in SHARDS] == list(range(64))
+
+
+def test_a_shard_is_the_top_six_bits_of_the_first_byte() -> None:
+    assert keys.shard_of("00" + "0" * 34) == keys.shard_of("03" + "0" * 34) == SHARDS[0]
+    assert keys.shard_of("04" + "0" * 34) == SHARDS[1] and keys.shard_of("ff" + "0" * 34) == SHARDS[63]
+    assert keys.ticket("ab" + "0" * 34) == f"tkt:{{{SHARDS[0xab >> 2]}}}:ab" + "0" * 34
+    moved = keys.in_shard("ab" + "1" * 34, SHARDS[5])
+    assert keys.shard_of(moved) == SHARDS[5] and moved[2:] == "1" * 34 and int(moved[:2], 16) & 3 == 0xab & 3
+
+
+async def test_shards_spread_over_three_masters_as_redis_cli_assigns_slots() -> None:
+    # redis-cli --cluster create with 3 masters: 0-5460, 5461-10922, 10923-16383.
+    owners = [0 if s <= 5460 else 1 if s <= 10922 else 2 for s in map(_slot, SHARDS)]
+    assert sorted(owners.count(m) for m in range(3)) == [21, 21, 22]
 
 
 async def test_idempotent_create_returns_the_first_ticket(store: Store) -> None:
@@ -171,7 +193,7 @@ async def test_idempotent_create_returns_the_first_ticket(store: Store) -> None:
     first = await store.tickets.create(idempotency=key)
     again = await store.tickets.create(idempotency=key)
     assert not first.replayed and again.replayed and again.ticket == first.ticket
-    assert first.ticket.id[0] == keys.idempotency_shard(key.actor, key.key)
+    assert keys.shard_of(first.ticket.id) == keys.idempotency_shard(key.actor, key.key)
     other_caller = await store.tickets.create(idempotency=IdempotencyKey(actor="box-office-2", key="order-17"))
     assert other_caller.ticket.id != first.ticket.id and not other_caller.replayed
     total = sum([await store.redis.scard(keys.index(s)) for s in SHARDS])
@@ -282,28 +304,36 @@ async def test_create_batch_makes_distinct_indexed_tickets(store: Store) -> None
 
 
 @pytest.mark.parametrize(("kind", "payload"), [
-    ("page", "16.0."),  # no such shard
+    ("page", "64.0."),  # no such shard
     ("page", "0.18446744073709551616."),  # past SSCAN's 64-bit cursor
     ("page", "0.0.not-an-id"),
     ("page", "0.0"),
     ("page", "\u0661.0."),  # a digit, but not an ASCII one
 ])
 async def test_a_signed_cursor_out_of_range_is_refused_before_redis(store: Store, kind: str, payload: str) -> None:
-    token = await store.feed._sign(kind, payload)
+    token = await store.feed._sign(kind, payload.encode())
     with pytest.raises(BadCursor):
         await store.feed.list_page(token, 10)
 
 
-@pytest.mark.parametrize("positions", [
-    ["0-0"] * 15,
-    ["0-0"] * 15 + ["18446744073709551616-0"],
-    ["0-0"] * 15 + ["1"],
-    ["0-0"] * 15 + ["-1-0"],
+@pytest.mark.parametrize("payload", [
+    b"\x00" * 64,  # one shard short
+    b"\x00" * 66,  # one too many
+    b"\x05" + b"\x00" * 63 + b"\x07\x00",  # older than the epoch
+    b"\x05" + b"\x00" * 63 + b"\x80",  # a varint cut short
+    b"\xff" * 11 + b"\x00" * 64,  # past 64 bits
 ])
-async def test_a_signed_feed_cursor_out_of_range_is_refused(store: Store, positions: list[str]) -> None:
-    token = await store.feed._sign("feed", ",".join(positions))
+async def test_a_signed_feed_cursor_out_of_range_is_refused(store: Store, payload: bytes) -> None:
+    token = await store.feed._sign("feed", payload)
     with pytest.raises(BadCursor):
         await store.feed.events_page(token, 10)
+
+
+async def test_a_feed_cursor_of_64_busy_shards_fits_a_url(store: Store) -> None:
+    positions = [f"{1_764_000_000_000 + 37 * i}-{i % 3}" for i in range(64)]
+    token = await store.feed._sign("feed", feed_module._pack_positions(positions))
+    assert len(token) < 600
+    assert (await store.feed.feed_cursor(token)).positions == tuple(positions)
 
 
 @pytest.mark.parametrize("token", ["", "abc", "abc.def", "....", "MC4wLg", "MC4wLg.AAAAAAAAAAAAAAAA", "é.é"])

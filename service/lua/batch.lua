@@ -4,6 +4,8 @@
 -- already exists is not made again (the ids of a re-sent or idempotent batch are derived
 -- from its request, so a retry finds the tickets it made); if none is missing, the answer
 -- is a replay.
+-- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
+-- script (with replicas) covers the first answer's own write too.
 --
 -- KEYS[1]  id index of the shard       tickets:{<shard>}
 -- KEYS[2]  counters of the shard       stats:{<shard>}
@@ -54,6 +56,8 @@ end
 if #missing > 0 then
   redis.call('HINCRBY', stats, 'total', #missing)
   redis.call('HINCRBY', stats, 'valid', #missing)
+else
+  redis.call('HINCRBY', stats, 'replayed', 1)
 end
 local out = {'created', #missing == 0 and 1 or 0}
 for i = 1, n do

@@ -2,6 +2,8 @@
 -- (event, type, validity window, status, single entry or re-entry, the area's occupancy and
 -- capacity), the areas that entering here checks the holder out of, the counters, the
 -- ticket's history event, and what an annul needs to undo it.
+-- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
+-- script (with replicas) covers the first answer's own write too.
 --
 -- Ticket hash fields this script keeps (see create.lua for the rest):
 --   a:<list>    when the ticket was first admitted on the list (integer microseconds)
@@ -47,6 +49,7 @@ if prior then
   local out = {}
   for part in string.gmatch(prior .. SEP, '([^' .. SEP .. ']*)' .. SEP) do out[#out + 1] = part end
   out[1] = 'replayed:' .. out[1]
+  redis.call('HINCRBY', stats, 'replayed', 1)
   return out
 end
 

@@ -7,6 +7,8 @@
 -- its request id) gets its ticket back, with no second ticket and no second event. With an
 -- Idempotency-Key's claim, the first answer is stored in it, and a later call with the same
 -- claim gets it back; a claim made by another request is refused.
+-- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
+-- script (with replicas) covers the first answer's own write too.
 --
 -- KEYS[1]  ticket hash                 tkt:{<shard>}:<id>
 -- KEYS[2]  id index of the shard       tickets:{<shard>}
@@ -54,6 +56,7 @@ if claim then
     end
     local parts = {}
     for part in string.gmatch(rest .. SEP, '([^' .. SEP .. ']*)' .. SEP) do parts[#parts + 1] = part end
+    redis.call('HINCRBY', KEYS[3], 'replayed', 1)
     return answer(parts[1], parts[2], 1, {unpack(parts, 3)})
   end
 end
@@ -86,6 +89,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HINCRBY', KEYS[3], 'valid', 1)
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', events_maxlen, '*',
     't', ticket_id, 'e', 'created', 'ts', ts, 'a', actor, 'r', request_id, 'ip', client_ip)
+end
+if replayed == 1 then
+  redis.call('HINCRBY', KEYS[3], 'replayed', 1)
 end
 local values = redis.call('HMGET', KEYS[1], unpack(FIELDS))
 if claim then

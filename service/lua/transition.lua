@@ -4,6 +4,8 @@
 -- balancer re-sending the request to another replica) or by the caller's Idempotency-Key.
 -- The same record again gets the first answer, with no second change and no second event,
 -- so the gate that won never gets a false 409.
+-- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
+-- script (with replicas) covers the first answer's own write too.
 --
 -- KEYS[1]  ticket hash                 tkt:{<shard>}:<id>
 -- KEYS[2]  replay record               replay:{<shard>}:<id>:<hash>  or  idem:{<shard>}:<hash>:answer
@@ -39,6 +41,7 @@ if prior then
   if fp ~= transition then
     return answer('mismatch', 1, '', '')
   end
+  redis.call('HINCRBY', KEYS[3], 'replayed', 1)
   return answer(outcome, 1, ts, valid)
 end
 if not cur[1] then

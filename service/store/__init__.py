@@ -1,11 +1,11 @@
 """The one owner of Redis. Each concern has its module: `keys` (every key name), `scripts`
-(the Lua files), `calls` (timeouts and what a failure means), `secret` (the deployment's
+(the Lua files), `calls` (timeouts and what a failure means), `link` (scripts, pipelines
+and replica acknowledgement on any topology), `client` (the client the topology needs),
+`secret` (the deployment's
 shared secret), `tickets` (writes and reads), `feed` (listing and the change feed) and
 `consumer` (the tickets processor's side of the streams). `Store` puts them together."""
 
 from __future__ import annotations
-
-from redis.asyncio import Redis
 
 from .calls import Caller
 from .checkin import CheckinStore
@@ -13,7 +13,7 @@ from .config import StoreConfig
 from .consumer import StreamConsumer, StreamEntry
 from .feed import Feed, FeedPage, Page
 from .keys import PROCESSOR_GROUP, SHARDS
-from .scripts import Scripts
+from .link import Client, Durability, Link, has_replicas
 from .secret import DeploymentSecret
 from .tickets import Stats, TicketStore, WriteResult
 
@@ -26,12 +26,12 @@ __all__ = [
 class Store:
     """The store's parts over one client, sharing its call bounds, scripts and secret."""
 
-    def __init__(self, redis: Redis, cfg: StoreConfig = StoreConfig()) -> None:
-        caller = Caller(cfg.timeout_ms, cfg.max_concurrent)
-        scripts = Scripts(redis)
-        secret = DeploymentSecret(redis, caller)
-        self.redis = redis
-        self.tickets = TicketStore(redis, caller, scripts, secret, cfg)
-        self.feed = Feed(redis, caller, scripts, secret)
-        self.consumer = StreamConsumer(redis, caller, scripts)
-        self.checkin = CheckinStore(redis, caller, scripts, cfg)
+    def __init__(self, redis: Client, cfg: StoreConfig = StoreConfig()) -> None:
+        replicas = has_replicas(redis) if cfg.min_replicas_ack is None else cfg.min_replicas_ack
+        link = Link(redis, Caller(cfg.timeout_ms, cfg.max_concurrent), Durability(replicas, cfg.wait_timeout_ms))
+        secret = DeploymentSecret(link)
+        self.redis, self.link = redis, link
+        self.tickets = TicketStore(link, secret, cfg)
+        self.feed = Feed(link, secret)
+        self.consumer = StreamConsumer(link)
+        self.checkin = CheckinStore(link, cfg)

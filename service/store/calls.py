@@ -28,11 +28,26 @@ _MEANINGS: tuple[tuple[type[BaseException], type[StoreError]], ...] = (
     (rx.ReadOnlyError, StoreUnavailable),
     (rx.ClusterDownError, StoreUnavailable),
     (rx.TryAgainError, StoreUnavailable),
+    # No node owns the slot yet (a master failed, its replica not yet promoted).
+    (rx.SlotNotCoveredError, StoreUnavailable),
+    (rx.MaxConnectionsError, StoreUnavailable),
     (rx.RedisError, StoreDefect),
+    # Anything else the Cluster client refuses (keys of two slots in one command) is ours.
+    (rx.RedisClusterException, StoreDefect),
 )
 
 
+# Error replies that redis-py has no class for, by their first word. NOREPLICAS: a master
+# with fewer live replicas than min-replicas-to-write refuses writes (an isolated master);
+# MASTERDOWN: a replica cut off from its master (replica-serve-stale-data no). Both pass.
+_OUTAGE_REPLIES = ("NOREPLICAS", "MASTERDOWN")
+
+
 def meaning(exc: BaseException) -> type[StoreError] | None:
+    if isinstance(exc, rx.ResponseError) and str(exc).startswith(_OUTAGE_REPLIES):
+        return StoreUnavailable
+    if isinstance(exc, rx.RedisClusterException) and "connect" in str(exc):
+        return StoreUnavailable  # no startup node reachable: the Cluster is down, not wrong
     for raised, meant in _MEANINGS:
         if isinstance(exc, raised):
             return meant

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
-
 from ..errors import EventNotFound, InvalidInput, ListNotFound, NothingToAnnul
 from ..models import (
     CheckinResult,
@@ -20,10 +18,9 @@ from ..models import (
     new_list_id,
 )
 from . import keys
-from .calls import Caller
 from .config import StoreConfig
 from .idempotency import bind
-from .scripts import Scripts
+from .link import Link
 from .tickets import ticket_from
 
 _LIST_FIELDS = ("name", "types", "reentry", "capacity", "leaves", "inside", "admitted", "exits")
@@ -34,8 +31,9 @@ def _split(text: Any) -> tuple[str, ...]:
 
 
 class CheckinStore:
-    def __init__(self, redis: Redis, caller: Caller, scripts: Scripts, cfg: StoreConfig) -> None:
-        self.redis, self._caller, self._scripts, self.cfg = redis, caller, scripts, cfg
+    def __init__(self, link: Link, cfg: StoreConfig) -> None:
+        self._link, self.cfg = link, cfg
+        self.redis = link.redis
         # A list's `leaves` never change once it is made (no call changes a list), so each
         # worker reads them once per list: a scan stays one round trip.
         self._leaves_of: dict[str, tuple[str, ...]] = {}
@@ -43,12 +41,14 @@ class CheckinStore:
     async def create_list(self, event_id: str, spec: ListSpec) -> ListInfo:
         list_id = new_list_id(event_id)
         leaves = list(spec.leaves)
+        for other in leaves:  # a list of another event lives in another slot: never sent
+            if event_of_list(other) != event_id:
+                raise InvalidInput(f"leaves: {other} is not a list of event {event_id}", slug="malformed-body")
         script_keys = [keys.event(event_id), keys.check_in_list(list_id), keys.list_index(event_id),
                        *(keys.check_in_list(lid) for lid in leaves)]
         args = [list_id, spec.name, ",".join(spec.types), "1" if spec.reentry else "0",
                 "" if spec.capacity is None else spec.capacity, ",".join(leaves), *leaves]
-        async with self._caller.call("list_create"):
-            outcome = await self._scripts.list(keys=script_keys, args=args)
+        outcome = await self._link.run("list_create", self._link.scripts.list, script_keys, args, write=True)
         if outcome == "no_event":
             raise EventNotFound(event_id)
         if outcome == "exists":  # one chance in 65,536 per list already there: draw again
@@ -61,7 +61,7 @@ class CheckinStore:
     async def get_list(self, event_id: str, list_id: str) -> ListInfo:
         if event_of_list(list_id) != event_id:
             raise ListNotFound(event_id, list_id)
-        async with self._caller.call("list_get"):
+        async with self._link.call("list_get"):
             flat: dict[str, str] = await self.redis.hgetall(keys.check_in_list(list_id))  # type: ignore[assignment]
         if not flat:
             raise ListNotFound(event_id, list_id)
@@ -76,24 +76,21 @@ class CheckinStore:
         """Per event: tickets issued, and per list its admitted, inside, exits and refusals
         by reason. Three pipelined round trips, whatever the number of events: the event
         ids of every shard, then each event's count and lists, then each list."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in keys.SHARDS:
-                pipe.smembers(keys.event_index(shard))
-            async with self._caller.call("figures_events"):
-                event_ids = sorted(e for ids in await pipe.execute() for e in ids)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event_id in event_ids:
-                pipe.hget(keys.event(event_id), "issued")
-                pipe.smembers(keys.list_index(event_id))
-            async with self._caller.call("figures_lists"):
-                replies = await pipe.execute()
+        batch = self._link.batch()
+        for shard in keys.SHARDS:
+            batch.cmd.smembers(keys.event_index(shard))
+        event_ids = sorted(e for ids in await batch.run(self._link.call("figures_events")) for e in ids)
+        batch = self._link.batch()
+        for event_id in event_ids:
+            batch.cmd.hget(keys.event(event_id), "issued")
+            batch.cmd.smembers(keys.list_index(event_id))
+        replies = await batch.run(self._link.call("figures_lists"))
         lists = {e: sorted(replies[2 * i + 1]) for i, e in enumerate(event_ids)}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for list_ids in lists.values():
-                for list_id in list_ids:
-                    pipe.hgetall(keys.check_in_list(list_id))
-            async with self._caller.call("figures_list"):
-                flats = iter(await pipe.execute())
+        batch = self._link.batch()
+        for list_ids in lists.values():
+            for list_id in list_ids:
+                batch.cmd.hgetall(keys.check_in_list(list_id))
+        flats = iter(await batch.run(self._link.call("figures_list")))
         out: dict[str, dict[str, Any]] = {}
         for i, event_id in enumerate(event_ids):
             per_list = {}
@@ -111,7 +108,7 @@ class CheckinStore:
         """The lists this list checks the holder out of: part of the scan's KEYS."""
         found = self._leaves_of.get(list_id)
         if found is None:
-            async with self._caller.call("list_leaves"):
+            async with self._link.call("list_leaves"):
                 raw = await self.redis.hget(keys.check_in_list(list_id), "leaves")
             found = _split(raw)
             if raw is not None and len(self._leaves_of) < 100_000:  # an unknown list is not kept
@@ -129,10 +126,10 @@ class CheckinStore:
         binding first)."""
         event = event_of_list(list_id)
         leaves = await self._leaves(list_id)
-        shard = list_id[0]
+        shard = keys.shard_of(list_id)
         same_event = event_of(ticket_id) == event
         if idempotency is not None:
-            await bind(self._caller, self._scripts, idempotency, self.cfg.idempotency_ttl_s)
+            await bind(self._link, idempotency, self.cfg.idempotency_ttl_s)
             record, ttl_s = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id, shard), \
                 self.cfg.idempotency_ttl_s
         else:
@@ -142,8 +139,8 @@ class CheckinStore:
             script_keys += [keys.ticket(ticket_id), *(keys.check_in_list(lid) for lid in leaves)]
         args = [list_id, direction.value, "" if scanned_at_us is None else scanned_at_us, origin.actor,
                 origin.request_id, origin.client_ip, self.cfg.events_maxlen, ticket_id, ttl_s]
-        async with self._caller.call("checkin"):
-            admitted, reason, *rest = await self._scripts.checkin(keys=script_keys, args=args)
+        admitted, reason, *rest = await self._link.run(
+            "checkin", self._link.scripts.checkin, script_keys, args, write=True)
         if reason == "no_list":
             raise ListNotFound(event, list_id)
         replayed = str(admitted).startswith("replayed:")
@@ -160,13 +157,12 @@ class CheckinStore:
         if event_of(ticket_id) != event:
             raise NothingToAnnul("no scan of this ticket on this list to annul")
         leaves = await self._leaves(list_id)
-        shard = list_id[0]
+        shard = keys.shard_of(list_id)
         script_keys = [keys.check_in_list(list_id), keys.stats(shard), keys.stream(shard), keys.ticket(ticket_id),
                        *(keys.check_in_list(lid) for lid in leaves)]
         args: list[str | int] = [list_id, origin.actor, window_s * 1_000_000, origin.request_id, origin.client_ip,
                                  self.cfg.events_maxlen, ticket_id, *leaves]
-        async with self._caller.call("annul"):
-            outcome, inside = await self._scripts.annul(keys=script_keys, args=args)
+        outcome, inside = await self._link.run("annul", self._link.scripts.annul, script_keys, args, write=True)
         if outcome == "too_late":
             raise NothingToAnnul(f"that scan is older than the annul window ({window_s} s)")
         if outcome != "annulled":

@@ -1,27 +1,67 @@
-"""The Redis client the API and the processor share, built from settings."""
+"""The Redis client the API, the processor and the bench share, built from settings for the
+topology they select: one redis-server (REDIS_URL), a master watched by Sentinel
+(REDIS_SENTINELS), or a Redis Cluster (REDIS_CLUSTER_NODES). All three are redis-py's own
+clients: master discovery and re-discovery after a failover are Sentinel's, slot routing,
+MOVED/ASK and topology refresh are RedisCluster's."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from ..settings import Settings
+from ..settings import Settings, Topology
+from .link import Client
 
 
-def redis_from_settings(settings: Settings, client_name: str = "tickets-api") -> Redis:
-    """A client with a bounded pool and a bounded connect. One retry on a dropped connection
-    is safe because every write script is idempotent for the same arguments. The client name
+def _common(settings: Settings, client_name: str) -> dict[str, Any]:
+    """What every connection of every topology shares. One retry on a dropped connection is
+    safe because every write script is idempotent for the same arguments. The client name
     shows in CLIENT LIST, for the people who watch Redis."""
     # No socket_timeout, and not the BlockingConnectionPool: the store bounds each whole call
     # (REDIS_TIMEOUT_MS) and queues callers beyond the pool size itself, at a fraction of the
     # cost per command (measured in bench/).
-    pool = ConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        socket_connect_timeout=settings.redis_connect_timeout_ms / 1000,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 1),
-        client_name=client_name,
-    )
+    common: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_connect_timeout_ms / 1000,
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), 1),
+        "client_name": client_name,
+    }
+    if settings.redis_username:
+        common["username"] = settings.redis_username
+    if settings.redis_password:
+        common["password"] = settings.redis_password
+    return common
+
+
+def redis_from_settings(settings: Settings, client_name: str = "tickets-api") -> Client:
+    common = _common(settings, client_name)
+    if settings.topology is Topology.CLUSTER:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.redis_cluster_nodes],
+            max_connections=settings.redis_max_connections,
+            # Slots of a failed master stay uncovered until its replica is promoted: the
+            # client keeps serving every other slot meanwhile.
+            require_full_coverage=False,
+            socket_timeout=None,
+            **common,
+        )
+    if settings.topology is Topology.SENTINEL:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(settings.redis_sentinels),
+            sentinel_kwargs={"socket_connect_timeout": common["socket_connect_timeout"],
+                             "socket_timeout": settings.redis_timeout_ms / 1000,
+                             "decode_responses": True},
+            max_connections=settings.redis_max_connections,
+            **common,
+        )
+        # Every new connection asks the sentinels for the master, and one that meets a
+        # demoted master (READONLY) is dropped: the next call finds the promoted one.
+        master: Redis = sentinel.master_for(settings.redis_sentinel_master)
+        return master
+    pool = ConnectionPool.from_url(settings.redis_url, max_connections=settings.redis_max_connections, **common)
     return Redis.from_pool(pool)

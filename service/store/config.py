@@ -14,11 +14,15 @@ class StoreConfig:
     events_maxlen: int = 100_000
     timeout_ms: int = 1000
     max_concurrent: int = 64
+    # None: 1 where the client's topology has replicas (Sentinel, Cluster), 0 standalone.
+    min_replicas_ack: int | None = None
+    wait_timeout_ms: int = 250
 
     @classmethod
     def from_settings(cls, s: Settings) -> StoreConfig:
         return cls(
             replay_ttl_s=s.replay_ttl_s, idempotency_ttl_s=s.idempotency_ttl_s,
             events_maxlen=s.events_maxlen, timeout_ms=s.redis_timeout_ms,
-            max_concurrent=s.redis_max_connections,
+            max_concurrent=s.redis_max_connections, min_replicas_ack=s.redis_min_replicas_ack,
+            wait_timeout_ms=s.redis_wait_timeout_ms,
         )

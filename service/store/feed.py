@@ -9,16 +9,12 @@ import hmac
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
-
-from ..errors import BadCursor, FeedCursorExpired, StoreUnavailable
+from ..errors import BadCursor, FeedCursorExpired
 from ..models import Event, EventInfo, FeedCursor, PageCursor, Ticket, is_event_id, parse_ticket_id, stream_id_key
 from . import keys
-from .calls import Caller
-from .scripts import Scripts
+from .link import Link
 from .secret import DeploymentSecret
 from .tickets import EVENT_FIELDS, TICKET_FIELDS, event_from, ticket_from
 
@@ -27,7 +23,6 @@ from .tickets import EVENT_FIELDS, TICKET_FIELDS, event_from, ticket_from
 _SCAN_COUNT = 128
 _MAC_BYTES = 12
 _U64 = 2**64
-_STREAM_ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 _SCAN_RE = re.compile(r"^[0-9]{1,20}$")
 T = TypeVar("T")
 
@@ -61,22 +56,29 @@ def _unb64(text: str) -> bytes:
 
 
 class Feed:
-    def __init__(self, redis: Redis, caller: Caller, scripts: Scripts, secret: DeploymentSecret) -> None:
-        self.redis, self._caller, self._scripts, self._secret = redis, caller, scripts, secret
+    def __init__(self, link: Link, secret: DeploymentSecret) -> None:
+        self._link, self._secret = link, secret
 
     # Cursors: base64url(payload) "." base64url(MAC), the MAC keyed by the deployment secret.
-    async def _sign(self, kind: str, payload: str) -> str:
-        mac = await self._secret.mac(f"cursor:{kind}", payload)
-        return f"{_b64(payload.encode())}.{_b64(mac[:_MAC_BYTES])}"
+    async def _sign(self, kind: str, payload: bytes) -> str:
+        mac = await self._secret.mac(f"cursor:{kind}", payload.decode("latin-1"))
+        return f"{_b64(payload)}.{_b64(mac[:_MAC_BYTES])}"
 
-    async def _verify(self, kind: str, token: str) -> str | None:
+    async def _verify_bytes(self, kind: str, token: str) -> bytes | None:
         body, dot, mac_text = token.partition(".")
         try:
-            payload, mac = _unb64(body).decode("ascii"), _unb64(mac_text)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+            payload, mac = _unb64(body), _unb64(mac_text)
+        except (ValueError, binascii.Error):
             return None
-        expected = (await self._secret.mac(f"cursor:{kind}", payload))[:_MAC_BYTES]
+        expected = (await self._secret.mac(f"cursor:{kind}", payload.decode("latin-1")))[:_MAC_BYTES]
         return payload if dot and hmac.compare_digest(mac, expected) else None
+
+    async def _verify(self, kind: str, token: str) -> str | None:
+        payload = await self._verify_bytes(kind, token)
+        try:
+            return None if payload is None else payload.decode("ascii")
+        except UnicodeDecodeError:
+            return None
 
     async def page_cursor(self, token: str, kind: str = "page") -> PageCursor:
         """The listing position in a cursor this service issued for `kind`; BadCursor otherwise."""
@@ -94,11 +96,11 @@ class Feed:
 
     async def feed_cursor(self, token: str) -> FeedCursor:
         """The feed position in a cursor this service issued; BadCursor otherwise."""
-        payload = await self._verify("feed", token)
-        parts = payload.split(",") if payload else []
-        if len(parts) != len(keys.SHARDS) or not all(_valid_stream_id(p) for p in parts):
+        payload = await self._verify_bytes("feed", token)
+        positions = None if payload is None else _unpack_positions(payload, len(keys.SHARDS))
+        if positions is None:
             raise BadCursor("after")
-        return FeedCursor(tuple(parts))
+        return FeedCursor(positions)
 
     async def list_page(self, cursor: str | None, limit: int) -> Page:
         """Up to `limit` tickets from `cursor` (one this service issued) on, and the cursor
@@ -113,75 +115,162 @@ class Feed:
         return EventPage(events, nxt)
 
     async def _walk(
-        self, kind: str, index: Callable[[str], str], read: Callable[[Sequence[str]], Awaitable[list[T]]],
+        self, kind: str, index: Callable[[str], str], read: Callable[[Sequence[list[str]]], Awaitable[list[T]]],
         cursor: str | None, limit: int,
     ) -> tuple[list[T], str | None]:
-        at = PageCursor(shard=0, scan=0, after="") if cursor is None else await self.page_cursor(cursor, kind)
+        """Shards in order. A round scans the next `span` shards at once (one round trip per
+        node) and takes them while they fit the page; `span` doubles while the page is not
+        full, so a page over many sparse shards costs a few round trips, not one a shard, and
+        a dense shard wastes at most what one round asked of the shards after it."""
+        at: PageCursor | None = PageCursor(shard=0, scan=0, after="") if cursor is None \
+            else await self.page_cursor(cursor, kind)
         items: list[T] = []
-        while len(items) < limit:
-            shard = keys.SHARDS[at.shard]
+        span = 1
+        while at is not None and len(items) < limit:
             room = limit - len(items)
+            at, groups = await self._scan_round(index, at, room, span)
+            items.extend(await read(groups))
+            span = min(span * 2, len(keys.SHARDS))
+        if at is None:
+            return items, None
+        return items, await self._sign(kind, f"{at.shard}.{at.scan}.{at.after}".encode())
+
+    async def _scan_round(
+        self, index: Callable[[str], str], at: PageCursor, room: int, span: int
+    ) -> tuple[PageCursor | None, list[list[str]]]:
+        """Up to `room` ids from `at` on, over at most `span` shards: (where the walk stands
+        after them, None at the end; the ids, a list per shard)."""
+        shards = range(at.shard, min(at.shard + span, len(keys.SHARDS)))
+        batch = self._link.batch()
+        for shard in shards:
+            first = shard == at.shard
             # Enough SSCAN calls to fill the page from a dense set, bounded for a sparse one.
-            max_batches = room // _SCAN_COUNT + 4
-            args: list[str | int] = [at.scan, at.after, room, max_batches, _SCAN_COUNT]
-            async with self._caller.call("list"):
-                scan, after, *ids = await self._scripts.scan(keys=[index(shard)], args=args)
-            items.extend(await read(ids))
-            nxt = _next_cursor(at.shard, scan, after)
-            if nxt is None:
-                return items, None
-            at = nxt
-        return items, await self._sign(kind, f"{at.shard}.{at.scan}.{at.after}")
+            args: list[str | int] = [at.scan if first else 0, at.after if first else "", room,
+                                     room // _SCAN_COUNT + 4, _SCAN_COUNT]
+            batch.script(self._link.scripts.scan, [index(keys.SHARDS[shard])], args)
+        groups: list[list[str]] = []
+        taken = 0
+        now: PageCursor | None = at
+        for shard, (scan, after, *ids) in zip(shards, await batch.run(self._link.call("list")), strict=True):
+            if taken + len(ids) > room:  # a later shard that does not fit: next round starts it again
+                return PageCursor(shard=shard, scan=0, after=""), groups
+            groups.append(ids)
+            taken += len(ids)
+            now = _next_cursor(shard, scan, after)
+            if now is None or now.shard == shard:  # the end, or a shard left part-way
+                return now, groups
+        return now, groups
 
-    async def _read(self, ids: Sequence[str]) -> list[Ticket]:
-        if not ids:
-            return []
-        async with self._caller.call("list_read"):
-            flat = await self._scripts.read_many(keys=[keys.ticket(i) for i in ids], args=[])
+    async def _read(self, groups: Sequence[list[str]]) -> list[Ticket]:
+        """The tickets of the ids, one script call per shard (its keys in KEYS, one slot)."""
+        batch = self._link.batch()
+        for ids in groups:
+            if ids:
+                batch.script(self._link.scripts.read_many, [keys.ticket(i) for i in ids], [])
+        flats = iter(await batch.run(self._link.call("list_read")))
         width = len(TICKET_FIELDS)
-        return [ticket_from(i, flat[width * n: width * n + width]) for n, i in enumerate(ids) if flat[width * n]]
+        out: list[Ticket] = []
+        for ids in (g for g in groups if g):
+            flat = next(flats)
+            out += [ticket_from(i, flat[width * n: width * n + width]) for n, i in enumerate(ids) if flat[width * n]]
+        return out
 
-    async def _read_events(self, ids: Sequence[str]) -> list[EventInfo]:
-        if not ids:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event_id in ids:
-                pipe.hmget(keys.event(event_id), EVENT_FIELDS)
-            async with self._caller.call("event_read"):
-                replies = await pipe.execute()
+    async def _read_events(self, groups: Sequence[list[str]]) -> list[EventInfo]:
+        ids = [i for g in groups for i in g]
+        batch = self._link.batch()
+        for event_id in ids:
+            batch.cmd.hmget(keys.event(event_id), EVENT_FIELDS)
+        replies = await batch.run(self._link.call("event_read"))
         return [event_from(i, values) for i, values in zip(ids, replies, strict=True) if values[0] is not None]
 
     async def events_page(self, after: str | None, limit: int) -> FeedPage:
         """The next `limit` events after cursor `after` (one this service issued), merged
         across shards in stream-id order. Each shard's position moves only past the events
         returned, so no event is skipped or repeated. Raises FeedCursorExpired if the
-        streams were trimmed past the cursor."""
+        streams were trimmed past the cursor.
+
+        Each shard gives at most `per_shard` entries (2 * limit spread over the shards, at
+        least 4): a page costs about 2 * limit + 4 * shards entries read, not limit * shards.
+        A shard that gave all it was asked for may hold more, so the page ends at the
+        earliest last entry of such a shard: what it returns is in order."""
         at = FeedCursor.start(len(keys.SHARDS)) if after is None else await self.feed_cursor(after)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard, pos in zip(keys.SHARDS, at.positions, strict=True):
-                pipe.xrange(keys.stream(shard), f"({pos}", "+", count=limit)
-                pipe.xinfo_stream(keys.stream(shard))
-            async with self._caller.call("events"):
-                replies = await pipe.execute(raise_on_error=False)
+        per_shard = max(4, -(-2 * limit // len(keys.SHARDS)))
+        batch = self._link.batch()
+        for shard, pos in zip(keys.SHARDS, at.positions, strict=True):
+            # From the position itself, inclusive: its presence proves nothing was trimmed.
+            start, count = ("-", per_shard) if pos == "0-0" else (pos, per_shard + 1)
+            batch.cmd.xrange(keys.stream(shard), start, "+", count=count)
+        replies = await batch.run(self._link.call("events"))
         merged: list[tuple[tuple[int, int], int, str, dict[str, str]]] = []
-        for i, pos in enumerate(at.positions):
-            entries, info = replies[2 * i], replies[2 * i + 1]
-            _check_not_trimmed(pos, info)
+        horizon: tuple[tuple[int, int], int] | None = None
+        for i, (pos, entries) in enumerate(zip(at.positions, replies, strict=True)):
+            if pos != "0-0":
+                if not entries or entries[0][0] != pos:
+                    # Its own entry was trimmed away: entries after it may have gone too
+                    # (trimming cannot say), and a feed that may skip is no feed.
+                    raise FeedCursorExpired()
+                entries = entries[1:]
+            if len(entries) == per_shard:
+                last = (stream_id_key(entries[-1][0]), i)
+                horizon = last if horizon is None else min(horizon, last)
             merged.extend((stream_id_key(eid), i, eid, f) for eid, f in entries)
         merged.sort()
-        taken = merged[:limit]
+        taken = [m for m in merged if horizon is None or (m[0], m[1]) <= horizon][:limit]
         positions = list(at.positions)
         for _, i, eid, _ in taken:
             positions[i] = eid
         events = [Event.from_fields(eid, f) for _, _, eid, f in taken]
-        return FeedPage(events, await self._sign("feed", ",".join(positions)))
+        return FeedPage(events, await self._sign("feed", _pack_positions(positions)))
 
 
-def _valid_stream_id(text: str) -> bool:
-    if not _STREAM_ID_RE.fullmatch(text):
-        return False
-    ms, seq = text.split("-")
-    return int(ms) < _U64 and int(seq) < _U64
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(raw: bytes, at: int) -> tuple[int, int]:
+    n = shift = 0
+    while at < len(raw) and shift < 70:
+        byte = raw[at]
+        n |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            return n, at
+    raise ValueError("bad varint")
+
+
+def _pack_positions(positions: Sequence[str]) -> bytes:
+    """A feed position per shard, small enough for a URL: the newest entry's milliseconds,
+    then per shard 0 (the start) or 1 + how many ms older it is, and its sequence number."""
+    parsed = [stream_id_key(p) for p in positions]
+    newest = max(ms for ms, _ in parsed)
+    out = bytearray(_varint(newest))
+    for pos, (ms, seq) in zip(positions, parsed, strict=True):
+        out += b"\0" if pos == "0-0" else _varint(newest - ms + 1) + _varint(seq)
+    return bytes(out)
+
+
+def _unpack_positions(raw: bytes, shards: int) -> tuple[str, ...] | None:
+    try:
+        newest, at = _read_varint(raw, 0)
+        positions: list[str] = []
+        for _ in range(shards):
+            older, at = _read_varint(raw, at)
+            if older == 0:
+                positions.append("0-0")
+                continue
+            seq, at = _read_varint(raw, at)
+            ms = newest - (older - 1)
+            if ms < 0 or seq >= _U64 or newest >= _U64:
+                return None
+            positions.append(f"{ms}-{seq}")
+    except ValueError:
+        return None
+    return tuple(positions) if at == len(raw) else None
 
 
 def _next_cursor(shard: int, scan: str, after: str) -> PageCursor | None:
@@ -190,21 +279,3 @@ def _next_cursor(shard: int, scan: str, after: str) -> PageCursor | None:
     if shard + 1 < len(keys.SHARDS):
         return PageCursor(shard=shard + 1, scan=0, after="")
     return None
-
-
-def _check_not_trimmed(pos: str, info: Any) -> None:
-    """Refuse a cursor whose own entry was trimmed away: entries after it may have gone too
-    (trimming cannot say), and a feed that may skip is no feed."""
-    if isinstance(info, ResponseError):  # no such stream yet: nothing was trimmed
-        return
-    if isinstance(info, Exception):
-        raise StoreUnavailable(str(info))
-    if pos == "0-0":
-        return
-    first = info.get("first-entry")
-    if first is None:  # empty: anything after pos was trimmed
-        trimmed = stream_id_key(info["last-generated-id"]) > stream_id_key(pos)
-    else:
-        trimmed = stream_id_key(first[0]) > stream_id_key(pos)
-    if trimmed:
-        raise FeedCursorExpired()

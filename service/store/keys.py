@@ -1,15 +1,30 @@
 """Every Redis key the service uses, spelled in one place.
 
-A ticket's shard is the first hex digit of its id (uuid4 spreads them evenly), and the shard
-is the hash tag: all keys of one ticket, and the per-shard index, counters and stream that its
-scripts touch, share one Redis Cluster slot.
+A ticket's shard is the top 6 bits of its id's first byte (uuid4 spreads them evenly; an
+event's tickets share the event's), and the shard's tag is the key's hash tag: all keys of one
+ticket, and the per-shard index, counters and stream that its scripts touch, share one Redis
+Cluster slot.
+
+There are 64 shards. Each tag was chosen so that its slot lies at the centre of its 64th of
+the 16384 slots, in shard order: a Cluster whose masters own equal runs of slots (what
+`redis-cli --cluster create` and `rebalance` make) gets shards spread as evenly as 64 divides,
+with one to 64 masters useful (bench/ measures the spread). `tests/test_store.py` checks every
+tag's slot. Changing this table moves every key: see `service/store/migrate.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-SHARDS: tuple[str, ...] = tuple("0123456789abcdef")
+SHARDS: tuple[str, ...] = (
+    "mm", "6q", "9i", "e8", "29", "21", "ap", "ax", "0j", "kv", "dn", "df", "3g", "o6", "gc", "xw",
+    "8g", "d6", "lc", "02", "g3", "4c", "on", "4r", "99", "91", "1d", "m5", "fm", "yy", "2i", "iu",
+    "7a", "k0", "ce", "8y", "4l", "op", "x9", "x1", "jf", "1z", "zj", "b3", "ik", "2w", "yg", "fs",
+    "bk", "9w", "6o", "ms", "af", "an", "5b", "i3", "c5", "dp", "kh", "0t", "xi", "xa", "he", "44",
+)
+SHARD_INDEX: dict[str, int] = {tag: i for i, tag in enumerate(SHARDS)}
+# How many bits of the first byte pick the shard: 64 shards, the byte's top 6 bits.
+_SHARD_SHIFT = 2
 # The tickets processor's consumer group on every shard's stream.
 PROCESSOR_GROUP = "processor"
 # The deployment's shared secret (ticket ids derived from request ids, signed cursors).
@@ -22,7 +37,15 @@ def digest(*parts: str) -> str:
 
 
 def shard_of(ticket_id: str) -> str:
-    return ticket_id[0]
+    """The shard of an id whose first two characters are hex: a ticket, an event, a list, a
+    digest."""
+    return SHARDS[int(ticket_id[:2], 16) >> _SHARD_SHIFT]
+
+
+def in_shard(ticket_id: str, shard: str) -> str:
+    """The same id with its first byte moved into `shard` (its low bits kept)."""
+    low = int(ticket_id[:2], 16) & ((1 << _SHARD_SHIFT) - 1)
+    return f"{SHARD_INDEX[shard] << _SHARD_SHIFT | low:02x}" + ticket_id[2:]
 
 
 def ticket_prefix(shard: str) -> str:
@@ -46,7 +69,7 @@ def stream(shard: str) -> str:
 
 
 def shard_of_stream(stream_key: str) -> str:
-    return stream_key[stream_key.index("{") + 1]
+    return stream_key[stream_key.index("{") + 1: stream_key.index("}")]
 
 
 def history(ticket_id: str) -> str:
@@ -65,7 +88,7 @@ def replay(ticket_id: str, actor: str, request_id: str, shard: str | None = None
 
 
 def idempotency_shard(actor: str, key: str) -> str:
-    return digest(actor, key)[0]
+    return shard_of(digest(actor, key))
 
 
 def idempotency(actor: str, key: str) -> str:
@@ -80,8 +103,8 @@ def idempotency_answer(actor: str, key: str, ticket_id: str, shard: str | None =
 
 
 def event(event_id: str) -> str:
-    """An event lives in the shard of its id's first hex digit, with all of its tickets."""
-    return f"evt:{{{event_id[0]}}}:{event_id}"
+    """An event lives in the shard of its id, with all of its tickets."""
+    return f"evt:{{{shard_of(event_id)}}}:{event_id}"
 
 
 def event_index(shard: str) -> str:
@@ -90,8 +113,8 @@ def event_index(shard: str) -> str:
 
 def check_in_list(list_id: str) -> str:
     """A list id is its event's id, a dash and 4 hex digits: it lives with its event."""
-    return f"lst:{{{list_id[0]}}}:{list_id}"
+    return f"lst:{{{shard_of(list_id)}}}:{list_id}"
 
 
 def list_index(event_id: str) -> str:
-    return f"lsts:{{{event_id[0]}}}:{event_id}"
+    return f"lsts:{{{shard_of(event_id)}}}:{event_id}"

@@ -1,33 +1,47 @@
-"""The Lua scripts, loaded from the package once and registered into typed attributes.
-redis-py's Script sends EVALSHA and loads the script again on NOSCRIPT (a restarted or
-failed-over Redis has an empty script cache)."""
+"""The Lua scripts, loaded from the package once and registered into typed attributes. The
+link (link.py) sends them by EVALSHA and loads them again where Redis answers NOSCRIPT: a
+restarted Redis, a promoted replica and a new Cluster node all start with an empty script
+cache, which replication does not fill."""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from importlib import resources
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    source: str
+    sha: str
 
 
-def _source(name: str) -> str:
-    return resources.files("service.lua").joinpath(name).read_text(encoding="utf-8")
+def script_from(name: str, source: str) -> Script:
+    return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def _script(name: str) -> Script:
+    return script_from(name, resources.files("service.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8"))
 
 
 class Scripts:
     __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process", "event", "list", "checkin",
                  "annul", "batch")
 
-    def __init__(self, redis: Redis) -> None:
-        self.create: AsyncScript = redis.register_script(_source("create.lua"))
-        self.transition: AsyncScript = redis.register_script(_source("transition.lua"))
-        self.claim: AsyncScript = redis.register_script(_source("claim.lua"))
-        self.scan: AsyncScript = redis.register_script(_source("scan.lua"))
-        self.read_many: AsyncScript = redis.register_script(_source("read_many.lua"))
-        self.history: AsyncScript = redis.register_script(_source("history.lua"))
-        self.process: AsyncScript = redis.register_script(_source("process.lua"))
-        self.event: AsyncScript = redis.register_script(_source("event.lua"))
-        self.list: AsyncScript = redis.register_script(_source("list.lua"))
-        self.checkin: AsyncScript = redis.register_script(_source("checkin.lua"))
-        self.annul: AsyncScript = redis.register_script(_source("annul.lua"))
-        self.batch: AsyncScript = redis.register_script(_source("batch.lua"))
+    def __init__(self) -> None:
+        self.create = _script("create")
+        self.transition = _script("transition")
+        self.claim = _script("claim")
+        self.scan = _script("scan")
+        self.read_many = _script("read_many")
+        self.history = _script("history")
+        self.process = _script("process")
+        self.event = _script("event")
+        self.list = _script("list")
+        self.checkin = _script("checkin")
+        self.annul = _script("annul")
+        self.batch = _script("batch")
+
+
+SCRIPTS = Scripts()

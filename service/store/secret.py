@@ -7,17 +7,15 @@ import hashlib
 import hmac
 import secrets
 
-from redis.asyncio import Redis
-
 from . import keys
-from .calls import Caller
+from .link import Link
 
 
 class DeploymentSecret:
-    __slots__ = ("_redis", "_caller", "_secret", "_purpose_keys")
+    __slots__ = ("_link", "_secret", "_purpose_keys")
 
-    def __init__(self, redis: Redis, caller: Caller) -> None:
-        self._redis, self._caller = redis, caller
+    def __init__(self, link: Link) -> None:
+        self._link = link
         self._secret: bytes | None = None
         # Derived once per purpose: a create through nginx pays one HMAC, not two.
         self._purpose_keys: dict[str, bytes] = {}
@@ -25,9 +23,9 @@ class DeploymentSecret:
     async def _value(self) -> bytes:
         """Made once by whichever worker asks first (SET NX), then read by all; cached."""
         if self._secret is None:
-            async with self._caller.call("secret"):
-                await self._redis.set(keys.DEPLOYMENT_SECRET_KEY, secrets.token_hex(32), nx=True)
-                value = await self._redis.get(keys.DEPLOYMENT_SECRET_KEY)
+            async with self._link.call("secret"):
+                await self._link.redis.set(keys.DEPLOYMENT_SECRET_KEY, secrets.token_hex(32), nx=True)
+                value = await self._link.redis.get(keys.DEPLOYMENT_SECRET_KEY)
             self._secret = str(value).encode()
         return self._secret
 

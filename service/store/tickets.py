@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from ..errors import EventNotFound, IdempotencyKeyReused, SoldOut, TicketNotFound, TransitionRefused
 from ..models import (
     DEFAULT_EVENT,
@@ -29,10 +27,9 @@ from ..models import (
     stream_id_key,
 )
 from . import keys
-from .calls import Caller
 from .config import StoreConfig
 from .idempotency import bind
-from .scripts import Scripts
+from .link import Link
 from .secret import DeploymentSecret
 
 _STAT_FIELDS = ("total", "valid", "invalid", "revoked", "refused")
@@ -91,10 +88,9 @@ class TicketStore:
     """Tickets in Redis: one hash per ticket, and per shard an id set, a counter hash and an
     event stream."""
 
-    def __init__(
-        self, redis: Redis, caller: Caller, scripts: Scripts, secret: DeploymentSecret, cfg: StoreConfig
-    ) -> None:
-        self.redis, self._caller, self._scripts, self._secret, self.cfg = redis, caller, scripts, secret, cfg
+    def __init__(self, link: Link, secret: DeploymentSecret, cfg: StoreConfig) -> None:
+        self._link, self._secret, self.cfg = link, secret, cfg
+        self.redis = link.redis
 
     async def _new_id(self, origin: Origin, event: str) -> str:
         """A random id; for a request nginx forwarded, one derived from its request id with
@@ -120,7 +116,7 @@ class TicketStore:
         ticket_id = ticket_id or await self._new_id(origin, spec.event)
         if idempotency is not None and spec.event == DEFAULT_EVENT:
             # The ticket goes to the shard of the key's claim, so that one script sees both.
-            ticket_id = keys.idempotency_shard(idempotency.actor, idempotency.key) + ticket_id[1:]
+            ticket_id = keys.in_shard(ticket_id, keys.idempotency_shard(idempotency.actor, idempotency.key))
         elif idempotency is not None:
             # An event's tickets live in the event's shard, the claim in the key's: bind the key
             # first, then create the ticket whose id the key determines, so that a retry finds it.
@@ -129,8 +125,8 @@ class TicketStore:
             ticket_id, idempotency = new_ticket_id(spec.event, digest[:16]), None
         script_keys, claim_args = self._create_keys(ticket_id, spec.event, idempotency)
         args = [ticket_id, *self._origin_args(origin), *claim_args, *_spec_args(spec)]
-        async with self._caller.call("create"):
-            outcome, tid, replayed, *values = await self._scripts.create(keys=script_keys, args=args)
+        outcome, tid, replayed, *values = await self._link.run(
+            "create", self._link.scripts.create, script_keys, args, write=True)
         return WriteResult(self._created(outcome, tid, values, spec.event), bool(replayed))
 
     def _create_keys(
@@ -161,17 +157,17 @@ class TicketStore:
     async def create_batch(
         self, count: int, *, spec: TicketSpec = TicketSpec(), origin: Origin = Origin()
     ) -> list[Ticket]:
-        """Create `count` tickets alike in one pipelined round trip (loading, benchmarks).
-        Raises SoldOut if the event ran out of room on the way (what was issued stays)."""
+        """Create `count` tickets alike in one pipelined round trip per node (loading,
+        benchmarks). Raises SoldOut if the event ran out of room on the way (what was issued
+        stays)."""
         ids = [new_ticket_id(spec.event) for _ in range(count)]
         fields = _spec_args(spec)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for tid in ids:
-                script_keys, claim_args = self._create_keys(tid, spec.event, None)
-                await self._scripts.create(keys=script_keys, args=[tid, *self._origin_args(origin), *claim_args,
-                                                                   *fields], client=pipe)
-            async with self._caller.call("create_batch"):
-                replies = await pipe.execute()
+        batch = self._link.batch()
+        for tid in ids:
+            script_keys, claim_args = self._create_keys(tid, spec.event, None)
+            batch.script(self._link.scripts.create, script_keys,
+                         [tid, *self._origin_args(origin), *claim_args, *fields], write=True)
+        replies = await batch.run(self._link.call("create_batch", extra_s=count / 10_000))
         return [self._created(outcome, tid, values, spec.event) for outcome, tid, _, *values in replies]
 
     async def issue_batch(
@@ -191,7 +187,7 @@ class TicketStore:
         ids = [new_ticket_id(event, (await self._secret.mac("batch-ticket", f"{seed}\n{i}"))[:16])
                for i in range(len(specs))]
         if event == DEFAULT_EVENT:  # one shard for the whole batch, so that one script sees it all
-            ids = [ids[0][0] + tid[1:] for tid in ids]
+            ids = [keys.in_shard(tid, keys.shard_of(ids[0])) for tid in ids]
         shard = keys.shard_of(ids[0])
         script_keys = [keys.index(shard), keys.stats(shard), keys.stream(shard)]
         if event != DEFAULT_EVENT:
@@ -201,8 +197,8 @@ class TicketStore:
         args: list[str | int] = [*self._origin_args(origin), "0" if event == DEFAULT_EVENT else "1", first]
         for tid, spec in zip(ids, specs, strict=True):
             args += [tid, *_spec_args(spec)[1::2]]
-        async with self._caller.call("batch", extra_s=len(specs) / 10_000):
-            outcome, replayed, *flat = await self._scripts.batch(keys=script_keys, args=args)
+        outcome, replayed, *flat = await self._link.run(
+            "batch", self._link.scripts.batch, script_keys, args, write=True, extra_s=len(specs) / 10_000)
         if outcome == "no_event":
             raise EventNotFound(event)
         if outcome == "sold_out":
@@ -214,7 +210,7 @@ class TicketStore:
 
     async def get(self, ticket_id: str) -> Ticket:
         """Return the ticket, or raise TicketNotFound."""
-        async with self._caller.call("get"):
+        async with self._link.call("get"):
             values = await self.redis.hmget(keys.ticket(ticket_id), TICKET_FIELDS)
         if values[0] is None:
             raise TicketNotFound(ticket_id)
@@ -224,14 +220,14 @@ class TicketStore:
         event_id = new_event_id()
         args = [event_id, spec.name, _us(spec.starts_at), _us(spec.ends_at),
                 "" if spec.capacity is None else spec.capacity]
-        async with self._caller.call("event_create"):
-            made = await self._scripts.event(keys=[keys.event(event_id), keys.event_index(event_id[0])], args=args)
+        script_keys = [keys.event(event_id), keys.event_index(keys.shard_of(event_id))]
+        made = await self._link.run("event_create", self._link.scripts.event, script_keys, args, write=True)
         if not made:  # one chance in 4 billion: draw again
             return await self.create_event(spec)
         return EventInfo(event_id, spec.name, spec.starts_at, spec.ends_at, spec.capacity, 0)
 
     async def get_event(self, event_id: str) -> EventInfo:
-        async with self._caller.call("event_get"):
+        async with self._link.call("event_get"):
             values = await self.redis.hmget(keys.event(event_id), EVENT_FIELDS)
         if values[0] is None:
             raise EventNotFound(event_id)
@@ -256,8 +252,8 @@ class TicketStore:
         script_keys = [keys.ticket(ticket_id), record, keys.stats(shard), keys.stream(shard)]
         args = [STATE_CODES[transition.target], ttl_s, transition.value, *self._origin_args(origin), ticket_id,
                 reason or ""]
-        async with self._caller.call("transition"):
-            outcome, replayed, *values = await self._scripts.transition(keys=script_keys, args=args)
+        outcome, replayed, *values = await self._link.run(
+            "transition", self._link.scripts.transition, script_keys, args, write=True)
         if outcome == "missing":
             raise TicketNotFound(ticket_id)
         if outcome == "mismatch":
@@ -268,12 +264,12 @@ class TicketStore:
         return WriteResult(ticket=ticket, replayed=bool(replayed))
 
     async def _bind(self, idempotency: IdempotencyKey) -> None:
-        await bind(self._caller, self._scripts, idempotency, self.cfg.idempotency_ttl_s)
+        await bind(self._link, idempotency, self.cfg.idempotency_ttl_s)
 
     async def history(self, ticket_id: str) -> list[Event]:
         """The ticket's events as the tickets processor recorded them, oldest first."""
-        async with self._caller.call("history"):
-            exists, *flat = await self._scripts.history(keys=[keys.ticket(ticket_id), keys.history(ticket_id)])
+        exists, *flat = await self._link.run(
+            "history", self._link.scripts.history, [keys.ticket(ticket_id), keys.history(ticket_id)], [])
         if not exists:
             raise TicketNotFound(ticket_id)
         entries = sorted(zip(flat[::2], flat[1::2], strict=True), key=lambda kv: stream_id_key(kv[0]))
@@ -281,13 +277,12 @@ class TicketStore:
 
     async def stats(self) -> Stats:
         """Exact totals (kept by the same scripts that change tickets) and the processor's
-        counts by event type. One round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in keys.SHARDS:
-                pipe.hmget(keys.stats(shard), list(_STAT_FIELDS))
-                pipe.hgetall(keys.processed(shard))
-            async with self._caller.call("stats"):
-                replies = await pipe.execute()
+        counts by event type. One round trip per node."""
+        batch = self._link.batch()
+        for shard in keys.SHARDS:
+            batch.cmd.hmget(keys.stats(shard), list(_STAT_FIELDS))
+            batch.cmd.hgetall(keys.processed(shard))
+        replies = await batch.run(self._link.call("stats"))
         totals = [sum(int(r[i] or 0) for r in replies[::2]) for i in range(len(_STAT_FIELDS))]
         processed: dict[str, int] = {t.value: 0 for t in EventType}
         for counts in replies[1::2]:
@@ -298,5 +293,5 @@ class TicketStore:
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless Redis answers."""
-        async with self._caller.call("ping"):
+        async with self._link.call("ping"):
             await self.redis.ping()

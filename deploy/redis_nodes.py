@@ -1,0 +1,203 @@
+"""The Redis processes of each topology, for `make up` and the tests alike: real
+redis-server and redis-sentinel from Debian's packages, on loopback, with AOF on.
+
+- standalone: one redis-server on the base port.
+- sentinel: a master and 2 replicas (base, +1, +2) and 3 sentinels (+5, +6, +7), quorum 2.
+- cluster: 6 nodes (base .. +5) made into 3 masters with a replica each by
+  `redis-cli --cluster create ... --cluster-replicas 1` (`python -m deploy.redis_nodes form`).
+
+A node's role lives in its own config file, written once and then kept up to date by Redis
+(Sentinel rewrites it on failover, a Cluster node keeps nodes.conf): a restarted stack resumes
+the roles the last failover left, never the first ones, which could make a stale node master.
+Everything else is on the command line, so a change here applies at the next start.
+
+With replicas, a master stops taking writes when no replica has been in touch for
+min-replicas-max-lag seconds (min-replicas-to-write 1): a master cut off from its replicas
+cannot go on acknowledging writes that the promoted side will never see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TOPOLOGIES = ("standalone", "sentinel", "cluster")
+SENTINEL_MASTER = "tickets"
+SENTINEL_OFFSET = 5
+HOST = "127.0.0.1"
+# Failure detection, kept short for a local stack on loopback (a real one on a LAN may want
+# longer): a Sentinel or Cluster calls a node down after this many ms without an answer.
+DOWN_AFTER_MS = 2000
+
+
+def binary(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/bin:/usr/sbin:/usr/local/bin")
+    if found is None:
+        raise SystemExit(f"{name} is not installed: run `make up` as root, "
+                         "or apt-get install redis-server redis-sentinel")
+    return found
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    port: int
+    argv: list[str]
+    sentinel: bool = False
+
+
+@dataclass(frozen=True)
+class RedisLayout:
+    topology: str
+    base_port: int
+    var_dir: Path
+    appendfsync: str = "always"
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.topology not in TOPOLOGIES:
+            raise SystemExit(f"REDIS_TOPOLOGY must be one of {', '.join(TOPOLOGIES)}, not {self.topology!r}")
+
+    @property
+    def data_ports(self) -> list[int]:
+        count = {"standalone": 1, "sentinel": 3, "cluster": 6}[self.topology]
+        return [self.base_port + i for i in range(count)]
+
+    @property
+    def sentinel_ports(self) -> list[int]:
+        if self.topology != "sentinel":
+            return []
+        return [self.base_port + SENTINEL_OFFSET + i for i in range(3)]
+
+    def node_dir(self, port: int) -> Path:
+        # Standalone keeps the folder it always had, so that existing data stays where it was.
+        if self.topology == "standalone":
+            return self.var_dir / "redis"
+        return self.var_dir / "redis" / str(port)
+
+    def client_env(self) -> dict[str, str]:
+        """What the API, the processor and the bench need to reach this topology."""
+        if self.topology == "cluster":
+            return {"REDIS_CLUSTER_NODES": ",".join(f"{HOST}:{p}" for p in self.data_ports)}
+        if self.topology == "sentinel":
+            return {"REDIS_SENTINELS": ",".join(f"{HOST}:{p}" for p in self.sentinel_ports),
+                    "REDIS_SENTINEL_MASTER": SENTINEL_MASTER}
+        return {"REDIS_URL": f"redis://{HOST}:{self.base_port}/0"}
+
+    def _server_argv(self, port: int) -> list[str]:
+        argv = [binary("redis-server"), str(self.node_dir(port) / "redis.conf"),
+                "--port", str(port), "--bind", HOST, "--dir", str(self.node_dir(port)),
+                "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "", "--daemonize", "no"]
+        if self.topology != "standalone":
+            argv += ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10",
+                     # A replica answers nothing while it is out of sync: stale tickets are no answer.
+                     "--replica-serve-stale-data", "no"]
+        if self.topology == "cluster":
+            argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-node-timeout", str(DOWN_AFTER_MS),
+                     # Keep serving the slots that are covered while another master fails over.
+                     "--cluster-require-full-coverage", "no"]
+        return argv + list(self.extra_args)
+
+    def _sentinel_argv(self, port: int) -> list[str]:
+        return [binary("redis-sentinel"), str(self.node_dir(port) / "sentinel.conf"),
+                "--port", str(port), "--bind", HOST, "--dir", str(self.node_dir(port)), "--daemonize", "no"]
+
+    def nodes(self) -> list[Node]:
+        nodes = [Node(f"redis{i}", port, self._server_argv(port)) for i, port in enumerate(self.data_ports, 1)]
+        nodes += [Node(f"sentinel{i}", port, self._sentinel_argv(port), sentinel=True)
+                  for i, port in enumerate(self.sentinel_ports, 1)]
+        return nodes
+
+    def prepare(self) -> None:
+        """Each node's folder, and its config file unless Redis already keeps one there."""
+        master = self.data_ports[0]
+        for i, port in enumerate(self.data_ports):
+            conf = self.node_dir(port) / "redis.conf"
+            conf.parent.mkdir(parents=True, exist_ok=True)
+            if not conf.exists():
+                role = f"replicaof {HOST} {master}\n" if self.topology == "sentinel" and i else ""
+                conf.write_text("# Written once by deploy/redis_nodes.py; Redis rewrites it.\n" + role)
+        for port in self.sentinel_ports:
+            conf = self.node_dir(port) / "sentinel.conf"
+            conf.parent.mkdir(parents=True, exist_ok=True)
+            if not conf.exists():
+                conf.write_text(
+                    "# Written once by deploy/redis_nodes.py; Sentinel rewrites it.\n"
+                    f"sentinel monitor {SENTINEL_MASTER} {HOST} {master} 2\n"
+                    f"sentinel down-after-milliseconds {SENTINEL_MASTER} {DOWN_AFTER_MS}\n"
+                    f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
+                    f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n"
+                )
+
+    def form_argv(self) -> list[str] | None:
+        """The one-shot step that makes the Cluster (none for the other topologies)."""
+        if self.topology != "cluster":
+            return None
+        return [sys.executable, "-m", "deploy.redis_nodes", "form", *map(str, self.data_ports)]
+
+
+def _cli(port: int, *args: str) -> str:
+    done = subprocess.run([binary("redis-cli"), "-h", HOST, "-p", str(port), *args],
+                          capture_output=True, text=True, timeout=10)
+    return done.stdout
+
+
+def cluster_state(port: int) -> dict[str, str]:
+    lines = _cli(port, "cluster", "info").splitlines()
+    return dict(line.strip().split(":", 1) for line in lines if ":" in line)
+
+
+def form_cluster(ports: list[int], timeout_s: float = 60.0) -> None:
+    """Make the Cluster once: wait for every node, then `redis-cli --cluster create` unless
+    the nodes already know each other (a restart), then wait until every node says ok."""
+    deadline = time.monotonic() + timeout_s
+    while not all(_safe_ping(p) for p in ports):
+        if time.monotonic() > deadline:
+            raise SystemExit("cluster nodes did not start")
+        time.sleep(0.2)
+    if int(cluster_state(ports[0]).get("cluster_known_nodes", "1")) < len(ports):
+        subprocess.run([binary("redis-cli"), "--cluster", "create", *(f"{HOST}:{p}" for p in ports),
+                        "--cluster-replicas", "1", "--cluster-yes"], check=True, timeout=60)
+    # Ok, and every master with a replica in sync: until then it refuses writes (NOREPLICAS).
+    while not all(cluster_state(p).get("cluster_state") == "ok" for p in ports) or not _replicas_online(ports):
+        if time.monotonic() > deadline:
+            raise SystemExit("the cluster did not reach state ok with every replica in sync")
+        time.sleep(0.2)
+    print(f"redis cluster ok on {', '.join(map(str, ports))}", flush=True)
+
+
+def replication(port: int) -> dict[str, str]:
+    lines = _cli(port, "info", "replication").splitlines()
+    return dict(line.strip().split(":", 1) for line in lines if ":" in line)
+
+
+def _replicas_online(ports: list[int]) -> bool:
+    infos = [replication(p) for p in ports]
+    masters = [i for i in infos if i.get("role") == "master"]
+    return bool(masters) and all("state=online" in i.get("slave0", "") for i in masters)
+
+
+def _safe_ping(port: int) -> bool:
+    try:
+        return _cli(port, "ping").strip() == "PONG"
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m deploy.redis_nodes")
+    sub = parser.add_subparsers(dest="command", required=True)
+    form = sub.add_parser("form", help="make the Cluster of these node ports (once)")
+    form.add_argument("ports", nargs="+", type=int)
+    args = parser.parse_args()
+    form_cluster(args.ports)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""How the store talks to Redis, whatever the topology (standalone, Sentinel, Cluster).
+
+- Scripts go by EVALSHA. On NOSCRIPT (a restarted Redis, a promoted replica and a new Cluster
+  node start with an empty script cache, which replication does not fill) the script is
+  loaded where it is missing and the call sent again: nothing ran, so nothing runs twice. For
+  a single call redis-py's Script object would do this, but not inside a pipeline, and never
+  inside a Cluster pipeline.
+- A pipeline is one round trip per node: redis-py's ClusterPipeline splits the commands by the
+  node that owns each key's slot and sends the parts at once.
+- With REDIS_MIN_REPLICAS_ACK > 0, a write script is followed by WAIT in the same pipeline,
+  on the same connection (the node that ran it): still one round trip. Fewer replicas than
+  asked within REDIS_WAIT_TIMEOUT_MS raises StoreNotReplicated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.commands.core import AsyncCoreCommands
+from redis.exceptions import NoScriptError
+
+from ..errors import StoreNotReplicated
+from .calls import Caller, RedisCall
+from .scripts import SCRIPTS, Script, Scripts
+
+Client: TypeAlias = Redis | RedisCluster
+Arg: TypeAlias = str | int | float
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """How many replicas must confirm a write (WAIT), and how long to wait for them."""
+
+    replicas: int = 0
+    timeout_ms: int = 200
+
+
+class Commands(AsyncCoreCommands):
+    """redis-py's command methods, recorded instead of sent: a batch can be sent again (after
+    NOSCRIPT) on a fresh pipeline, which redis-py empties on every execute."""
+
+    _event_dispatcher: Any = None
+    _is_async_client: Literal[True] = True
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> None:
+        self.queued.append((args, options))
+
+
+class Batch:
+    """The commands of one pipelined round trip. `cmd` takes redis-py's own commands; the
+    scripts go through `script`. A batch with writes ends, when replicas must confirm, with
+    one WAIT per node written to: WAIT counts the replicas that have every earlier write of
+    its connection, and a (Cluster) pipeline sends each node's part on one connection."""
+
+    __slots__ = ("cmd", "_link", "_scripts", "_written")
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self.cmd = Commands()
+        self._scripts: set[Script] = set()
+        # Per node written to (its name; '' off a Cluster): the node and one key written there.
+        self._written: dict[str, tuple[Any, str]] = {}
+
+    def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg], *, write: bool = False) -> None:
+        self._scripts.add(script)
+        self.cmd.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        if write and self._link.durability.replicas:
+            node = self._link.node_of(keys[0])
+            self._written.setdefault("" if node is None else node.name, (node, keys[0]))
+
+    async def run(self, call: RedisCall, *, tolerate: Callable[[Exception], bool] | None = None) -> list[Any]:
+        """Send it; the replies in order, without the WAITs'. A reply that is an error is
+        raised (as what it means, by `call`), unless `tolerate` says it is expected: then it
+        is returned in its place."""
+        if not self.cmd.queued:
+            return []
+        async with call:
+            replies = await self._send()
+            if any(isinstance(r, NoScriptError) for r in replies):
+                await self._link.load(self._scripts)
+                replies = await self._send()
+            replies, acks = replies[: len(self.cmd.queued)], replies[len(self.cmd.queued):]
+            for reply in replies:
+                if isinstance(reply, Exception) and not (tolerate and tolerate(reply)):
+                    raise reply
+            self._check_replicated(acks)
+        return replies
+
+    async def _send(self) -> list[Any]:
+        pipe = self._link.redis.pipeline(transaction=False)
+        for args, options in self.cmd.queued:
+            pipe.execute_command(*args, **options)
+        durability = self._link.durability
+        for node, _ in self._written.values():
+            wait = ("WAIT", durability.replicas, durability.timeout_ms)
+            if node is None:
+                pipe.execute_command(*wait)
+            else:
+                pipe.execute_command(*wait, target_nodes=node)
+        return list(await pipe.execute(raise_on_error=False))
+
+    def _check_replicated(self, acks: list[Any]) -> None:
+        wanted = self._link.durability.replicas
+        for (node, key), acked in zip(self._written.values(), acks, strict=True):
+            if isinstance(acked, Exception) or int(acked) < wanted:
+                raise StoreNotReplicated(f"{acked} of {wanted} replicas confirmed the write in time")
+            if node is not None and self._link.node_of(key).name != node.name:
+                # The slot moved while the pipeline ran: the write was redirected to another
+                # node, and this WAIT counted the old one's replicas. Unknown, so unconfirmed.
+                raise StoreNotReplicated("the slot moved to another node during the write")
+
+
+def has_replicas(redis: Client) -> int:
+    """1 for a topology with replicas (a Cluster, a Sentinel-managed master), else 0: the
+    default of REDIS_MIN_REPLICAS_ACK."""
+    return int(isinstance(redis, RedisCluster) or isinstance(redis.connection_pool, SentinelConnectionPool))
+
+
+class Link:
+    """The store's client with its call bounds, its scripts and its durability."""
+
+    __slots__ = ("redis", "caller", "scripts", "durability", "cluster")
+
+    def __init__(self, redis: Client, caller: Caller, durability: Durability = Durability()) -> None:
+        self.redis, self.caller, self.durability = redis, caller, durability
+        self.scripts: Scripts = SCRIPTS
+        self.cluster = isinstance(redis, RedisCluster)
+
+    def call(self, op: str, extra_s: float = 0.0) -> RedisCall:
+        return self.caller.call(op, extra_s)
+
+    def batch(self) -> Batch:
+        return Batch(self)
+
+    def node_of(self, key: str) -> Any:
+        """The Cluster node that owns `key`'s slot (None off a Cluster)."""
+        if isinstance(self.redis, RedisCluster):
+            return self.redis.get_node_from_key(key)
+        return None
+
+    async def run(
+        self, op: str, script: Script, keys: Sequence[str], args: Sequence[Arg], *, write: bool = False,
+        extra_s: float = 0.0,
+    ) -> Any:
+        """One script call, one round trip; a write with its WAIT when replicas must confirm."""
+        if write and self.durability.replicas:
+            batch = self.batch()
+            batch.script(script, keys, args, write=True)
+            (reply,) = await batch.run(self.call(op, extra_s))
+            return reply
+        async with self.call(op, extra_s):
+            try:
+                return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self.load((script,))
+                return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def load(self, scripts: Sequence[Script] | set[Script]) -> None:
+        """Load scripts into the script cache: every master's, on a Cluster."""
+        for script in scripts:
+            await self.redis.script_load(script.source)
+
