@@ -19,6 +19,7 @@ cannot go on acknowledging writes that the promoted side will never see.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -96,7 +97,11 @@ class RedisLayout:
         if self.topology != "standalone":
             argv += ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10",
                      # A replica answers nothing while it is out of sync: stale tickets are no answer.
-                     "--replica-serve-stale-data", "no"]
+                     "--replica-serve-stale-data", "no",
+                     # A master with no live replica refuses writes (above), so a replica that
+                     # needs a full sync should get it at once, not after the default 5 s wait
+                     # for other replicas to share the transfer.
+                     "--repl-diskless-sync-delay", "0"]
         if self.topology == "cluster":
             argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                      "--cluster-node-timeout", str(DOWN_AFTER_MS),
@@ -104,12 +109,23 @@ class RedisLayout:
                      "--cluster-require-full-coverage", "no"]
         return argv + list(self.extra_args)
 
+    def _data_argv(self, port: int) -> list[str]:
+        if self.topology != "sentinel":
+            return self._server_argv(port)
+        # Under Sentinel a data node starts as the replica of whatever master the sentinels
+        # name now (see `serve`): a crashed master that comes back must not be a master
+        # again, or the replicas not yet re-pointed follow it and the writes it then takes
+        # are thrown away when Sentinel demotes it (a split brain the failover test found).
+        sentinels = ",".join(str(p) for p in self.sentinel_ports)
+        return [sys.executable, "-m", "deploy.redis_nodes", "serve", str(port), sentinels, "--",
+                *self._server_argv(port)]
+
     def _sentinel_argv(self, port: int) -> list[str]:
         return [binary("redis-sentinel"), str(self.node_dir(port) / "sentinel.conf"),
                 "--port", str(port), "--bind", HOST, "--dir", str(self.node_dir(port)), "--daemonize", "no"]
 
     def nodes(self) -> list[Node]:
-        nodes = [Node(f"redis{i}", port, self._server_argv(port)) for i, port in enumerate(self.data_ports, 1)]
+        nodes = [Node(f"redis{i}", port, self._data_argv(port)) for i, port in enumerate(self.data_ports, 1)]
         nodes += [Node(f"sentinel{i}", port, self._sentinel_argv(port), sentinel=True)
                   for i, port in enumerate(self.sentinel_ports, 1)]
         return nodes
@@ -190,13 +206,53 @@ def _safe_ping(port: int) -> bool:
         return False
 
 
+def _sentinel_view(sentinel_ports: list[int]) -> tuple[int, bool] | None:
+    """(the master's port, whether it is down or failing over) by the first sentinel that
+    answers; None when none does (the stack's first start: the config files decide)."""
+    for port in sentinel_ports:
+        try:
+            lines = _cli(port, "sentinel", "master", SENTINEL_MASTER).splitlines()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if len(lines) < 2:
+            continue
+        fields = dict(zip(lines[::2], lines[1::2], strict=False))
+        flags = fields.get("flags", "")
+        unsettled = "s_down" in flags or "o_down" in flags or fields.get("failover-state", "") not in ("", "none")
+        return int(fields.get("port", "0")), unsettled
+    return None
+
+
+def serve(port: int, sentinel_ports: list[int], argv: list[str], settle_s: float = 60.0) -> None:
+    """Start a data node under Sentinel: as a replica of the master the sentinels name, or
+    as master if they name this node and it is not being failed over."""
+    deadline = time.monotonic() + settle_s
+    view = _sentinel_view(sentinel_ports)
+    while view is not None and view[0] == port and view[1] and time.monotonic() < deadline:
+        time.sleep(0.25)  # they are deciding whether to replace this very node: wait
+        view = _sentinel_view(sentinel_ports)
+    extra = [] if view is None or view[0] == port else ["--replicaof", HOST, str(view[0])]
+    if extra:
+        print(f"redis {port}: starting as a replica of {HOST}:{view[0] if view else ''}, the sentinels' master",
+              flush=True)
+    os.execv(argv[0], [*argv, *extra])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m deploy.redis_nodes")
     sub = parser.add_subparsers(dest="command", required=True)
     form = sub.add_parser("form", help="make the Cluster of these node ports (once)")
     form.add_argument("ports", nargs="+", type=int)
+    run = sub.add_parser("serve", help="start a data node under Sentinel in the role the sentinels give it")
+    run.add_argument("port", type=int)
+    run.add_argument("sentinels", help="sentinel ports, comma-separated")
+    run.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
-    form_cluster(args.ports)
+    if args.command == "form":
+        form_cluster(args.ports)
+    else:
+        argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        serve(args.port, [int(p) for p in args.sentinels.split(",")], argv)
 
 
 if __name__ == "__main__":

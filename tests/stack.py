@@ -26,6 +26,7 @@ from deploy.stack import (
 )
 
 from .procs import children, free_port, free_port_run, http_status, port_is_free, wait_until
+from .topologies import RedisNodes
 
 __all__ = ["ExtraNginx", "LocalStack", "children", "free_port_run", "http_status"]
 
@@ -38,8 +39,11 @@ class LocalStack:
         web_concurrency: int = 1,
         rate_limit_rps: int = 100_000,
         env: dict[str, str] | None = None,
+        topology: str = "standalone",
     ) -> None:
         self.env = env or {}
+        # Sentinel or Cluster: their nodes, owned one by one like the rest.
+        self.nodes = None if topology == "standalone" else RedisNodes(var_dir / "redis-nodes", topology)
         # The load and fault tests send thousands of requests a second from one address: far
         # over the default per-client limit, which has a test of its own.
         self.cfg = StackConfig(
@@ -47,7 +51,10 @@ class LocalStack:
             replicas=replicas, web_concurrency=web_concurrency, var_dir=var_dir,
             rate_limit_rps=rate_limit_rps, rate_limit_burst=rate_limit_rps,
             processor_port_set=free_port(),
+            redis_topology=topology,
         )
+        if self.nodes is not None:
+            self.cfg = replace(self.cfg, redis_port_set=self.nodes.layout.base_port)
         self.processor: subprocess.Popen[bytes] | None = None
         self.redis: subprocess.Popen[bytes] | None = None
         self.replicas: list[subprocess.Popen[bytes] | None] = [None] * replicas
@@ -76,6 +83,9 @@ class LocalStack:
         return self
 
     def start_redis(self) -> None:
+        if self.nodes is not None:
+            self.nodes.start()
+            return
         self.redis = self._spawn("redis", redis_argv(self.cfg))
         wait_until(self.redis_answers, what="redis")
 
@@ -157,6 +167,8 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if self.nodes is not None:
+            self.nodes.stop()
 
 
 @dataclass

@@ -46,6 +46,11 @@ _OUTAGE_REPLIES = ("NOREPLICAS", "MASTERDOWN")
 def meaning(exc: BaseException) -> type[StoreError] | None:
     if isinstance(exc, rx.ResponseError) and str(exc).startswith(_OUTAGE_REPLIES):
         return StoreUnavailable
+    if isinstance(exc, RuntimeError) and "handler is closed" in str(exc):
+        # uvloop raises this for a write on a connection the server has just closed, where
+        # asyncio's own loop ignores it (MagicStack/uvloop#506); redis-py drops the connection
+        # and re-raises it as it is. Met when a Redis master is killed mid-reconnect.
+        return StoreUnavailable
     if isinstance(exc, rx.RedisClusterException) and "connect" in str(exc):
         return StoreUnavailable  # no startup node reachable: the Cluster is down, not wrong
     for raised, meant in _MEANINGS:
