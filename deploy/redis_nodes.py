@@ -196,7 +196,10 @@ def replication(port: int) -> dict[str, str]:
 def _replicas_online(ports: list[int]) -> bool:
     infos = [replication(p) for p in ports]
     masters = [i for i in infos if i.get("role") == "master"]
-    return bool(masters) and all("state=online" in i.get("slave0", "") for i in masters)
+    # Online, and acknowledging: a replica's first ACK comes after it has loaded the sync,
+    # and a WAIT sent before it gets no answer in time.
+    return bool(masters) and all("state=online" in i.get("slave0", "")
+                                 and f"offset={i.get('master_repl_offset')}," in i.get("slave0", "") for i in masters)
 
 
 def _safe_ping(port: int) -> bool:

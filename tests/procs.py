@@ -85,10 +85,13 @@ def need_binary(name: str) -> str:
 class RedisServer:
     """A redis-server on a free loopback port, with its data under `workdir`."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, appendonly: bool = False, port: int | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -101,7 +104,7 @@ class RedisServer:
             need_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.workdir), "--save", "", "--daemonize", "no",
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
-            "--enable-debug-command", "local",
+            "--enable-debug-command", "local", *self.extra_args,
         ]
         with open(self.workdir / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

@@ -352,3 +352,19 @@ async def test_a_page_cursor_is_not_a_feed_cursor(store: Store) -> None:
     with pytest.raises(BadCursor):
         await store.feed.events_page(page.next_cursor, 10)
     assert len((await store.feed.list_page(page.next_cursor, 10)).tickets) == 2
+
+
+async def test_an_empty_script_cache_is_reloaded_in_pipelines_too(store: Store) -> None:
+    """A promoted replica or a new node starts with no scripts; redis-py reloads them for a
+    single call, not inside a (Cluster) pipeline: the store's link does."""
+    made = await store.tickets.create_batch(20)
+    await store.consumer.ensure_group()
+    await store.redis.script_flush()
+    more = await store.tickets.create_batch(5)  # one pipeline of scripts, per node
+    await store.redis.script_flush()
+    listed = [t.id for t in (await store.feed.list_page(None, 100)).tickets]  # scan and read per shard
+    assert sorted(listed) == sorted(t.id for t in made + more)
+    await store.redis.script_flush()
+    entries = await store.consumer.read_new("c1", 100)
+    assert await store.consumer.apply(entries) == 25  # the processor's pipelined script
+    assert (await store.tickets.stats()).processed["created"] == 25

@@ -1,0 +1,104 @@
+"""Acknowledged means replicated: with REDIS_MIN_REPLICAS_ACK, a write that no replica
+confirms in time is neither a success nor a failure, but a 503 whose retry returns the
+stored answer, applying nothing twice. Against a real master and a real replica."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from service.app import create_app
+from service.errors import StoreNotReplicated
+from service.models import Origin, TicketState, Transition, new_ticket_id
+from service.settings import Settings
+from service.store import Store, StoreConfig, keys
+
+from .conftest import AiohttpClient, Api
+from .test_api import assert_problem
+from .procs import RedisServer, wait_until
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "master", extra_args=("--repl-diskless-sync-delay", "0")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def client(master: RedisServer) -> AsyncIterator[Redis]:
+    c = Redis.from_url(master.url, decode_responses=True)
+    yield c
+    await c.aclose()
+
+
+def start_replica(tmp_path: Path, master: RedisServer) -> RedisServer:
+    replica = RedisServer(tmp_path / "replica", extra_args=("--replicaof", "127.0.0.1", str(master.port))).start()
+
+    def in_sync() -> bool:
+        with redis.Redis(port=master.port, decode_responses=True) as c:
+            replica_info = c.info("replication").get("slave0")
+            return isinstance(replica_info, dict) and replica_info.get("state") == "online"
+
+    wait_until(in_sync, what="the replica in sync")
+    with redis.Redis(port=master.port) as c:  # and acknowledging what it has (its first ACK)
+        c.incr("replica-check")
+        assert c.execute_command("WAIT", 1, 5000) == 1
+    return replica
+
+
+def durable_store(client: Redis) -> Store:
+    return Store(client, StoreConfig(min_replicas_ack=1, wait_timeout_ms=50))
+
+
+async def test_an_unconfirmed_create_is_answered_from_its_record_once_replicated(
+    client: Redis, master: RedisServer, tmp_path: Path
+) -> None:
+    store, tid = durable_store(client), new_ticket_id()
+    with pytest.raises(StoreNotReplicated):
+        await store.tickets.create(tid)
+    assert await client.exists(keys.ticket(tid))  # applied, but not confirmed
+    replica = start_replica(tmp_path, master)
+    try:
+        again = await store.tickets.create(tid)
+        assert again.replayed and again.ticket.state is TicketState.VALID
+        assert (await store.tickets.stats()).total == 1
+        with redis.Redis(port=replica.port, decode_responses=True) as on_replica:
+            assert on_replica.exists(keys.ticket(tid))
+    finally:
+        replica.stop()
+
+
+async def test_an_unconfirmed_scan_retried_with_its_request_id_is_its_first_answer_not_a_409(
+    client: Redis, master: RedisServer, tmp_path: Path
+) -> None:
+    store, tid = durable_store(client), new_ticket_id()
+    replica = start_replica(tmp_path, master)
+    await store.tickets.create(tid)
+    replica.stop()  # the only replica goes away just before the scan
+    origin = Origin(actor="gate-1", request_id="scan-0001")
+    with pytest.raises(StoreNotReplicated):
+        await store.tickets.transition(tid, Transition.INVALIDATE, origin=origin)
+    replica = start_replica(tmp_path, master)
+    try:
+        retried = await store.tickets.transition(tid, Transition.INVALIDATE, origin=origin)
+        assert retried.replayed and retried.ticket.state is TicketState.INVALID
+        stats = await store.tickets.stats()
+        assert (stats.invalid, stats.refused) == (1, 0)
+    finally:
+        replica.stop()
+
+
+async def test_the_api_answers_503_with_retry_after_and_says_how_to_retry(
+    aiohttp_client: AiohttpClient, client: Redis
+) -> None:
+    settings = Settings.from_env({"REDIS_MIN_REPLICAS_ACK": "1", "REDIS_WAIT_TIMEOUT_MS": "50"})
+    api = Api(await aiohttp_client(create_app(settings, redis=client)))
+    r = await api.post("/ticket")
+    assert_problem(r, 503)
+    assert r.body["type"].endswith("store-not-replicated") and r.headers["Retry-After"]
+    assert "X-Request-Id" in r.body["detail"]
