@@ -18,8 +18,8 @@ from service.settings import Settings
 from service.store import Store, StoreConfig, keys
 
 from .conftest import AiohttpClient, Api
-from .test_api import assert_problem
 from .procs import RedisServer, wait_until
+from .test_api import assert_problem
 
 
 @pytest.fixture
