@@ -7,6 +7,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from . import wire
 from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, REDIS, SETTINGS, TICKETS
@@ -18,6 +20,7 @@ from .settings import Settings
 from .store import Store, StoreConfig
 from .store.client import redis_from_settings
 from .store.link import Client
+from .store.migrate import old_layout_present
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +32,25 @@ def _redis_ctx(injected: Client | None) -> Callable[[web.Application], AsyncIter
         store = Store(client, StoreConfig.from_settings(settings))
         app[REDIS] = client
         app[TICKETS], app[FEED], app[CONSUMER], app[CHECKIN] = store.tickets, store.feed, store.consumer, store.checkin
+        await _warn_of_old_layout(client)
         yield
         if injected is None:
             await client.aclose()
 
     return redis_ctx
+
+
+async def _warn_of_old_layout(client: Client) -> None:
+    """Keys of the 16-shard layout are invisible to this version: say so at start, loudly."""
+    if not isinstance(client, Redis):
+        return
+    try:
+        found = await old_layout_present(client)
+    except RedisError:
+        return  # Redis not up yet: /readyz says so
+    if found:
+        log.error("Redis holds keys of the old 16-shard layout, which this version does not read: "
+                  "stop the service and run `python -m service.store.migrate` (README, Upgrading)")
 
 
 def _log_start(settings: Settings) -> None:
