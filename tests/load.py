@@ -83,6 +83,12 @@ class MixedLoad:
             while sum(1 for o in self.outcomes if o.started > t) < count:
                 await asyncio.sleep(0.005)
 
+    async def until_ok_after(self, t: float, count: int, timeout_s: float = 60) -> None:
+        """Wait until `count` requests started after monotonic time `t` have succeeded."""
+        async with asyncio.timeout(timeout_s):
+            while sum(1 for o in self.outcomes if o.started > t and o.status in (200, 201)) < count:
+                await asyncio.sleep(0.01)
+
     async def more(self, count: int) -> None:
         await self.until(len(self.outcomes) + count)
 

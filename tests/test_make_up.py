@@ -25,10 +25,12 @@ pytestmark = pytest.mark.e2e
 
 
 def free_port_block() -> int:
-    """A PORT whose derived ports (PORT+1, +2, +40, +50) are all free."""
-    for _ in range(200):
+    """A PORT whose derived ports (PORT+1, +2, +40, +50 to +57, and the Cluster bus ports
+    +10050 to +10055) are all free, all below the ephemeral range."""
+    for _ in range(500):
         port = free_port_run(3)
-        if port_is_free(port + 40) and port_is_free(port + 50):
+        derived = [port + 40, *range(port + 50, port + 58), *range(port + 10_050, port + 10_056)]
+        if port + 10_056 < 30_000 and all(port_is_free(p) for p in derived):
             return port
     raise RuntimeError("no free block of ports")
 
@@ -37,7 +39,7 @@ class MakeUp:
     """`make up`'s own command, its output in a file, its programs controlled through
     supervisorctl as an operator would."""
 
-    def __init__(self, var_dir: Path) -> None:
+    def __init__(self, var_dir: Path, topology: str = "standalone") -> None:
         # PORT alone: every other port derives from it, as for a user.
         self.port = free_port_block()
         self.var_dir = var_dir
@@ -45,14 +47,16 @@ class MakeUp:
         self.log_path = var_dir.parent / "make-up.log"
         env = {**os.environ, "PORT": str(self.port), "VAR_DIR": str(var_dir),
                # The load below comes from one address, far over the per-client default.
-               "RATE_LIMIT_RPS": "100000", "RATE_LIMIT_BURST": "100000"}
+               "RATE_LIMIT_RPS": "100000", "RATE_LIMIT_BURST": "100000", "REDIS_TOPOLOGY": topology}
         env.pop("REDIS_URL", None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "deploy.stack"], cwd=ROOT, env=env,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}"
-        wait_until(lambda: http_status(self.url + "/readyz") == 200, 30, "make up's stack")
+        wait_until(lambda: http_status(self.url + "/readyz") == 200, 60, "make up's stack")
         wait_until(lambda: self.state("processor") == "RUNNING", 30, "the processor")
+        if topology == "cluster":  # the nodes answer before they are a Cluster
+            wait_until(lambda: self.state("redis-cluster-form") == "EXITED", 60, "the Cluster to be formed")
 
     def ctl(self, *args: str) -> str:
         conf = self.var_dir / "supervisord.conf"
@@ -174,3 +178,35 @@ def test_stop_leaves_no_process_behind(up: MakeUp) -> None:
     assert time.monotonic() - started < 30
     assert not [p for p in family if _alive(p)]
     assert "stopped: redis (exit status 0)" in up.log()
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+async def test_a_redis_master_killed_under_make_up_does_not_stop_the_stack(
+    topology: str, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    up = MakeUp(tmp_path / "var", topology)
+    try:
+        read_ids = await make_tickets(http, up.url, 50)
+        load = MixedLoad(http, up.url, read_ids, await make_tickets(http, up.url, 3000))
+        load.start()
+        await load.more(300)
+        killed_at = time.monotonic()
+        up.kill("redis1")  # the first master of either topology
+        await asyncio.to_thread(wait_until, lambda: up.state("redis1") == "RUNNING", 60, "redis1 to be restarted")
+        # The rest keeps serving: answers after the failover are successes again.
+        await load.until_ok_after(killed_at + 1, 200, 90)
+        outcomes = await load.stop()
+        print(f"\nMAKE-UP {topology} kill redis1: {len(outcomes)} requests, by op {tally(outcomes)}")
+        bad = [o for o in outcomes if o.status not in (200, 201) and not (o.status == 503 and o.retry_after)]
+        assert not bad, tally(bad)
+        log = up.log()
+        assert "exited: redis1 (terminated by SIGKILL; not expected)" in log
+        assert log.count("spawned: 'redis1'") == 2, log.count("spawned: 'redis1'")
+        family = _descendants(up.proc.pid)
+        up.proc.send_signal(signal.SIGINT)
+        code = up.proc.wait(timeout=60)
+        assert code == 0, code
+        left = [p for p in family if _alive(p)]
+        assert not left, left
+    finally:
+        up.stop()
