@@ -56,6 +56,8 @@ class Settings:
     # Sentinel: the sentinels to ask, and the name of the master they watch.
     redis_sentinels: tuple[Address, ...] = ()
     redis_sentinel_master: str = "tickets"
+    # The sentinels' own password (their requirepass), when they have one.
+    redis_sentinel_password: str = ""
     # Cluster: some of its nodes (the client discovers the rest).
     redis_cluster_nodes: tuple[Address, ...] = ()
     # For Sentinel and Cluster (a standalone URL carries its own): Redis ACL user and password.
@@ -103,6 +105,7 @@ class Settings:
             redis_url=env.get("REDIS_URL", "").strip() or d.redis_url,
             redis_sentinels=parse_addresses("REDIS_SENTINELS", env.get("REDIS_SENTINELS", "")),
             redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip() or d.redis_sentinel_master,
+            redis_sentinel_password=secret_text(env, "REDIS_SENTINEL_PASSWORD").strip(),
             redis_cluster_nodes=parse_addresses("REDIS_CLUSTER_NODES", env.get("REDIS_CLUSTER_NODES", "")),
             redis_username=env.get("REDIS_USERNAME", "").strip(),
             redis_password=secret_text(env, "REDIS_PASSWORD").strip(),

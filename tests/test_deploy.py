@@ -186,3 +186,103 @@ def test_processor_and_monitoring_services(compose: dict[str, Any]) -> None:
     assert jobs["tickets-api"]["dns_sd_configs"][0]["names"] == ["api"]
     assert jobs["tickets-processor"]["static_configs"][0]["targets"] == ["processor:9100"]
     assert jobs["redis"]["static_configs"][0]["targets"] == ["redis-exporter:9121"]
+
+
+def _schema() -> dict[str, Any]:
+    schema_path = SHARED_SCHEMA if SHARED_SCHEMA.exists() else VENDORED_SCHEMA
+    loaded: dict[str, Any] = json.loads(schema_path.read_text())
+    return loaded
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Compose's merge of an override file, for mappings (what these files use)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def test_the_sentinel_override_validates_and_makes_a_sentinel_stack(compose: dict[str, Any]) -> None:
+    override = yaml.safe_load((ROOT / "deploy" / "compose.sentinel.yml").read_text())
+    validator = jsonschema.Draft7Validator(_schema())
+    validator.validate(override)
+    merged = _merged(compose, override)
+    validator.validate(merged)
+    services = merged["services"]
+    data = [name for name in services if name == "redis" or name.startswith("redis-replica")]
+    sentinels = [name for name in services if name.startswith("sentinel-")]
+    assert len(data) == 3 and len(sentinels) == 3
+    for name in data:
+        script = services[name]["command"][0]
+        assert "--appendonly yes" in script and "--min-replicas-to-write 1" in script
+        assert "get-master-addr-by-name tickets" in script  # starts as the sentinels' master's replica
+    assert "sentinel monitor tickets redis 6379 2" in services["sentinel-1"]["command"][0]
+    for name in ("api", "processor"):
+        env = services[name]["environment"]
+        assert env["REDIS_SENTINELS"] == ",".join(f"{s}:26379" for s in sentinels)
+        assert env["REDIS_SENTINEL_MASTER"] == "tickets"
+
+
+K8S = ROOT / "deploy" / "k8s"
+
+
+def _k8s_docs() -> list[dict[str, Any]]:
+    return [doc for path in sorted(K8S.glob("*.yaml")) if path.name != "redis-values.yaml"
+            for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def test_the_kubernetes_manifests_validate_against_the_api_schemas() -> None:
+    import kubernetes_validate
+
+    docs = _k8s_docs()
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.31", strict=True)
+    broken = {**docs[0], "spec": {**docs[0]["spec"], "replicas": "three"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.31", strict=True)
+
+
+def test_the_api_deployment_is_ready_on_readyz_and_stops_gracefully() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in _k8s_docs()}
+    api = docs[("Deployment", "tickets-api")]["spec"]
+    pod = api["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    graceful_s = int(re.search(r"^graceful_timeout = (\d+)", (ROOT / "deploy" / "gunicorn.conf.py").read_text(),
+                               re.M)[1])  # type: ignore[index]
+    pre_stop_s = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] > graceful_s + pre_stop_s
+    labels = api["selector"]["matchLabels"]
+    assert docs[("PodDisruptionBudget", "tickets-api")]["spec"]["selector"]["matchLabels"] == labels
+    assert docs[("Service", "tickets-api")]["spec"]["selector"] == labels
+    assert docs[("HorizontalPodAutoscaler", "tickets-api")]["spec"]["scaleTargetRef"]["name"] == "tickets-api"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    values = yaml.safe_load((K8S / "redis-values.yaml").read_text())
+    assert env["REDIS_SENTINEL_MASTER"] == values["sentinel"]["masterSet"] and values["sentinel"]["enabled"]
+    assert "min-replicas-to-write 1" in values["commonConfiguration"]
+    assert "appendonly yes" in values["commonConfiguration"]
+
+
+def test_the_kubernetes_nginx_uses_the_shared_files_and_passes_nginx_t(tmp_path: Path) -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in _k8s_docs()}
+    [container] = docs[("Deployment", "tickets-nginx")]["spec"]["template"]["spec"]["containers"]
+    mounted = {m["subPath"] for m in container["volumeMounts"]}
+    assert mounted == {"http.conf", "server.conf", "proxy.conf", "k8s.conf"}
+    assert all((NGINX_DIR / name).exists() for name in mounted)
+    # The real nginx on the k8s config, as the image would lay it out.
+    etc = tmp_path / "etc"
+    (etc / "tickets").mkdir(parents=True)
+    for name in ("http.conf", "server.conf"):
+        (etc / "tickets" / name).write_text((NGINX_DIR / name).read_text())
+    (etc / "proxy.conf").write_text((NGINX_DIR / "proxy.conf").read_text())
+    site = (NGINX_DIR / "k8s.conf").read_text().replace("${PROXY_SECRET}", "x" * 32)
+    site = site.replace("/etc/nginx/", f"{etc}/").replace("tickets-api:8000", "127.0.0.1:8000")
+    (etc / "site.conf").write_text(site)
+    (tmp_path / "logs").mkdir()
+    (etc / "nginx.conf").write_text(f"pid {tmp_path}/nginx.pid; error_log stderr; events {{}}\n"
+                                    f"http {{ include {etc}/site.conf; }}\n")
+    done = subprocess.run([binary("nginx"), "-t", "-q", "-c", str(etc / "nginx.conf"), "-p", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

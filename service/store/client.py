@@ -51,11 +51,14 @@ def redis_from_settings(settings: Settings, client_name: str = "tickets-api") ->
             **common,
         )
     if settings.topology is Topology.SENTINEL:
+        sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": common["socket_connect_timeout"],
+                                           "socket_timeout": settings.redis_timeout_ms / 1000,
+                                           "decode_responses": True}
+        if settings.redis_sentinel_password:
+            sentinel_kwargs["password"] = settings.redis_sentinel_password
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(settings.redis_sentinels),
-            sentinel_kwargs={"socket_connect_timeout": common["socket_connect_timeout"],
-                             "socket_timeout": settings.redis_timeout_ms / 1000,
-                             "decode_responses": True},
+            sentinel_kwargs=sentinel_kwargs,
             max_connections=settings.redis_max_connections,
             **common,
         )
