@@ -8,18 +8,19 @@ no metrics, no problem details. The service's figures are read as a ratio to the
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from importlib import resources
 
 from aiohttp import web
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from service.settings import Settings
 from service.store import keys as Keys
+from service.store.client import redis_from_settings
+from service.store.link import Client
 
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[Client] = web.AppKey("redis")
 SCRIPTS = web.AppKey("scripts", dict[str, AsyncScript])
 
 
@@ -82,7 +83,9 @@ async def list_page(request: web.Request) -> web.Response:
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
-    client = Redis.from_url(os.environ["REDIS_URL"], decode_responses=True, client_name="bench-baseline")
+    # The service's own factory: the same topology (REDIS_URL, REDIS_SENTINELS or
+    # REDIS_CLUSTER_NODES), the same client class and settings.
+    client = redis_from_settings(Settings.from_env(), client_name="bench-baseline")
     app[REDIS] = client
     lua = resources.files("service.lua")
     app[SCRIPTS] = {

@@ -1,10 +1,16 @@
 """`make bench`: the service with every production feature on (auth with a key, events,
 metrics, JSON access log) against a bare baseline, side by side, through the same nginx.
 
-BENCH_SCENARIOS picks scenarios (default all), REDIS_APPENDFSYNC the fsync mode (default always).
+BENCH_SCENARIOS picks scenarios (default all), REDIS_APPENDFSYNC the fsync mode (default always),
+BENCH_TOPOLOGY the Redis topology (standalone, sentinel or cluster; default standalone), which the
+service, the baseline and the bench's own client all use.
 For each scenario it runs wrk (-t1, BENCH_CONNECTIONS connections, BENCH_DURATION_S seconds)
 against the service and then the baseline, and reads from /proc the CPU each process group
-spent. A short extra run under Redis MONITOR counts the Redis round trips per request.
+spent. A short extra run under Redis MONITOR (on every master) counts the Redis round trips per
+request; on a topology with replicas each write's WAIT rides in the same round trip and is
+counted apart. Then the layout's costs: how a uniform load over many events spreads over the
+masters, the commands of a list page, a change-feed page and /stats, and the idle processor's
+commands per second.
 Results go to bench/results/<date>.json and .md.
 """
 
@@ -14,6 +20,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -28,7 +35,8 @@ from redis.asyncio import Redis
 
 from deploy.stack import ROOT, StackConfig, binary, nginx_argv, prepare, replica_argv, replica_env
 from service.models import EventSpec, ListSpec, TicketSpec
-from service.store import Store, StoreConfig
+from service.store import Store, StoreConfig, keys
+from service.store.link import Client
 from tests.procs import children, free_port, free_port_run, http_status, wait_until
 from tests.stack import LocalStack
 
@@ -40,6 +48,8 @@ TOKEN = "bench-admin-0123456789abcdef"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The seed's Flask server, measured on our 2-core machines (the issue's anchor).
 SEED_FLASK_RPS = 1300
+# The bench's own Redis client, by its CLIENT SETNAME (MONITOR tells clients apart by it).
+BENCH_CLIENT = "tickets-bench"
 
 
 @dataclass
@@ -113,7 +123,7 @@ class Monitor:
     END = b"bench-monitor-end"
 
     def __init__(self, port: int, addrs: set[str]) -> None:
-        self.port, self.addrs, self.count = port, addrs, 0
+        self.port, self.addrs, self.count, self.waits = port, addrs, 0, 0
         self._sock = socket.create_connection(("127.0.0.1", port))
         self._sock.sendall(b"MONITOR\r\n")
         assert self._sock.recv(5) == b"+OK\r\n"
@@ -136,7 +146,10 @@ class Monitor:
                 start = line.find(b"[")
                 addr = line[start + 1: line.find(b"]", start)].split(b" ")[-1].decode()
                 if addr in self.addrs:
-                    self.count += 1
+                    if b'"WAIT"' in line:
+                        self.waits += 1
+                    else:
+                        self.count += 1
 
     def stop(self) -> int:
         """Mark the end with a command of our own, and count everything before it."""
@@ -149,8 +162,25 @@ class Monitor:
         return self.count
 
 
-async def client_addrs(redis: Redis, name: str) -> set[str]:
-    return {c["addr"] for c in await redis.client_list() if c.get("name") == name}
+async def client_addrs(port: int, name: str) -> set[str]:
+    async with Redis(port=port, decode_responses=True) as redis:
+        return {c["addr"] for c in await redis.client_list() if c.get("name") == name}
+
+
+class Monitors:
+    """A Monitor on each of the given Redis nodes (every master of a Cluster)."""
+
+    def __init__(self, ports: list[int], addrs: dict[int, set[str]]) -> None:
+        self.monitors = [Monitor(port, addrs[port]) for port in ports]
+
+    @classmethod
+    async def start(cls, ports: list[int], client_name: str) -> Monitors:
+        return cls(ports, {port: await client_addrs(port, client_name) for port in ports})
+
+    def stop(self) -> tuple[list[int], int]:
+        """Commands per node (WAIT apart), and the WAITs."""
+        counts = [m.stop() for m in self.monitors]
+        return counts, sum(m.waits for m in self.monitors)
 
 
 def scenario_requests(
@@ -175,7 +205,7 @@ def scenario_requests(
     return out
 
 
-async def round_trips(target: Target, redis: Redis, port: int, client_name: str, scenario: str,
+async def round_trips(target: Target, ports: list[int], client_name: str, scenario: str,
                       fresh: Path | None, n: int = 1000) -> float:
     """Commands the API's Redis clients sent, per request, over exactly `n` requests."""
     assert target.read_ids is not None
@@ -185,7 +215,7 @@ async def round_trips(target: Target, redis: Redis, port: int, client_name: str,
     async with aiohttp.ClientSession(target.url, headers=headers) as http:
         async with http.get("/readyz") as r:  # every pooled connection is open and named
             assert r.status == 200
-        mon = Monitor(port, await client_addrs(redis, client_name))
+        mon = await Monitors.start(ports, client_name)
         sem = asyncio.Semaphore(4)
 
         async def one(method: str, path: str, body: dict[str, str] | None) -> None:
@@ -194,8 +224,8 @@ async def round_trips(target: Target, redis: Redis, port: int, client_name: str,
                 await r.read()
 
         await asyncio.gather(*(one(m, p, b) for m, p, b in requests))
-        count = await asyncio.to_thread(mon.stop)
-    return round(count / n, 3)
+        counts, _ = await asyncio.to_thread(mon.stop)
+    return round(sum(counts) / n, 3)
 
 
 async def settle(store: Store, target: Target, connections: int) -> None:
@@ -219,10 +249,12 @@ def start_baseline(
     stack: LocalStack, var_dir: Path
 ) -> tuple[list[subprocess.Popen[bytes]], subprocess.Popen[bytes], str]:
     """Two baseline replicas and an nginx from the same template, with the same settings."""
+    standalone = stack.nodes is None
     cfg = StackConfig(port=free_port(), api_port_set=free_port_run(stack.cfg.replicas), replicas=stack.cfg.replicas,
                       web_concurrency=stack.cfg.web_concurrency, var_dir=var_dir,
                       rate_limit_rps=stack.cfg.rate_limit_rps, rate_limit_burst=stack.cfg.rate_limit_burst,
-                      redis_url=stack.cfg.effective_redis_url)
+                      redis_url=stack.cfg.effective_redis_url if standalone else None,
+                      redis_topology=stack.cfg.redis_topology, redis_port_set=stack.cfg.redis_port)
     prepare(cfg)
     log = open(var_dir / "log" / "baseline.log", "ab")
     env = replica_env(cfg)
@@ -257,7 +289,9 @@ async def run() -> dict[str, Any]:
     var_dir = Path(os.environ.get("BENCH_VAR_DIR", ROOT / "var" / "bench")).resolve()
     shutil.rmtree(var_dir, ignore_errors=True)
     scenarios = os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",")
-    stack = LocalStack(var_dir / "service", env={"API_KEYS": f"bench:admin:{TOKEN}"}, rate_limit_rps=10_000_000)
+    topology = os.environ.get("BENCH_TOPOLOGY", "standalone")
+    stack = LocalStack(var_dir / "service", env={"API_KEYS": f"bench:admin:{TOKEN}"}, rate_limit_rps=10_000_000,
+                       topology=topology)
     stack.cfg = replace(stack.cfg, redis_appendfsync=os.environ.get("REDIS_APPENDFSYNC", "always"))
     stack.cfg.var_dir.mkdir(parents=True)
     stack.start()
@@ -267,29 +301,31 @@ async def run() -> dict[str, Any]:
     except BaseException:  # leave nothing running behind a failed start
         stack.stop()
         raise
-    redis = Redis(port=stack.cfg.redis_port, decode_responses=True)
+    redis: Client = (stack.nodes.client(client_name=BENCH_CLIENT) if stack.nodes
+                     else Redis(port=stack.cfg.redis_port, decode_responses=True, client_name=BENCH_CLIENT))
     try:
         store = Store(redis, StoreConfig(replay_ttl_s=60))
+        redis_groups = _redis_groups(stack)
         fresh_n = 20_000 * duration_s
         # The checkin scenario: every scan a first entry at a single-entry gate of one event.
         event = await store.tickets.create_event(EventSpec("Bench"))
         gate = await store.checkin.create_list(event.id, ListSpec("Gate"))
         event_tickets = TicketSpec(event=event.id, type="general")
-        assert stack.redis and stack.nginx and stack.processor
+        assert stack.nginx and stack.processor
         service = Target("service", stack.url, {
             "nginx": [stack.nginx.pid], "api": [p.pid for p in stack.replicas if p],
-            "redis": [stack.redis.pid], "processor": [stack.processor.pid],
+            **redis_groups, "processor": [stack.processor.pid],
         }, token=TOKEN, read_ids=await preload(store, 1000, var_dir / "read-service"), list_id=gate.id)
         baseline = Target("baseline", b_url, {
             "nginx": [b_nginx.pid], "api": [p.pid for p in b_replicas],
-            "redis": [stack.redis.pid], "processor": [stack.processor.pid],
+            **redis_groups, "processor": [stack.processor.pid],
         }, read_ids=await preload(store, 1000, var_dir / "read-baseline"), list_id=gate.id)
         results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                    "duration_s": duration_s, "connections": connections, "rounds": rounds,
                                    "replicas": stack.cfg.replicas, "workers_per_replica": stack.cfg.web_concurrency,
                                    "worker_class": os.environ.get("WORKER_CLASS", "aiohttp.GunicornUVLoopWebWorker"),
                                    "redis_appendfsync": stack.cfg.redis_appendfsync,
-                                   "scenarios": {}}
+                                   "topology": topology, "scenarios": {}}
         for scenario in scenarios:
             needs_fresh = scenario in FRESH
             spec = event_tickets if scenario == "checkin" else TicketSpec()
@@ -306,9 +342,12 @@ async def run() -> dict[str, Any]:
                     if target.name not in row or run["rps"] > row[target.name]["rps"]:
                         row[target.name] = run
             fresh = await preload(store, 20_000, var_dir / "fresh-monitor", spec) if needs_fresh else None
-            row["round_trips"] = await round_trips(service, redis, stack.cfg.redis_port, "tickets-api", scenario, fresh)
+            row["round_trips"] = await round_trips(service, _master_ports(stack), "tickets-api", scenario, fresh)
             row["ratio"] = round(row["service"]["rps"] / row["baseline"]["rps"], 3)
             results["scenarios"][scenario] = row
+        if os.environ.get("BENCH_LAYOUT", "1") == "1":
+            results["layout"] = await layout_costs(stack, store, service, var_dir, connections)
+            print(f"layout: {json.dumps(results['layout'])}", flush=True)
         return results
     finally:
         await redis.aclose()
@@ -316,6 +355,73 @@ async def run() -> dict[str, Any]:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=30)
         stack.stop()
+
+
+def _redis_groups(stack: LocalStack) -> dict[str, list[int]]:
+    """The Redis processes whose CPU is counted: all of them as `redis`, and each data node
+    of a Sentinel or Cluster topology on its own as `redis:<name>`."""
+    if stack.nodes is None:
+        assert stack.redis is not None
+        return {"redis": [stack.redis.pid]}
+    nodes = {n.name: [stack.nodes.procs[n.name].pid] for n in stack.nodes.data_nodes()}
+    return {"redis": [pid for pids in nodes.values() for pid in pids], **{f"redis:{k}": v for k, v in nodes.items()}}
+
+
+def _master_ports(stack: LocalStack) -> list[int]:
+    if stack.nodes is None:
+        return [stack.cfg.redis_port]
+    return [stack.nodes.nodes[name].port for name in stack.nodes.masters()]
+
+
+async def _commands(stack: LocalStack, client_name: str, work: Any) -> tuple[list[int], int]:
+    """Commands the named client sends on each master while `work()` runs (WAITs apart)."""
+    mon = await Monitors.start(_master_ports(stack), client_name)
+    await work()
+    return await asyncio.to_thread(mon.stop)
+
+
+async def layout_costs(
+    stack: LocalStack, store: Store, service: Target, var_dir: Path, connections: int
+) -> dict[str, Any]:
+    """What the key layout costs and how it spreads, on this topology."""
+    out: dict[str, Any] = {"shards": len(keys.SHARDS)}
+    # A uniform load over many events: 256 events, 8 tickets each, read in a random order.
+    ids: list[str] = []
+    for n in range(256):
+        event = await store.tickets.create_event(EventSpec(f"Spread {n}"))
+        ids += [t.id for t in await store.tickets.create_batch(8, spec=TicketSpec(event=event.id))]
+    random.Random(7).shuffle(ids)
+    (var_dir / "read-spread").write_text("\n".join(ids) + "\n")
+    spread = replace(service, read_ids=var_dir / "read-spread")
+    await settle(store, service, connections)
+    node_groups = {g: p for g, p in service.groups.items() if g.startswith("redis:")}
+    before = {g: cpu_ticks(p) for g, p in node_groups.items()}
+    counts, _ = await _commands(stack, "tickets-api",
+                                lambda: asyncio.to_thread(wrk, spread, "get", 5, connections, None))
+    after = {g: cpu_ticks(p) for g, p in node_groups.items()}
+    total = sum(counts) or 1
+    out["uniform_get_share_per_master"] = [round(c / total, 3) for c in counts]
+    out["uniform_get_redis_cpu_us_per_request_per_node"] = {
+        g.removeprefix("redis:"): round((after[g] - before[g]) / CLK_TCK * 1e6 / total, 1) for g in node_groups}
+    # The commands of one list page, one change-feed page and /stats, sent by the bench's
+    # own client (tickets-bench), as the API sends them.
+    async def pages() -> None:
+        await store.feed.list_page(None, 100)
+
+    async def feed() -> None:
+        await store.feed.events_page(None, 100)
+
+    async def stats() -> None:
+        await store.tickets.stats()
+
+    for name, work in (("list_page_100", pages), ("feed_page_100", feed), ("stats", stats)):
+        counts, _ = await _commands(stack, BENCH_CLIENT, work)
+        out[f"{name}_commands"] = sum(counts)
+    # The idle processor: commands per second once it has backed off, over 10 s.
+    await asyncio.sleep(3)
+    counts, _ = await _commands(stack, "tickets-processor", lambda: asyncio.sleep(10))
+    out["processor_idle_commands_per_s"] = round(sum(counts) / 10, 1)
+    return out
 
 
 # Redis round trips per request that each scenario may take: a page of the list is two (find

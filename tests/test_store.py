@@ -14,6 +14,8 @@ from service.models import IdempotencyKey, Origin, TicketState, Transition, new_
 from service.store import SHARDS, Store, StoreConfig, keys
 from service.store import feed as feed_module
 
+from .topologies import RedisNodes
+
 
 @pytest.fixture
 def store(any_redis: Redis) -> Store:
@@ -368,3 +370,15 @@ async def test_an_empty_script_cache_is_reloaded_in_pipelines_too(store: Store) 
     entries = await store.consumer.read_new("c1", 100)
     assert await store.consumer.apply(entries) == 25  # the processor's pipelined script
     assert (await store.tickets.stats()).processed["created"] == 25
+
+
+async def test_a_new_cluster_client_can_write_before_any_other_command(redis_cluster: RedisNodes) -> None:
+    """A RedisCluster client learns the slot map at its first command: a write that is the
+    first must still find the node its WAIT goes to."""
+    client = redis_cluster.client()
+    try:
+        ticket = (await Store(client).tickets.create()).ticket
+        assert (await Store(client).tickets.get(ticket.id)) == ticket
+    finally:
+        await client.flushall()
+        await client.aclose()

@@ -77,8 +77,8 @@ class RedisNodes:
     def settings(self, **overrides: object) -> Settings:
         return Settings.from_env({**self.layout.client_env(), **{k: str(v) for k, v in overrides.items()}})
 
-    def client(self, **overrides: object) -> Client:
-        return redis_from_settings(self.settings(**overrides), client_name="tests")
+    def client(self, client_name: str = "tests", **overrides: object) -> Client:
+        return redis_from_settings(self.settings(**overrides), client_name=client_name)
 
     def data_nodes(self) -> list[Node]:
         return [n for n in self.nodes.values() if not n.sentinel]
