@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +59,8 @@ class MakeUp:
         wait_until(lambda: self.state("processor") == "RUNNING", 30, "the processor")
         if topology == "cluster":  # the nodes answer before they are a Cluster
             wait_until(lambda: self.state("redis-cluster-form") == "EXITED", 60, "the Cluster to be formed")
+            # Nodes that just became replicas dropped their clients: the first calls may be 503.
+            wait_until(lambda: _post_status(self.url + "/ticket") == 201, 30, "a first create on the Cluster")
 
     def ctl(self, *args: str) -> str:
         conf = self.var_dir / "supervisord.conf"
@@ -95,6 +99,17 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeUp]:
     stack = MakeUp(tmp_path_factory.mktemp("make-up") / "var")
     yield stack
     stack.stop()
+
+
+def _post_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as r:
+            status: int = r.status
+            return status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
 
 
 def listening_on(port: int) -> set[str]:
