@@ -16,9 +16,10 @@ from service.errors import StoreNotReplicated
 from service.models import Origin, TicketState, Transition, new_ticket_id
 from service.settings import Settings
 from service.store import Store, StoreConfig, keys
+from service.store.client import RediscoveringConnection
 
 from .conftest import AiohttpClient, Api
-from .procs import RedisServer, wait_until
+from .procs import RedisServer, free_port, wait_until
 from .test_api import assert_problem
 
 
@@ -102,3 +103,30 @@ async def test_the_api_answers_503_with_retry_after_and_says_how_to_retry(
     assert_problem(r, 503)
     assert r.body["type"].endswith("store-not-replicated") and r.headers["Retry-After"]
     assert "X-Request-Id" in r.body["detail"]
+
+
+class _Pool:
+    """Where the sentinels say the master is now."""
+
+    check_connection = False
+    is_master = True
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def get_master_address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+
+async def test_a_sentinel_connection_reconnecting_mid_command_asks_where_the_master_is(master: RedisServer) -> None:
+    """redis-py's retry reconnects a dropped connection to the address it had, the old master
+    (redis/redis-py#3874; redis-py's own class fails this test): ours asks the sentinels
+    again, and reaches the promoted one."""
+    old_master_port = free_port()  # nothing listens there any more
+    conn = RediscoveringConnection(  # type: ignore[no-untyped-call]
+        connection_pool=_Pool(master.port), host="127.0.0.1", port=old_master_port, decode_responses=True)
+    try:
+        await conn.send_command("PING")  # what redis-py's retry does after a drop
+        assert await conn.read_response() == "PONG" and conn.port == master.port
+    finally:
+        await conn.disconnect()

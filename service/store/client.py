@@ -11,11 +11,23 @@ from typing import Any
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import NoBackoff
 
 from ..settings import Settings, Topology
 from .link import Client
+
+
+class RediscoveringConnection(SentinelManagedConnection):
+    """A master connection that asks the sentinels where the master is on every connect.
+    redis-py's own does so only when the pool hands it out; a connection that drops during a
+    command and is reconnected by redis-py's retry goes back to the address it had, the old
+    master (redis/redis-py#3874, open): the retry then fails, or meets a demoted master."""
+
+    async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if not self.is_connected and retry_socket_connect:  # connect_to() has just asked: False
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
 
 
 def _common(settings: Settings, client_name: str) -> dict[str, Any]:
@@ -64,7 +76,7 @@ def redis_from_settings(settings: Settings, client_name: str = "tickets-api") ->
         )
         # Every new connection asks the sentinels for the master, and one that meets a
         # demoted master (READONLY) is dropped: the next call finds the promoted one.
-        master: Redis = sentinel.master_for(settings.redis_sentinel_master)
+        master: Redis = sentinel.master_for(settings.redis_sentinel_master, connection_class=RediscoveringConnection)
         return master
     pool = ConnectionPool.from_url(settings.redis_url, max_connections=settings.redis_max_connections, **common)
     return Redis.from_pool(pool)
