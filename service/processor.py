@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from . import metrics
 from .errors import StoreError
 from .settings import Settings, env_int
-from .store import Store, StoreConfig, StreamConsumer, StreamEntry
+from .store import SHARDS, Store, StoreConfig, StreamConsumer, StreamEntry
 from .store.client import redis_from_settings
 
 log = logging.getLogger("service.processor")
@@ -71,6 +71,10 @@ class Processor:
         self._next_claim_at = 0.0
         self._last_batch = 0
         self._idle_s = cfg.poll_ms / 1000
+        # Shards whose last read gave entries: read every step. The rest are swept every
+        # poll_ms. A rush at one event (one shard) costs one XREADGROUP a step, not 64.
+        self._hot: tuple[str, ...] = ()
+        self._next_sweep_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until `stop` is set; a Redis failure pauses it, never ends it."""
@@ -121,9 +125,19 @@ class Processor:
                 log.info("claimed %d entries left by other consumers", len(entries))
             metrics.PROCESSOR_LAG.set(await self.consumer.lag())
         if not entries:
-            entries = await self.consumer.read_new(self.cfg.consumer, self.cfg.batch_size)
+            entries = await self._read_new()
         self._last_batch = len(entries)
         return await self._apply(entries) if entries else 0
+
+    async def _read_new(self) -> list[StreamEntry]:
+        """From the hot shards; from every shard when none is hot or a sweep is due."""
+        now = time.monotonic()
+        shards: tuple[str, ...] = self._hot
+        if not shards or now >= self._next_sweep_at:
+            shards, self._next_sweep_at = SHARDS, now + self.cfg.poll_ms / 1000
+        entries = await self.consumer.read_new(self.cfg.consumer, self.cfg.batch_size, shards)
+        self._hot = tuple(sorted({e.shard for e in entries}))
+        return entries
 
     async def _apply(self, entries: list[StreamEntry]) -> int:
         new = await self.consumer.apply(entries)

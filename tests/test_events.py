@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 from service.errors import FeedCursorExpired, StoreUnavailable, TransitionRefused
 from service.models import EventSpec, EventType, IdempotencyKey, Origin, TicketSpec, Transition
 from service.processor import Processor, ProcessorSettings
-from service.store import Store, StoreConfig, StreamConsumer, StreamEntry, keys
+from service.store import SHARDS, Store, StoreConfig, StreamConsumer, StreamEntry, keys
 
 
 @pytest.fixture
@@ -199,3 +200,33 @@ async def test_a_rush_at_one_event_is_read_a_whole_batch_at_a_time(store: Store)
     await store.tickets.create_batch(100, spec=TicketSpec(event=event.id))
     await store.consumer.ensure_group()
     assert len(await store.consumer.read_new("c1", 64)) == 64
+
+
+class CountingConsumer(StreamConsumer):
+    """Records which shards each read asks."""
+
+    def __init__(self, link: Any) -> None:
+        super().__init__(link)
+        self.reads: list[int] = []
+
+    async def read_new(self, consumer: str, count: int, shards: Sequence[str] = SHARDS) -> list[StreamEntry]:
+        self.reads.append(len(shards))
+        return await super().read_new(consumer, count, shards)
+
+
+async def test_a_rush_at_one_event_is_read_from_its_shard_alone_between_sweeps(store: Store) -> None:
+    rush = await store.tickets.create_event(EventSpec("Rush"))
+    consumer = CountingConsumer(store.link)
+    processor = Processor(consumer, ProcessorSettings(consumer="p1", poll_ms=3_600_000, claim_idle_ms=3_600_000))
+    await consumer.ensure_group()
+    processor._next_claim_at = float("inf")  # this test is about reads only
+    await store.tickets.create_batch(10, spec=TicketSpec(event=rush.id))
+    assert await processor.step() == 10 and consumer.reads == [64]  # the first read sweeps every shard
+    await store.tickets.create_batch(10, spec=TicketSpec(event=rush.id))
+    other = await store.tickets.create_event(EventSpec("Elsewhere"))
+    while keys.shard_of(other.id) == keys.shard_of(rush.id):
+        other = await store.tickets.create_event(EventSpec("Elsewhere"))
+    await store.tickets.create_batch(3, spec=TicketSpec(event=other.id))
+    assert await processor.step() == 10 and consumer.reads[-1] == 1  # the hot shard only
+    processor._next_sweep_at = 0.0  # a sweep is due: the other shard's entries come too
+    assert await processor.step() == 3 and consumer.reads[-1] == 64

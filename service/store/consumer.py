@@ -35,21 +35,26 @@ class StreamConsumer:
         # BUSYGROUP: it exists, which is the point.
         await batch.run(self._link.call("xgroup"), tolerate=lambda e: "BUSYGROUP" in str(e))
 
-    async def read_new(self, consumer: str, count: int) -> list[StreamEntry]:
-        """New entries for this consumer from every shard, without waiting."""
-        return await self._read_group(consumer, ">", count)
+    async def read_new(
+        self, consumer: str, count: int, shards: Sequence[str] = keys.SHARDS
+    ) -> list[StreamEntry]:
+        """New entries for this consumer from the given shards (all by default), without
+        waiting."""
+        return await self._read_group(consumer, ">", count, shards)
 
     async def read_own_pending(self, consumer: str, count: int) -> list[StreamEntry]:
         """Entries delivered to this consumer name and not yet acknowledged."""
         return await self._read_group(consumer, "0", count)
 
-    async def _read_group(self, consumer: str, start: str, count: int) -> list[StreamEntry]:
+    async def _read_group(
+        self, consumer: str, start: str, count: int, shards: Sequence[str] = keys.SHARDS
+    ) -> list[StreamEntry]:
         # One XREADGROUP per shard, pipelined: a command naming two streams would span two
         # hash slots, which Redis Cluster refuses. Each shard may give the whole `count`: an
         # event's activity is all in its shard, and a rush at one event must not be read a
         # sixteenth of a batch at a time.
         batch = self._link.batch()
-        for shard in keys.SHARDS:
+        for shard in shards:
             batch.cmd.xreadgroup(self.group, consumer, {keys.stream(shard): start}, count=count)
         replies = await batch.run(self._link.call("xreadgroup"))
         return [entry for reply in replies for entry in _entries(reply)]
