@@ -67,7 +67,7 @@ class Settings:
     # default is 1 where the topology has replicas (Sentinel, Cluster), 0 standalone.
     redis_min_replicas_ack: int | None = None
     # How long a write waits for them; within REDIS_TIMEOUT_MS.
-    redis_wait_timeout_ms: int = 250
+    redis_wait_timeout_ms: int = 500
     # Bounds each store call, the wait for a pooled connection included, so that a dead or
     # blackholed Redis turns into a fast 503, never a hang.
     redis_timeout_ms: int = 1000

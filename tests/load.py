@@ -108,8 +108,9 @@ def tally(outcomes: list[Outcome]) -> dict[str, dict[int, int]]:
 async def make_tickets(http: aiohttp.ClientSession, base: str, n: int) -> list[str]:
     async def one() -> str:
         async with http.post(f"{base}/ticket") as r:
-            assert r.status == 201
-            ticket_id: str = (await r.json())["id"]
+            body = await r.json(content_type=None)
+            assert r.status == 201, (r.status, body)
+            ticket_id: str = body["id"]
             return ticket_id
 
     return list(await asyncio.gather(*(one() for _ in range(n))))

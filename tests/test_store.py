@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from service.errors import BadCursor, IdempotencyKeyReused, TicketNotFound, TransitionRefused
 from service.models import IdempotencyKey, Origin, TicketState, Transition, new_ticket_id
@@ -379,6 +380,30 @@ async def test_a_new_cluster_client_can_write_before_any_other_command(redis_clu
     try:
         ticket = (await Store(client).tickets.create()).ticket
         assert (await Store(client).tickets.get(ticket.id)) == ticket
+    finally:
+        await client.flushall()
+        await client.aclose()
+
+
+async def test_a_stale_slot_map_is_relearned_and_the_write_confirmed_on_the_right_node(
+    redis_cluster: RedisNodes,
+) -> None:
+    """After a failover or a reshard the client's map may name the wrong master: the write
+    meets MOVED there (nothing runs). The store learns the map again and sends the write and
+    its WAIT together to the right node, rather than let redis-py re-send the write alone."""
+    client = redis_cluster.client()
+    assert isinstance(client, RedisCluster)
+    try:
+        store = Store(client)
+        await client.ping()
+        tid = new_ticket_id()
+        slot = client.keyslot(keys.ticket(tid))
+        right = client.nodes_manager.slots_cache[slot][0]
+        wrong = next(n for n in client.get_primaries() if n.name != right.name)
+        client.nodes_manager.slots_cache[slot] = [wrong]  # what a failover leaves behind
+        made = await store.tickets.create(tid)
+        assert not made.replayed and await store.tickets.get(tid) == made.ticket
+        assert client.nodes_manager.slots_cache[slot][0].name == right.name
     finally:
         await client.flushall()
         await client.aclose()

@@ -28,6 +28,10 @@ _MEANINGS: tuple[tuple[type[BaseException], type[StoreError]], ...] = (
     (rx.ReadOnlyError, StoreUnavailable),
     (rx.ClusterDownError, StoreUnavailable),
     (rx.TryAgainError, StoreUnavailable),
+    # The slot moved again while the store followed it, or is being migrated (ASK): no
+    # command ran; the same request will succeed once the Cluster settles.
+    (rx.MovedError, StoreUnavailable),
+    (rx.AskError, StoreUnavailable),
     # No node owns the slot yet (a master failed, its replica not yet promoted).
     (rx.SlotNotCoveredError, StoreUnavailable),
     (rx.MaxConnectionsError, StoreUnavailable),
@@ -94,6 +98,10 @@ class RedisCall:
             exc = timeout
         metrics.redis_latency(self.op).observe(time.perf_counter() - self._started)
         meant = meaning(exc) if exc is not None else None
+        if isinstance(exc, StoreError):  # the store's own verdict (replicas did not confirm)
+            metrics.REDIS_ERRORS.labels(self.op, exc.kind).inc()
+            log.warning("redis %s in %s: %s", exc.kind, self.op, exc)
+            return
         if meant is None:
             return
         metrics.REDIS_ERRORS.labels(self.op, meant.kind).inc()

@@ -16,7 +16,7 @@ class StoreConfig:
     max_concurrent: int = 64
     # None: 1 where the client's topology has replicas (Sentinel, Cluster), 0 standalone.
     min_replicas_ack: int | None = None
-    wait_timeout_ms: int = 250
+    wait_timeout_ms: int = 500
 
     @classmethod
     def from_settings(cls, s: Settings) -> StoreConfig:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.commands.core import AsyncCoreCommands
-from redis.exceptions import NoScriptError
+from redis.exceptions import MovedError, NoScriptError
 
 from ..errors import StoreNotReplicated
 from .calls import Caller, RedisCall
@@ -97,8 +97,18 @@ class Batch:
             return []
         async with call:
             replies = await self._send()
-            if any(isinstance(r, NoScriptError) for r in replies):
-                await self._link.load(self._scripts)
+            # Each is answered before anything ran, so sending the whole batch again is safe;
+            # a new master can need both (a stale map first, then an empty script cache).
+            for _ in range(3):
+                if any(isinstance(r, NoScriptError) for r in replies):
+                    await self._link.load(self._scripts)
+                elif any(isinstance(r, MovedError) for r in replies):
+                    # The slot map was stale (a failover, a reshard, a client that met the
+                    # nodes before they were a Cluster): learn it again, so that each write
+                    # and its WAIT still share a node and a connection.
+                    await self._link.refresh_slots()
+                else:
+                    break
                 replies = await self._send()
             replies, acks = replies[: len(self.cmd.queued)], replies[len(self.cmd.queued):]
             for reply in replies:
@@ -127,17 +137,17 @@ class Batch:
                 pipe.execute_command(*wait)
             else:
                 pipe.execute_command(*wait, target_nodes=node)
+        if isinstance(pipe, ClusterPipeline):
+            # No redirection by redis-py: it would send a redirected command alone, on another
+            # connection than its WAIT (run() handles MOVED).
+            return list(await pipe.execute(raise_on_error=False, allow_redirections=False))
         return list(await pipe.execute(raise_on_error=False))
 
     def _check_replicated(self, acks: list[Any]) -> None:
         wanted = self._link.durability.replicas
-        for (node, key), acked in zip(self._written.values(), acks, strict=True):
+        for (_, key), acked in zip(self._written.values(), acks, strict=True):
             if isinstance(acked, Exception) or int(acked) < wanted:
-                raise StoreNotReplicated(f"{acked} of {wanted} replicas confirmed the write in time")
-            if node is not None and self._link.node_of(key).name != node.name:
-                # The slot moved while the pipeline ran: the write was redirected to another
-                # node, and this WAIT counted the old one's replicas. Unknown, so unconfirmed.
-                raise StoreNotReplicated("the slot moved to another node during the write")
+                raise StoreNotReplicated(f"{acked} of {wanted} replicas confirmed the write on {key} in time")
 
 
 def has_replicas(redis: Client) -> int:
@@ -161,6 +171,10 @@ class Link:
 
     def batch(self) -> Batch:
         return Batch(self)
+
+    async def refresh_slots(self) -> None:
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.nodes_manager.initialize()
 
     async def ready(self) -> None:
         """A Cluster client's slot map, loaded (it is, after the client's first command)."""
