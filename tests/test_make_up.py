@@ -59,8 +59,10 @@ class MakeUp:
         wait_until(lambda: self.state("processor") == "RUNNING", 30, "the processor")
         if topology == "cluster":  # the nodes answer before they are a Cluster
             wait_until(lambda: self.state("redis-cluster-form") == "EXITED", 60, "the Cluster to be formed")
-            # Nodes that just became replicas dropped their clients: the first calls may be 503.
-            wait_until(lambda: _post_status(self.url + "/ticket") == 201, 30, "a first create on the Cluster")
+            # For a moment after forming, nodes settle their roles and drop clients: a write
+            # then is a 503 (applied or not, never confirmed). Wait for 20 creates in a row.
+            wait_until(lambda: all(_post_status(self.url + "/ticket") == 201 for _ in range(20)), 30,
+                       "20 creates in a row on the Cluster")
 
     def ctl(self, *args: str) -> str:
         conf = self.var_dir / "supervisord.conf"
