@@ -109,7 +109,8 @@ async def create_batch(request: web.Request) -> web.Response:
 async def create_event(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     body, _ = await inputs.decode_body(request, _EVENT_BODY)
-    event = await request.app[TICKETS].create_event(EventSpec(body.name, body.starts_at, body.ends_at, body.capacity))
+    spec = EventSpec(body.name, body.starts_at, body.ends_at, body.capacity)
+    event = await request.app[TICKETS].create_event(spec, origin=inputs.origin(request))
     return _json(event.to_json(), status=201, headers={"Location": f"/event/{event.id}"})
 
 
@@ -150,7 +151,7 @@ async def create_list(request: web.Request) -> web.Response:
     event_id = _event_id(request.match_info["event"])
     body, _ = await inputs.decode_body(request, _LIST_BODY)
     spec = ListSpec(body.name, tuple(body.types or ()), body.reentry, body.capacity, tuple(body.leaves))
-    made = await request.app[CHECKIN].create_list(event_id, spec)
+    made = await request.app[CHECKIN].create_list(event_id, spec, origin=inputs.origin(request))
     return _json(made.to_json(), status=201, headers={"Location": f"/event/{event_id}/list/{made.id}"})
 
 

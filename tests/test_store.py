@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from service.errors import BadCursor, IdempotencyKeyReused, TicketNotFound, TransitionRefused
-from service.models import IdempotencyKey, Origin, TicketState, Transition, new_ticket_id
+from service.models import EventSpec, IdempotencyKey, ListSpec, Origin, TicketState, Transition, new_ticket_id
 from service.store import SHARDS, Store, StoreConfig, keys
 from service.store import feed as feed_module
 
@@ -407,3 +407,19 @@ async def test_a_stale_slot_map_is_relearned_and_the_write_confirmed_on_the_righ
     finally:
         await client.flushall()
         await client.aclose()
+
+
+async def test_an_event_and_a_list_made_again_by_the_same_request_are_the_first_ones(store: Store) -> None:
+    """A retry after a 503 (same caller, same request id) must not make a second event."""
+    origin = Origin(actor="admin", request_id="req-event-1", forwarded=True)
+    first = await store.tickets.create_event(EventSpec("Gala"), origin=origin)
+    again = await store.tickets.create_event(EventSpec("Gala"), origin=origin)
+    other = await store.tickets.create_event(EventSpec("Gala"), origin=Origin(actor="admin", request_id="req-event-2",
+                                                                             forwarded=True))
+    assert again == first and other.id != first.id
+    assert len((await store.feed.event_page(None, 10)).events) == 2
+    gate = await store.checkin.create_list(first.id, ListSpec("Gate"), origin=origin)
+    again_gate = await store.checkin.create_list(first.id, ListSpec("Gate"), origin=origin)
+    assert again_gate.to_json() == gate.to_json()
+    made_elsewhere = await store.checkin.create_list(first.id, ListSpec("Gate"))
+    assert made_elsewhere.id != gate.id

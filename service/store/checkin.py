@@ -38,8 +38,13 @@ class CheckinStore:
         # worker reads them once per list: a scan stays one round trip.
         self._leaves_of: dict[str, tuple[str, ...]] = {}
 
-    async def create_list(self, event_id: str, spec: ListSpec) -> ListInfo:
-        list_id = new_list_id(event_id)
+    async def create_list(self, event_id: str, spec: ListSpec, origin: Origin = Origin()) -> ListInfo:
+        """A new list. Through nginx its id derives from the caller and request id, so the
+        same request again (a retry after a 503) gets the list it made, not a second one."""
+        mark, list_id = "", new_list_id(event_id)
+        if origin.forwarded:
+            mark = keys.digest(origin.actor, origin.request_id)[:16]
+            list_id = f"{event_id}-{keys.digest('list', origin.actor, origin.request_id)[:4]}"
         leaves = list(spec.leaves)
         for other in leaves:  # a list of another event lives in another slot: never sent
             if event_of_list(other) != event_id:
@@ -47,11 +52,13 @@ class CheckinStore:
         script_keys = [keys.event(event_id), keys.check_in_list(list_id), keys.list_index(event_id),
                        *(keys.check_in_list(lid) for lid in leaves)]
         args = [list_id, spec.name, ",".join(spec.types), "1" if spec.reentry else "0",
-                "" if spec.capacity is None else spec.capacity, ",".join(leaves), *leaves]
+                "" if spec.capacity is None else spec.capacity, ",".join(leaves), mark, *leaves]
         outcome = await self._link.run("list_create", self._link.scripts.list, script_keys, args, write=True)
         if outcome == "no_event":
             raise EventNotFound(event_id)
-        if outcome == "exists":  # one chance in 65,536 per list already there: draw again
+        if outcome == "replayed":
+            return await self.get_list(event_id, list_id)
+        if outcome == "exists":  # the id is another's: draw a random one
             return await self.create_list(event_id, spec)
         if outcome != "created":
             raise InvalidInput(f"leaves: {outcome.removeprefix('no_list:')} is not a list of event {event_id}",

@@ -216,13 +216,20 @@ class TicketStore:
             raise TicketNotFound(ticket_id)
         return ticket_from(ticket_id, values)
 
-    async def create_event(self, spec: EventSpec) -> EventInfo:
-        event_id = new_event_id()
+    async def create_event(self, spec: EventSpec, origin: Origin = Origin()) -> EventInfo:
+        """A new event. Through nginx its id derives from the caller and request id, so the
+        same request again (a retry after a 503) gets the event it made, not a second one."""
+        mark, event_id = "", new_event_id()
+        if origin.forwarded:
+            mark = keys.digest(origin.actor, origin.request_id)[:16]
+            event_id = keys.digest("event", origin.actor, origin.request_id)[:8]
         args = [event_id, spec.name, _us(spec.starts_at), _us(spec.ends_at),
-                "" if spec.capacity is None else spec.capacity]
+                "" if spec.capacity is None else spec.capacity, mark]
         script_keys = [keys.event(event_id), keys.event_index(keys.shard_of(event_id))]
         made = await self._link.run("event_create", self._link.scripts.event, script_keys, args, write=True)
-        if not made:  # one chance in 4 billion: draw again
+        if made == 2:
+            return await self.get_event(event_id)
+        if not made:  # the id is another's: draw a random one
             return await self.create_event(spec)
         return EventInfo(event_id, spec.name, spec.starts_at, spec.ends_at, spec.capacity, 0)
 
