@@ -11,7 +11,16 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from service.errors import BadCursor, IdempotencyKeyReused, TicketNotFound, TransitionRefused
-from service.models import EventSpec, IdempotencyKey, ListSpec, Origin, TicketState, Transition, new_ticket_id
+from service.models import (
+    EventSpec,
+    IdempotencyKey,
+    ListSpec,
+    Origin,
+    TicketSpec,
+    TicketState,
+    Transition,
+    new_ticket_id,
+)
 from service.store import SHARDS, Store, StoreConfig, keys
 from service.store import feed as feed_module
 
@@ -423,3 +432,32 @@ async def test_an_event_and_a_list_made_again_by_the_same_request_are_the_first_
     assert again_gate.to_json() == gate.to_json()
     made_elsewhere = await store.checkin.create_list(first.id, ListSpec("Gate"))
     assert made_elsewhere.id != gate.id
+
+
+async def test_a_uniform_load_over_many_events_spreads_evenly_over_the_three_masters(
+    redis_cluster: RedisNodes,
+) -> None:
+    client = redis_cluster.client()
+    assert isinstance(client, RedisCluster)
+    try:
+        store = Store(client, StoreConfig(min_replicas_ack=0))
+        events = [await store.tickets.create_event(EventSpec(f"E{n}")) for n in range(2048)]
+        tickets = [(await store.tickets.create_batch(1, spec=TicketSpec(event=e.id)))[0] for e in events]
+
+        async def commands() -> dict[str, int]:
+            info = await client.info("stats", target_nodes=RedisCluster.PRIMARIES)
+            return {node: int(stats["total_commands_processed"]) for node, stats in info.items()}
+
+        before = await commands()
+        for ticket in tickets:
+            await store.tickets.get(ticket.id)
+        after = await commands()
+        served = [after[n] - before[n] for n in after]
+        shares = [s / sum(served) for s in served]
+        print(f"\nSPREAD 2048 events, gets per master: {served} ({[round(s, 3) for s in shares]})")
+        # 2048 events over 64 shards over 3 masters (21/22/21 shards): a third each, give or
+        # take the events' random placement (about 1.3 points).
+        assert len(shares) == 3 and all(abs(share - 1 / 3) < 0.05 for share in shares), shares
+    finally:
+        await client.flushall()
+        await client.aclose()
