@@ -9,12 +9,13 @@ import hmac
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import BadCursor, FeedCursorExpired
 from ..models import Event, EventInfo, FeedCursor, PageCursor, Ticket, is_event_id, parse_ticket_id, stream_id_key
 from . import keys
 from .link import Link
+from .scripts import Script
 from .secret import DeploymentSecret
 from .tickets import EVENT_FIELDS, TICKET_FIELDS, event_from, ticket_from
 
@@ -141,17 +142,17 @@ class Feed:
         """Up to `room` ids from `at` on, over at most `span` shards: (where the walk stands
         after them, None at the end; the ids, a list per shard)."""
         shards = range(at.shard, min(at.shard + span, len(keys.SHARDS)))
-        batch = self._link.batch()
+        calls: list[tuple[list[str], list[str | int]]] = []
         for shard in shards:
             first = shard == at.shard
             # Enough SSCAN calls to fill the page from a dense set, bounded for a sparse one.
-            args: list[str | int] = [at.scan if first else 0, at.after if first else "", room,
-                                     room // _SCAN_COUNT + 4, _SCAN_COUNT]
-            batch.script(self._link.scripts.scan, [index(keys.SHARDS[shard])], args)
+            calls.append(([index(keys.SHARDS[shard])], [at.scan if first else 0, at.after if first else "", room,
+                                                        room // _SCAN_COUNT + 4, _SCAN_COUNT]))
         groups: list[list[str]] = []
         taken = 0
         now: PageCursor | None = at
-        for shard, (scan, after, *ids) in zip(shards, await batch.run(self._link.call("list")), strict=True):
+        for shard, (scan, after, *ids) in zip(shards, await self._scripts_each("list", self._link.scripts.scan, calls),
+                                              strict=True):
             if taken + len(ids) > room:  # a later shard that does not fit: next round starts it again
                 return PageCursor(shard=shard, scan=0, after=""), groups
             groups.append(ids)
@@ -163,17 +164,26 @@ class Feed:
 
     async def _read(self, groups: Sequence[list[str]]) -> list[Ticket]:
         """The tickets of the ids, one script call per shard (its keys in KEYS, one slot)."""
-        batch = self._link.batch()
-        for ids in groups:
-            if ids:
-                batch.script(self._link.scripts.read_many, [keys.ticket(i) for i in ids], [])
-        flats = iter(await batch.run(self._link.call("list_read")))
+        calls: list[tuple[list[str], list[str | int]]] = [([keys.ticket(i) for i in ids], []) for ids in groups if ids]
+        flats = iter(await self._scripts_each("list_read", self._link.scripts.read_many, calls))
         width = len(TICKET_FIELDS)
         out: list[Ticket] = []
         for ids in (g for g in groups if g):
             flat = next(flats)
             out += [ticket_from(i, flat[width * n: width * n + width]) for n, i in enumerate(ids) if flat[width * n]]
         return out
+
+    async def _scripts_each(
+        self, op: str, script: Script, calls: Sequence[tuple[list[str], list[str | int]]]
+    ) -> list[Any]:
+        """The script once per (keys, args): one call alone, several as one batch (a
+        pipeline costs the worker more than a single call; most pages need one)."""
+        if len(calls) == 1:
+            return [await self._link.run(op, script, *calls[0])]
+        batch = self._link.batch()
+        for script_keys, args in calls:
+            batch.script(script, script_keys, args)
+        return await batch.run(self._link.call(op))
 
     async def _read_events(self, groups: Sequence[list[str]]) -> list[EventInfo]:
         ids = [i for g in groups for i in g]
