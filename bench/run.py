@@ -434,12 +434,14 @@ def main() -> None:
     out = BENCH / "results"
     out.mkdir(exist_ok=True)
     stamp = results["date"][:10]
+    if results["topology"] != "standalone":
+        stamp += f"-{results['topology']}"
     if results["redis_appendfsync"] != "always" or len(results["scenarios"]) != len(SCENARIOS):
         stamp += f"-{results['redis_appendfsync']}-{'-'.join(results['scenarios'])}"
     (out / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (out / f"{stamp}.md").write_text(table)
-    if "-" not in stamp[10:]:  # only a full run with the default settings is the latest
+    if "-" not in stamp[10:]:  # only a full standalone run with the default settings is the latest
         (out / "latest.md").write_text(table)
     print("\n" + table)
     failed = [s for s, r in results["scenarios"].items()
