@@ -48,7 +48,9 @@ async def test_a_stalled_redis_is_a_bounded_wait(redis_server: RedisServer) -> N
     calls queued for a connection, give up at the store's timeout with StoreUnavailable,
     instead of hanging."""
     stall = socket.create_connection(("127.0.0.1", redis_server.port))
-    stall.sendall(b"CLIENT PAUSE 3000 ALL\r\n")
+    # Long enough that the calls start and time out inside it on a loaded machine (a late
+    # timer once let one land after a 3 s pause).
+    stall.sendall(b"CLIENT PAUSE 8000 ALL\r\n")
     assert stall.recv(16).startswith(b"+OK")  # from here on, the stall is in force
     client = Redis.from_url(redis_server.url, decode_responses=True)
     store = Store(client, StoreConfig(timeout_ms=200, max_concurrent=1)).tickets
@@ -57,8 +59,8 @@ async def test_a_stalled_redis_is_a_bounded_wait(redis_server: RedisServer) -> N
         results = await asyncio.gather(store.ping(), store.ping(), return_exceptions=True)
         assert all(isinstance(r, StoreUnavailable) for r in results), results
         assert time.monotonic() - started < 0.6
-        # The store recovers on its own once the pause (3 s, ample on a loaded machine) is over.
-        async with asyncio.timeout(10):
+        # The store recovers on its own once the pause is over.
+        async with asyncio.timeout(20):
             while isinstance((await asyncio.gather(store.ping(), return_exceptions=True))[0], StoreUnavailable):
                 pass
     finally:

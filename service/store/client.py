@@ -53,6 +53,11 @@ def _common(settings: Settings, client_name: str) -> dict[str, Any]:
 def redis_from_settings(settings: Settings, client_name: str = "tickets-api") -> Client:
     common = _common(settings, client_name)
     if settings.topology is Topology.CLUSTER:
+        # No retry inside redis-py: on a connection error its ClusterPipeline closes the whole
+        # client before retrying, which breaks every other call in flight on it (seen as
+        # "Connection closed by server" in concurrent calls under load). A failed call is a
+        # 503; MOVED and NOSCRIPT are still followed (redis-py's redirects, the store's batches).
+        common["retry"] = Retry(NoBackoff(), 0)
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in settings.redis_cluster_nodes],
             max_connections=settings.redis_max_connections,
