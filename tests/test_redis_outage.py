@@ -43,10 +43,11 @@ async def test_outage_gives_fast_503_then_recovers(aiohttp_client: AiohttpClient
         server.kill()
 
 
-async def test_a_stalled_redis_is_a_bounded_wait(redis_server: RedisServer) -> None:
+async def test_a_stalled_redis_is_a_bounded_wait(tmp_path: Path) -> None:
     """A stalled server (CLIENT PAUSE: it holds every other client's commands): calls, and
     calls queued for a connection, give up at the store's timeout with StoreUnavailable,
-    instead of hanging."""
+    instead of hanging until the stall ends."""
+    redis_server = RedisServer(tmp_path / "stalled").start()  # its own: the pause is for it alone
     stall = socket.create_connection(("127.0.0.1", redis_server.port))
     # Long enough that the calls start and time out inside it on a loaded machine (a late
     # timer once let one land after a 3 s pause).
@@ -58,7 +59,9 @@ async def test_a_stalled_redis_is_a_bounded_wait(redis_server: RedisServer) -> N
         started = time.monotonic()
         results = await asyncio.gather(store.ping(), store.ping(), return_exceptions=True)
         assert all(isinstance(r, StoreUnavailable) for r in results), results
-        assert time.monotonic() - started < 0.6
+        # Far inside the 8 s pause: the calls gave up, they did not wait it out. (Each gives
+        # up at 200 ms; a loaded CI machine has been seen to deliver that timer seconds late.)
+        assert time.monotonic() - started < 3
         # The store recovers on its own once the pause is over.
         async with asyncio.timeout(20):
             while isinstance((await asyncio.gather(store.ping(), return_exceptions=True))[0], StoreUnavailable):
@@ -66,3 +69,4 @@ async def test_a_stalled_redis_is_a_bounded_wait(redis_server: RedisServer) -> N
     finally:
         stall.close()
         await client.aclose()
+        redis_server.stop()
