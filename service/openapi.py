@@ -33,7 +33,9 @@ def _ok(description: str, schema: dict[str, Any], headers: dict[str, Any] | None
 
 
 _UNAVAILABLE = {
-    "description": "Redis did not answer; retry (with the same Idempotency-Key for a write)",
+    "description": "Redis did not answer (store-unavailable), or replicas did not confirm an applied write "
+                   "in time (store-not-replicated); retry a write with the same X-Request-Id or Idempotency-Key "
+                   "to get its stored answer",
     "headers": {"Retry-After": {"schema": {"type": "string"}}},
     "content": {PROBLEM: {"schema": _ref("Problem")}},
 }

@@ -56,9 +56,9 @@ def free_port_run(n: int) -> int:
     raise RuntimeError(f"no run of {n} free ports")
 
 
-def http_status(url: str) -> int:
+def http_status(url: str, method: str = "GET", timeout_s: float = 2) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout_s) as r:
             status: int = r.status
             return status
     except urllib.error.HTTPError as e:

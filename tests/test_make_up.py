@@ -10,8 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,7 +61,7 @@ class MakeUp:
             # Until a master's replicas are in sync it refuses writes (NOREPLICAS), and just
             # after a Cluster forms its nodes settle their roles and drop clients: writes are
             # 503 for a moment after /readyz. Wait for 20 creates in a row.
-            wait_until(lambda: all(_post_status(self.url + "/ticket") == 201 for _ in range(20)), 30,
+            wait_until(lambda: all(http_status(self.url + "/ticket", "POST", 5) == 201 for _ in range(20)), 30,
                        "20 creates in a row")
 
     def ctl(self, *args: str) -> str:
@@ -103,17 +101,6 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeUp]:
     stack = MakeUp(tmp_path_factory.mktemp("make-up") / "var")
     yield stack
     stack.stop()
-
-
-def _post_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as r:
-            status: int = r.status
-            return status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
 
 
 def listening_on(port: int) -> set[str]:
