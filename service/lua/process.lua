@@ -2,20 +2,34 @@
 -- ticket's history and count it, then acknowledge them all. A history is keyed by entry id,
 -- so an entry delivered twice (a crash before the ack, a claim from a dead consumer) is
 -- recorded and counted once.
+-- An entry whose ticket lives in another shard (a scan, at this shard's list, of another
+-- event's ticket) or that names no ticket (a token that did not verify) has no history
+-- here: it stays in its list's counters and the feed, and is counted once through the
+-- shard's `unowned` hash of entry ids (which expires a day after it first appears).
 --
 -- KEYS[1]  processor counters of the shard   processed:{<shard>}  (field: event type)
 -- KEYS[2]  event stream of the shard         events:{<shard>}
--- KEYS[3..n]  the history of each entry's ticket   history:{<shard>}:<id>, one per entry
+-- KEYS[3]  entries with no history here      unowned:{<shard>}
+-- KEYS[4..n]  the history of each entry's ticket   history:{<shard>}:<id>, one per entry
+--             with a history
 -- ARGV[1]  group   the consumer group
--- ARGV[2..] per entry, in the order of KEYS[3..n]: entry id, event type, event as JSON
+-- ARGV[2..] per entry: entry id, event type, event as JSON, and the index in KEYS of its
+--           history ('0': none, KEYS[3] takes it)
 -- Returns  how many entries were counted now (the rest had been already)
-local group = ARGV[1]
+local group, unowned = ARGV[1], KEYS[3]
 local new, ids = 0, {}
-for i = 3, #KEYS do
-  local a = 2 + (i - 3) * 3
-  ids[#ids + 1] = ARGV[a]
-  if redis.call('HSETNX', KEYS[i], ARGV[a], ARGV[a + 2]) == 1 then
-    redis.call('HINCRBY', KEYS[1], ARGV[a + 1], 1)
+for a = 2, #ARGV, 4 do
+  local id, kind, body, at = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  ids[#ids + 1] = id
+  local fresh
+  if at == 0 then
+    fresh = redis.call('HSETNX', unowned, id, kind)
+    redis.call('EXPIRE', unowned, 86400, 'NX')
+  else
+    fresh = redis.call('HSETNX', KEYS[at], id, body)
+  end
+  if fresh == 1 then
+    redis.call('HINCRBY', KEYS[1], kind, 1)
     new = new + 1
   end
 end

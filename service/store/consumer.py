@@ -78,11 +78,15 @@ class StreamConsumer:
             by_shard.setdefault(e.shard, []).append(e)
         batch = self._link.batch()
         for shard, entries_of_shard in by_shard.items():
-            script_keys = [keys.processed(shard), keys.stream(shard)]
-            script_keys += [keys.history(e.fields["t"]) for e in entries_of_shard]
+            script_keys = [keys.processed(shard), keys.stream(shard), keys.unowned(shard)]
             args: list[str | int | float] = [self.group]
             for e in entries_of_shard:
-                args += [e.entry_id, e.fields["e"], json.dumps(e.fields)]
+                ticket_id = e.fields.get("t", "")
+                # Only a ticket of this shard has its history here (one slot per script).
+                owned = len(ticket_id) == 36 and keys.shard_of(ticket_id) == shard
+                if owned:
+                    script_keys.append(keys.history(ticket_id))
+                args += [e.entry_id, e.fields["e"], json.dumps(e.fields), len(script_keys) if owned else 0]
             batch.script(self._link.scripts.process, script_keys, args)
         results = await batch.run(self._link.call("process"))
         return sum(int(r) for r in results)

@@ -72,6 +72,11 @@ def shard_of_stream(stream_key: str) -> str:
     return stream_key[stream_key.index("{") + 1: stream_key.index("}")]
 
 
+def unowned(shard: str) -> str:
+    """Entry ids of the shard's stream whose ticket has no history in the shard."""
+    return f"unowned:{{{shard}}}"
+
+
 def history(ticket_id: str) -> str:
     return f"history:{{{shard_of(ticket_id)}}}:{ticket_id}"
 
