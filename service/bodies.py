@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .signing import MAX_TOKEN_CHARS
+
 # Seconds since the epoch, as the seed's `timestamp`: from 1970 to the year 2242.
 Seconds = Annotated[float, msgspec.Meta(ge=0, lt=2**33, description="seconds since the epoch")]
 # Printable text: no control characters (they would break logs, CSV exports and receipts).
@@ -64,7 +66,8 @@ class RevokeBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
 
 ListRef = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}$")]
-TicketRef = Annotated[str, msgspec.Meta(min_length=36, max_length=36)]
+# A ticket's id, or the signed token of its QR code (service/signing.py).
+TicketRef = Annotated[str, msgspec.Meta(min_length=36, max_length=MAX_TOKEN_CHARS)]
 
 
 class ListBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -83,6 +86,13 @@ class CheckinBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     list: ListRef
     direction: Literal["entry", "exit"] = "entry"
     scanned_at: Seconds | None = None
+    # The device admitted the holder while offline and uploads the scan now (with
+    # scanned_at): a refusal then is a conflict, recorded as such.
+    offline: bool = False
+
+    def __post_init__(self) -> None:
+        if self.offline and self.scanned_at is None:
+            raise ValueError("an offline scan says when it was scanned: scanned_at")
 
 
 class AnnulBody(msgspec.Struct, forbid_unknown_fields=True):

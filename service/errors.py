@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .models import Ticket
+from .signing import TokenRefusal
 
 
 class ServiceError(Exception):
@@ -20,6 +21,23 @@ class InvalidInput(ServiceError):
         self.status = status
         self.slug = slug
         self.extra = extra
+
+
+class BadTicketToken(InvalidInput):
+    """A ticket token with a bad signature, an unknown key or a broken layout. At a gate's
+    check-in it is a refused scan instead, counted under its reason."""
+
+    def __init__(self, reason: TokenRefusal) -> None:
+        super().__init__(reason.message, slug="ticket-token-refused", extra={"reason": reason.value})
+        self.reason = reason
+
+
+class SigningOff(ServiceError):
+    """No ticket signing key is configured, so no token or QR code can be made."""
+
+    def __init__(self) -> None:
+        super().__init__("this service has no ticket signing key: set TICKET_SIGNING_KEYS or "
+                         "TICKET_SIGNING_KEYS_FILE (README, Signed tickets)")
 
 
 class TicketNotFound(ServiceError):

@@ -8,13 +8,23 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from . import SERVICE_NAME, __version__, inputs
+from . import SERVICE_NAME, __version__, codes, inputs
 from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, SETTINGS, TICKETS
 from .auth import check_event_binding, requires
 from .bodies import AnnulBody, BatchBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
-from .errors import InvalidInput
+from .errors import BadTicketToken, InvalidInput
 from .keyring import Permission
-from .models import Direction, EventSpec, ListSpec, TicketSpec, Transition, event_of, is_event_id, is_list_id
+from .models import (
+    Direction,
+    EventSpec,
+    ListSpec,
+    Refusal,
+    TicketSpec,
+    Transition,
+    event_of,
+    is_event_id,
+    is_list_id,
+)
 from .observability import SERVER_HEADER, metrics_handler
 from .problems import problem
 from .store import WriteResult
@@ -156,6 +166,14 @@ async def create_list(request: web.Request) -> web.Response:
 
 
 @requires(Permission.READ_EVENT)
+async def event_lists(request: web.Request) -> web.Response:
+    """Every check-in list of an event, with its live counters: what a gate picks from."""
+    inputs.reject_unknown_params(request, ())
+    event_id = _event_id(request.match_info["event"])
+    return _json([info.to_json() for info in await request.app[CHECKIN].lists(event_id)])
+
+
+@requires(Permission.READ_EVENT)
 async def get_list(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     event_id = _event_id(request.match_info["event"])
@@ -171,13 +189,17 @@ async def checkin(request: web.Request) -> web.Response:
     gate's answer, with its reason), 4xx only for a malformed request or an unknown list."""
     inputs.reject_unknown_params(request, ())
     body, canonical = await inputs.decode_body(request, _CHECKIN_BODY)
-    ticket_id = inputs.ticket_id(body.ticket)
+    refusal: Refusal | None = None
+    try:
+        ticket_id = inputs.ticket_id(request, body.ticket)
+    except BadTicketToken as exc:  # a forged or altered code is the gate's refusal, counted
+        ticket_id, refusal = "", Refusal(exc.reason.value)
     check_event_binding(request, event_of_list(body.list))
     scanned_at_us = None if body.scanned_at is None else round(body.scanned_at * 1e6)
     idem = inputs.idempotency_key(request, "checkin\n" + canonical)
     result, replayed = await request.app[CHECKIN].checkin(
         ticket_id, body.list, Direction(body.direction), origin=inputs.origin(request), scanned_at_us=scanned_at_us,
-        idempotency=idem,
+        idempotency=idem, refusal=refusal, offline=body.offline,
     )
     return _json(result.to_json(), headers={"Idempotent-Replayed": "true"} if replayed else None)
 
@@ -187,7 +209,7 @@ async def annul_checkin(request: web.Request) -> web.Response:
     """Undo this key's own last scan of the ticket on the list, within ANNUL_WINDOW_S."""
     inputs.reject_unknown_params(request, ())
     body, _ = await inputs.decode_body(request, _ANNUL_BODY)
-    ticket_id = inputs.ticket_id(body.ticket)
+    ticket_id = inputs.ticket_id(request, body.ticket)
     check_event_binding(request, event_of_list(body.list))
     inside = await request.app[CHECKIN].annul(
         ticket_id, body.list, origin=inputs.origin(request), window_s=request.app[SETTINGS].annul_window_s
@@ -199,7 +221,7 @@ async def annul_checkin(request: web.Request) -> web.Response:
 async def revoke_ticket(request: web.Request) -> web.Response:
     """A refunded or cancelled ticket: refused for ever, never valid again."""
     inputs.reject_unknown_params(request, ())
-    ticket_id = inputs.ticket_id(request.match_info["id"])
+    ticket_id = inputs.ticket_id(request, request.match_info["id"])
     body, canonical = await inputs.decode_body(request, _REVOKE_BODY)
     idem = inputs.idempotency_key(request, f"revoke\n{ticket_id}\n{canonical}")
     result = await request.app[TICKETS].transition(
@@ -221,7 +243,7 @@ async def get_tickets(request: web.Request) -> web.Response:
         inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         if "cursor" in request.query:
             await request.app[FEED].page_cursor(request.query["cursor"])
-        ticket = await request.app[TICKETS].get(inputs.ticket_id(request.query["id"]))
+        ticket = await request.app[TICKETS].get(inputs.ticket_id(request, request.query["id"]))
         return _json([ticket.to_json()])
     return await _list_page(request)
 
@@ -240,7 +262,7 @@ async def _list_page(request: web.Request) -> web.Response:
 @requires(Permission.HISTORY)
 async def ticket_history(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
-    events = await request.app[TICKETS].history(inputs.ticket_id(request.match_info["id"]))
+    events = await request.app[TICKETS].history(inputs.ticket_id(request, request.match_info["id"]))
     return _json([e.to_json() for e in events])
 
 
@@ -261,13 +283,24 @@ async def stats(request: web.Request) -> web.Response:
 EVENTS_SUNSET = "Tue, 01 Jun 2027 00:00:00 GMT"
 
 
-@requires(Permission.EVENTS)
+def _changes_permission(request: web.Request) -> Permission:
+    # One event's feed is what its gates keep their offline copy of used tickets from.
+    return Permission.READ_EVENT if "event" in request.query else Permission.EVENTS
+
+
+@requires(_changes_permission)
 async def changes(request: web.Request) -> web.Response:
-    """The change feed: every event of every ticket, in order, paged by an opaque cursor."""
-    inputs.reject_unknown_params(request, ("after", "limit"))
+    """The change feed: every event of every ticket, in order, paged by an opaque cursor;
+    with ?event=, that event's only."""
+    inputs.reject_unknown_params(request, ("after", "limit", "event"))
     feed = request.app[FEED]
     limit = inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    page = await feed.events_page(request.query.get("after"), limit)
+    if "event" in request.query:
+        event_id = _event_id(request.query["event"])
+        check_event_binding(request, event_id)
+        page = await feed.event_changes(request.query.get("after"), event_id, limit)
+    else:
+        page = await feed.events_page(request.query.get("after"), limit)
     nxt = request.rel_url.update_query(limit=limit, after=page.next_cursor)
     return _json([e.to_json() for e in page.events], headers={"Link": f'<{nxt}>; rel="next"'})
 
@@ -285,7 +318,7 @@ async def deprecated_events(request: web.Request) -> web.StreamResponse:
 @requires(Permission.READ)
 async def get_ticket(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
-    ticket = await request.app[TICKETS].get(inputs.ticket_id(request.match_info["id"]))
+    ticket = await request.app[TICKETS].get(inputs.ticket_id(request, request.match_info["id"]))
     return _json(ticket.to_json())
 
 
@@ -306,7 +339,7 @@ def _by_query(transition: Transition) -> Any:
     @requires(_TRANSITION_PERMISSION[transition])
     async def handler(request: web.Request) -> web.Response:
         inputs.reject_unknown_params(request, ("id",))
-        return await _transition(request, inputs.ticket_id(request.query.get("id")), transition)
+        return await _transition(request, inputs.ticket_id(request, request.query.get("id")), transition)
 
     return handler
 
@@ -315,7 +348,7 @@ def _by_path(transition: Transition) -> Any:
     @requires(_TRANSITION_PERMISSION[transition])
     async def handler(request: web.Request) -> web.Response:
         inputs.reject_unknown_params(request, ())
-        return await _transition(request, inputs.ticket_id(request.match_info["id"]), transition)
+        return await _transition(request, inputs.ticket_id(request, request.match_info["id"]), transition)
 
     return handler
 
@@ -370,11 +403,16 @@ def setup_routes(app: web.Application) -> None:
             r.add_route(method, f"/ticket/{transition.value}", query_handler)
         r.add_post(f"/ticket/{{id}}/{transition.value}", _by_path(transition))
     r.add_get("/ticket/{id}/history", ticket_history)
+    r.add_get("/ticket/{id}/token", codes.ticket_token)
+    r.add_get("/ticket/{id}/qr.svg", codes.ticket_qr_svg)
+    r.add_get("/ticket/{id}/qr.png", codes.ticket_qr_png)
+    r.add_get("/keys", codes.public_keys)
     r.add_post("/ticket/{id}/revoke", revoke_ticket)
     r.add_post("/event", create_event)
     r.add_get("/event", list_events)
     r.add_get("/event/{event}", get_event)
     r.add_post("/event/{event}/list", create_list)
+    r.add_get("/event/{event}/list", event_lists)
     r.add_get("/event/{event}/list/{list}", get_list)
     r.add_post("/checkin", checkin)
     r.add_post("/checkin/annul", annul_checkin)

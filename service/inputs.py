@@ -14,8 +14,9 @@ import msgspec
 from aiohttp import web
 
 from .appkeys import ACTOR, SETTINGS
-from .errors import InvalidInput, UnsupportedMediaType
+from .errors import BadTicketToken, InvalidInput, UnsupportedMediaType
 from .models import IdempotencyKey, Origin, parse_ticket_id
+from .signing import Claims, TokenRefused, looks_like_token
 
 # nginx's $request_id is 32 hex digits; accept any short token of that alphabet.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -52,13 +53,26 @@ def bounded_int(raw: str | None, name: str, default: int, maximum: int) -> int:
     return int(raw)
 
 
-def ticket_id(raw: str | None) -> str:
+def ticket_id(request: web.Request, raw: str | None) -> str:
+    """A ticket id, given bare or as the signed token of its QR code (verified here, so a
+    forged or altered token never reaches the store)."""
+    return ticket_claims(request, raw)[0]
+
+
+def ticket_claims(request: web.Request, raw: str | None) -> tuple[str, Claims | None]:
+    """The ticket id, and what its token says when a token was given."""
     if raw is None or raw == "":
         raise InvalidInput("the ticket id is missing: pass ?id=<ticket id>", slug="missing-id")
+    if looks_like_token(raw):
+        try:
+            claims = request.app[SETTINGS].signer.verify(raw)
+        except TokenRefused as exc:
+            raise BadTicketToken(exc.reason) from None
+        return claims.ticket_id, claims
     parsed = parse_ticket_id(raw)
     if parsed is None:
-        raise InvalidInput(f"{raw[:64]!r} is not a ticket id (a UUID)", slug="malformed-id")
-    return parsed
+        raise InvalidInput(f"{raw[:64]!r} is neither a ticket id (a UUID) nor a ticket's token", slug="malformed-id")
+    return parsed, None
 
 
 def _check_encoding(request: web.Request) -> None:

@@ -123,13 +123,16 @@ class ListInfo:
     admitted: int = 0
     exits: int = 0
     refused: dict[str, int] | None = None
+    # Offline admissions that the list refused when they were uploaded.
+    conflicts: int = 0
 
     def to_json(self) -> dict[str, Any]:
         s = self.spec
         return {"id": self.id, "event": self.event, "name": s.name, "types": list(s.types) or None,
                 "reentry": s.reentry, "capacity": s.capacity, "leaves": list(s.leaves), "inside": self.inside,
                 "admitted": self.admitted, "exits": self.exits,
-                "refused": {r.value: (self.refused or {}).get(r.value, 0) for r in Refusal}}
+                "refused": {r.value: (self.refused or {}).get(r.value, 0) for r in Refusal},
+                "conflicts": self.conflicts}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +145,15 @@ class CheckinResult:
     inside: int
     used_at: float | None = None
     used_list: str | None = None
+    # An offline admission that this list refused when it was uploaded: the holder is in.
+    conflict: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"admitted": self.admitted, "reason": self.reason.value if self.reason else None,
                 "message": self.reason.message if self.reason else "Admitted.",
                 "ticket": self.ticket.to_json() if self.ticket else None, "list": self.list,
                 "direction": self.direction.value, "inside": self.inside,
-                "used_at": self.used_at, "used_list": self.used_list}
+                "used_at": self.used_at, "used_list": self.used_list, "conflict": self.conflict}
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +209,8 @@ class EventType(StrEnum):
     CHECKIN = "checkin"
     CHECKIN_REFUSED = "checkin_refused"
     CHECKIN_ANNULLED = "checkin_annulled"
+    # An offline device admitted the holder, and the scan, uploaded later, was refused.
+    CHECKIN_CONFLICT = "checkin_conflict"
 
 
 class Direction(StrEnum):
@@ -224,6 +231,10 @@ class Refusal(StrEnum):
     ALREADY_INSIDE = "already_inside"
     NOT_INSIDE = "not_inside"
     AREA_FULL = "area_full"
+    # The ticket's token (its QR code) did not verify: a copy altered, or a forgery.
+    MALFORMED_TOKEN = "malformed_token"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
 
     @property
     def message(self) -> str:
@@ -241,6 +252,9 @@ _REFUSAL_MESSAGES = {
     Refusal.ALREADY_INSIDE: "This ticket is already inside.",
     Refusal.NOT_INSIDE: "This ticket did not enter here.",
     Refusal.AREA_FULL: "This area is full.",
+    Refusal.MALFORMED_TOKEN: "This code is not a ticket of this service.",
+    Refusal.UNKNOWN_KEY: "This ticket was signed by a key this service does not know.",
+    Refusal.BAD_SIGNATURE: "This ticket's signature does not match: it was altered or forged.",
 }
 
 @dataclass(frozen=True, slots=True)
@@ -259,20 +273,22 @@ class Event:
     direction: str | None = None
     # When an offline device scanned it, if it said.
     scanned_at: float | None = None
+    # The device had admitted the holder offline before it uploaded the scan.
+    offline: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "event_id": self.id, "ticket_id": self.ticket_id, "type": self.type.value,
             "timestamp": self.timestamp, "actor": self.actor, "request_id": self.request_id,
             "client_ip": self.client_ip, "reason": self.reason, "list": self.list,
-            "direction": self.direction, "scanned_at": self.scanned_at,
+            "direction": self.direction, "scanned_at": self.scanned_at, "offline": self.offline,
         }
 
     @classmethod
     def from_fields(cls, entry_id: str, f: dict[str, str]) -> Event:
         at = f.get("at")
         return cls(entry_id, f["t"], EventType(f["e"]), int(f["ts"]) / 1e6, f["a"], f["r"], f["ip"], f.get("why"),
-                   f.get("l"), f.get("d"), int(at) / 1e6 if at else None)
+                   f.get("l"), f.get("d"), int(at) / 1e6 if at else None, f.get("off") == "1")
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:

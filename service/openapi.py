@@ -12,6 +12,7 @@ from . import SERVICE_NAME, __version__
 from .bodies import AnnulBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
 from .handlers import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from .models import EventType, Refusal, TicketState
+from .signing import MAX_TOKEN_CHARS, TOKEN_PREFIX
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -48,11 +49,14 @@ _CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type"
 _OUT_OF_MEMORY = _problem("Redis is out of memory (maxmemory): nothing was written")
 _ID_SCHEMA = {
     "type": "string",
-    "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    "pattern": ("^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+                f"|{TOKEN_PREFIX}[A-Z2-7]+)$"),
+    "maxLength": MAX_TOKEN_CHARS,
+    "description": "A ticket id (a UUID), or the signed token its QR code carries (`TK...`, verified).",
 }
 _ID_QUERY = {
     "name": "id", "in": "query", "required": True,
-    "schema": _ID_SCHEMA, "description": "Ticket id (a UUID).",
+    "schema": _ID_SCHEMA, "description": "Ticket id (a UUID), or its signed token.",
 }
 _ID_PATH = {"name": "id", "in": "path", "required": True, "schema": _ID_SCHEMA}
 _IDEMPOTENCY_KEY = {
@@ -198,7 +202,7 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": _ok("Totals", _ref("Stats")), **_AUTH_ERRORS, "503": _UNAVAILABLE},
         }},
         "/changes": {"get": {
-            "summary": "The change feed: every event in order, paged (role: admin)",
+            "summary": "The change feed: every event in order, paged (role: admin; with event=, that event's)",
             "description": (
                 "Start without `after`; follow `Link: rel=next`, which is always sent, to poll "
                 "for more. No event is skipped or repeated. 410 when the streams were trimmed "
@@ -208,6 +212,11 @@ def _paths() -> dict[str, Any]:
             "parameters": [
                 {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
                 _LIMIT,
+                {"name": "event", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+                 "description": "One event's changes only (its tickets, scans at its lists); then roles "
+                                "issuer, scanner (bound to it, if bound) and admin may read it. A page may "
+                                "hold fewer than `limit` while more follow."},
             ],
             "responses": {
                 "200": _ok("Events", {"type": "array", "items": _ref("Change")}, {
@@ -304,7 +313,51 @@ def _paths() -> dict[str, Any]:
                 "503": _UNAVAILABLE,
             },
         }},
-        "/event/{event}/list": {"post": {
+        "/keys": {"get": {
+            "summary": "The public keys that verify ticket tokens, as a JWK Set (no auth)",
+            "description": "Ed25519 (RFC 8037). A gate caches them to check tokens offline; `signing` marks the "
+                           "key that signs new tokens. Rotation adds a key; removal retires one.",
+            "responses": {"200": {"description": "JWK Set", "content": {JSON: {
+                "schema": _ref("KeySet")}}}},
+        }},
+        "/ticket/{id}/token": {"get": {
+            "summary": "The ticket's signed token, what its QR code carries (roles: issuer, scanner, admin)",
+            "parameters": [_ID_PATH],
+            "security": _SECURED,
+            "responses": {
+                "200": _ok("The token and the size of its QR code", _ref("TicketToken")),
+                "400": _problem("Malformed id, or a token that does not verify"),
+                **_AUTH_ERRORS,
+                "404": _problem("No such ticket"),
+                "501": _problem("No signing key is configured"),
+                "503": _UNAVAILABLE,
+            },
+        }},
+        **{f"/ticket/{{id}}/qr.{kind}": {"get": {
+            "summary": f"The ticket's QR code as {kind.upper()} (roles: issuer, scanner, admin)",
+            "parameters": [_ID_PATH],
+            "security": _SECURED,
+            "responses": {
+                "200": {"description": "The QR code of the ticket's token",
+                        "content": {media: {"schema": {"type": "string", "format": "binary"}}}},
+                "400": _problem("Malformed id, or a token that does not verify"),
+                **_AUTH_ERRORS,
+                "404": _problem("No such ticket"),
+                "501": _problem("No signing key is configured"),
+                "503": _UNAVAILABLE,
+            },
+        }} for kind, media in (("svg", "image/svg+xml"), ("png", "image/png"))},
+        "/event/{event}/list": {"get": {
+            "summary": "Every check-in list of the event, with live counters (roles: issuer, scanner, admin)",
+            "parameters": [_EVENT_PATH],
+            "security": _SECURED,
+            "responses": {
+                "200": _ok("The lists", {"type": "array", "items": _ref("CheckinList")}),
+                "400": _problem("Malformed event id"),
+                **_AUTH_ERRORS,
+                "503": _UNAVAILABLE,
+            },
+        }, "post": {
             "summary": "Create a check-in list of the event: a gate or an area (role: admin)",
             "parameters": [_EVENT_PATH],
             "security": _SECURED,
@@ -422,6 +475,7 @@ def _schemas() -> dict[str, Any]:
             "capacity": {"type": ["integer", "null"]}, "leaves": {"type": "array", "items": {"type": "string"}},
             "inside": {"type": "integer"}, "admitted": {"type": "integer"}, "exits": {"type": "integer"},
             "refused": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "conflicts": {"type": "integer", "description": "Offline admissions refused when uploaded"},
         },
     }
     checkin_result = {
@@ -435,6 +489,9 @@ def _schemas() -> dict[str, Any]:
             "ticket": {"anyOf": [_ref("Ticket"), {"type": "null"}]},
             "list": {"type": "string"}, "direction": {"type": "string", "enum": ["entry", "exit"]},
             "inside": {"type": "integer"}, "used_at": nullable_number, "used_list": nullable_string,
+            "conflict": {"type": "boolean",
+                         "description": "An offline admission (offline: true) that the list refuses: recorded "
+                                        "as a checkin_conflict, the holder being in already"},
         },
     }
     return {
@@ -461,8 +518,19 @@ def _schemas() -> dict[str, Any]:
                 "client_ip": {"type": "string"},
                 "reason": {"type": ["string", "null"], "description": "Why: a refusal code, or a revocation's reason"},
                 "list": nullable_string, "direction": nullable_string, "scanned_at": nullable_number,
+                "offline": {"type": "boolean", "description": "Admitted offline by the device, uploaded later"},
             },
         },
+        "KeySet": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
+            "type": "object", "required": ["kty", "crv", "kid", "x", "signing"],
+            "properties": {"kty": {"const": "OKP"}, "crv": {"const": "Ed25519"}, "kid": {"type": "string"},
+                           "use": {"type": "string"}, "alg": {"type": "string"}, "x": {"type": "string"},
+                           "signing": {"type": "boolean"}}}}}},
+        "TicketToken": {"type": "object", "required": ["ticket", "event", "token", "kid", "qr"], "properties": {
+            "ticket": {"type": "string"}, "event": {"type": "string"}, "token": {"type": "string"},
+            "kid": {"type": "string"},
+            "qr": {"type": "object", "required": ["version", "error", "modules"], "properties": {
+                "version": {"type": "integer"}, "error": {"type": "string"}, "modules": {"type": "integer"}}}}},
         "Stats": {
             "type": "object",
             "required": ["total", "valid", "invalid", "revoked", "refused", "processed", "processor_lag", "events"],

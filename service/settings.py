@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .keyring import KeyRing
+from .signing import TicketSigner
 
 
 def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -94,6 +95,9 @@ class Settings:
     # The secret nginx sends in X-Proxy-Auth. Only a request that carries it has its
     # X-Request-Id and X-Real-IP believed. Empty: no request is taken as forwarded.
     proxy_secret: str = ""
+    # Ed25519 keys in PEM that sign the tickets' QR codes (service/signing.py); the last
+    # private key signs, all verify. Empty: tickets are not signed.
+    signer: TicketSigner = TicketSigner()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +129,7 @@ class Settings:
             annul_window_s=env_int(env, "ANNUL_WINDOW_S", d.annul_window_s, 1),
             keyring=KeyRing.parse(secret_text(env, "API_KEYS")),
             proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
+            signer=TicketSigner.parse(secret_text(env, "TICKET_SIGNING_KEYS")),
         )
         if settings.redis_sentinels and settings.redis_cluster_nodes:
             raise ValueError("set REDIS_SENTINELS or REDIS_CLUSTER_NODES, not both")

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from service.app import create_app
 from service.openapi import build_openapi
 from service.settings import Settings
+from service.signing import TicketSigner
 from service.store.link import Client
 
 from .procs import RedisServer
@@ -140,14 +141,24 @@ PROXY_SECRET = "test0proxy0secret0123456789"
 FROM_PROXY = {"X-Proxy-Auth": PROXY_SECRET}
 
 
+# One signing key for the session's tests (a key is slow to make only by comparison).
+TEST_SIGNER = TicketSigner.parse(TicketSigner.generate_pem())
+
+
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(redis_url="redis://127.0.0.1:1/0", proxy_secret=PROXY_SECRET)
+    return Settings(redis_url="redis://127.0.0.1:1/0", proxy_secret=PROXY_SECRET, signer=TEST_SIGNER)
 
 
 @pytest.fixture
 async def api(aiohttp_client: AiohttpClient, fake_redis: Redis, settings: Settings) -> Api:
     return Api(await aiohttp_client(create_app(settings, redis=fake_redis)))
+
+
+@pytest.fixture
+async def any_api(aiohttp_client: AiohttpClient, any_redis: Redis, settings: Settings) -> Api:
+    """The API on every backend the store's tests run against."""
+    return Api(await aiohttp_client(create_app(settings, redis=any_redis)))
 
 
 @pytest.fixture

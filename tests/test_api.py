@@ -21,11 +21,12 @@ MakeTickets = Callable[[int], Awaitable[list[dict[str, Any]]]]
 PROBLEM = "application/problem+json"
 
 
-def assert_problem(r: Any, status: int) -> None:
+def assert_problem(r: Any, status: int, slug: str | None = None) -> None:
     assert r.status == status, r.body
     assert r.headers["Content-Type"].startswith(PROBLEM)
     assert r.body["status"] == status
     assert r.body["type"].startswith("urn:tickets:problem:")
+    assert slug is None or r.body["type"] == f"urn:tickets:problem:{slug}", r.body
     assert r.body["title"] and r.body["detail"]
 
 

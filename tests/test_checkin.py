@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,11 +19,6 @@ from service.settings import Settings
 
 from .conftest import FROM_PROXY, AiohttpClient, Api
 from .test_api import assert_problem
-
-
-@pytest.fixture
-async def any_api(aiohttp_client: AiohttpClient, any_redis: Redis, settings: Settings) -> AsyncIterator[Api]:
-    yield Api(await aiohttp_client(create_app(settings, redis=any_redis)))
 
 
 class Venue:

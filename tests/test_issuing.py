@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from service.app import create_app
 from service.models import event_of
-from service.settings import Settings
 from service.store import keys
 
-from .conftest import FROM_PROXY, AiohttpClient, Api
+from .conftest import FROM_PROXY, Api
 from .test_api import assert_problem
-
-
-@pytest.fixture
-async def any_api(aiohttp_client: AiohttpClient, any_redis: Redis, settings: Settings) -> AsyncIterator[Api]:
-    yield Api(await aiohttp_client(create_app(settings, redis=any_redis)))
 
 
 async def new_event(api: Api, **body: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ local inside = redis.call('HGET', list, 'inside') or '0'
 if not last then
   return {'nothing', inside}
 end
-local dir, at, who, flipped, left, first, u1 = string.match(last, '^(%a+)|(%d+)|([^|]*)|(%d)|([^|]*)|(%d)|(%d)$')
+local dir, at, who, flipped, left, first, u1 = string.match(last, '^(%a+)|(%d+)|([^|]*)|(%d)|([^|]*)|(%d)|(%d)|?%d*$')
 if who ~= actor then
   return {'nothing', inside}
 end

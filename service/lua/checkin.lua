@@ -9,9 +9,10 @@
 --   a:<list>    when the ticket was first admitted on the list (integer microseconds)
 --   in:<list>   '1' while inside the list's area
 --   u1          '<list>|<us>' of the ticket's first admission on any list
---   last:<list> the last admitted scan on the list, for annul:
---               '<dir>|<us>|<actor>|<flipped valid>|<lists left>|<set a:>|<set u1>'
--- List hash counters: inside, admitted, exits, and r:<reason> per refusal reason.
+--   last:<list> the last admitted scan on the list, for annul (and an upload's own scan):
+--               '<dir>|<us>|<actor>|<flipped valid>|<lists left>|<set a:>|<set u1>|<scanned_at>'
+-- List hash counters: inside, admitted, exits, r:<reason> per refusal reason, and conflicts
+-- (offline admissions the list had already refused, by their reason: c:<reason>).
 --
 -- KEYS[1]  the list's hash            lst:{<shard>}:<list id>
 -- KEYS[2]  the event's hash           evt:{<shard>}:<event id>
@@ -29,6 +30,13 @@
 -- ARGV[7]  events_maxlen approximate cap of the stream
 -- ARGV[8]  ticket_id
 -- ARGV[9]  ttl_s         of the replay record
+-- ARGV[10] refusal       a reason decided before Redis ('' for none): a ticket token with a
+--                        bad signature or an unknown key, refused and counted, nothing read
+-- ARGV[11] offline       '1' when the device already admitted the holder while offline and
+--                        uploads the scan now: a refusal is then a conflict (the holder is
+--                        in), recorded as checkin_conflict and counted in `conflicts`;
+--                        unless the scan itself had landed (same scan time): then admitted,
+--                        recording nothing again
 -- Returns  {admitted, reason, inside, used_at, used_list, ts, valid, ty, h, st, vf, vu}, or
 --          {0, 'no_list'} when the list does not exist (nothing recorded)
 --          admitted: 1 or 0; reason: '' when admitted, else a refusal code; inside: the
@@ -39,7 +47,7 @@
 --          first element is then 'replayed:1' or 'replayed:0' in place of admitted.
 local list_id, direction, scanned_at = ARGV[1], ARGV[2], ARGV[3]
 local actor, request_id, client_ip, events_maxlen, ticket_id = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local ttl_s = ARGV[9]
+local ttl_s, forced, offline = ARGV[9], ARGV[10], ARGV[11] == '1'
 local list, event, stats, stream, record, ticket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local FIELDS = {'ts', 'valid', 'ty', 'h', 'st', 'vf', 'vu'}
 local SEP = '\31'
@@ -129,10 +137,21 @@ local function admit()
   return {flipped, table.concat(left, ','), first, u1}
 end
 
-local reason, undo = '', {'0', '', 0, 0}
-if direction == 'entry' then
+local reason, undo, uploaded = '', {'0', '', 0, 0}, false
+if forced ~= '' then
+  reason = forced
+elseif direction == 'entry' then
   reason = decide_entry()
   if reason == '' then undo = admit() end
+  if offline and scanned_at ~= '' and (reason == 'already_used' or reason == 'already_inside') then
+    -- The device's own scan already landed (its answer was lost to a timeout), and this
+    -- upload is that scan again: the same scan time on this list's admission.
+    local last = redis.call('HGET', ticket, 'last:' .. list_id) or ''
+    if (reason == 'already_used' and tonumber(used_at) == at_us)
+        or string.match(last, '^entry|.*|' .. scanned_at .. '$') then
+      reason, uploaded = '', true
+    end
+  end
 else
   if not ticket then
     reason = 'wrong_event'
@@ -148,19 +167,31 @@ else
 end
 
 local e = 'checkin'
-if reason ~= '' then
+if uploaded then
+  e = nil
+elseif reason ~= '' and offline then
+  e = 'checkin_conflict'
+  redis.call('HINCRBY', list, 'conflicts', 1)
+  redis.call('HINCRBY', list, 'c:' .. reason, 1)
+  redis.call('HINCRBY', stats, 'conflicts', 1)
+elseif reason ~= '' then
   e = 'checkin_refused'
   redis.call('HINCRBY', list, 'r:' .. reason, 1)
   redis.call('HINCRBY', stats, 'refused', 1)
 elseif ticket then
   redis.call('HSET', ticket, 'last:' .. list_id,
-    table.concat({direction, now_us, actor, undo[1], undo[2], undo[3], undo[4]}, '|'))
+    table.concat({direction, now_us, actor, undo[1], undo[2], undo[3], undo[4], scanned_at}, '|'))
 end
-local entry = {'t', ticket_id, 'e', e, 'ts', now_us, 'a', actor, 'r', request_id, 'ip', client_ip,
-  'l', list_id, 'd', direction}
-if reason ~= '' then entry[#entry + 1], entry[#entry + 2] = 'why', reason end
-if scanned_at ~= '' then entry[#entry + 1], entry[#entry + 2] = 'at', scanned_at end
-redis.call('XADD', stream, 'MAXLEN', '~', events_maxlen, '*', unpack(entry))
+if e then
+  local entry = {'t', ticket_id, 'e', e, 'ts', now_us, 'a', actor, 'r', request_id, 'ip', client_ip,
+    'l', list_id, 'd', direction}
+  if reason ~= '' then entry[#entry + 1], entry[#entry + 2] = 'why', reason end
+  if scanned_at ~= '' then entry[#entry + 1], entry[#entry + 2] = 'at', scanned_at end
+  if offline then entry[#entry + 1], entry[#entry + 2] = 'off', '1' end
+  redis.call('XADD', stream, 'MAXLEN', '~', events_maxlen, '*', unpack(entry))
+else
+  redis.call('HINCRBY', stats, 'replayed', 1)  -- a write, for the WAIT after the script
+end
 
 local out = {reason == '' and 1 or 0, reason, redis.call('HGET', list, 'inside'), used_at, used_list}
 if ticket then t = redis.call('HMGET', ticket, unpack(FIELDS)) end

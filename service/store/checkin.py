@@ -72,12 +72,21 @@ class CheckinStore:
             flat: dict[str, str] = await self.redis.hgetall(keys.check_in_list(list_id))  # type: ignore[assignment]
         if not flat:
             raise ListNotFound(event_id, list_id)
-        capacity = flat.get("capacity")
-        spec = ListSpec(flat["name"], _split(flat.get("types")), flat.get("reentry") == "1",
-                        int(capacity) if capacity else None, _split(flat.get("leaves")))
-        refused = {k[2:]: int(v) for k, v in flat.items() if k.startswith("r:")}
-        return ListInfo(list_id, event_id, spec, int(flat.get("inside", 0)), int(flat.get("admitted", 0)),
-                        int(flat.get("exits", 0)), refused)
+        return _list_info(event_id, list_id, flat)
+
+    async def lists(self, event_id: str) -> list[ListInfo]:
+        """Every list of the event, by id, with its counters: two round trips (the index,
+        then the lists), all in the event's shard."""
+        async with self._link.call("list_index"):
+            members: set[str] = await self.redis.smembers(keys.list_index(event_id))  # type: ignore[assignment]
+        list_ids = sorted(members)
+        if not list_ids:
+            return []
+        batch = self._link.batch()
+        for list_id in list_ids:
+            batch.cmd.hgetall(keys.check_in_list(list_id))
+        flats = await batch.run(self._link.call("list_get"))
+        return [_list_info(event_id, lid, flat) for lid, flat in zip(list_ids, flats, strict=True) if flat]
 
     async def event_figures(self) -> dict[str, dict[str, Any]]:
         """Per event: tickets issued, and per list its admitted, inside, exits and refusals
@@ -124,17 +133,22 @@ class CheckinStore:
 
     async def checkin(
         self, ticket_id: str, list_id: str, direction: Direction, *, origin: Origin, scanned_at_us: int | None = None,
-        idempotency: IdempotencyKey | None = None,
+        idempotency: IdempotencyKey | None = None, refusal: Refusal | None = None, offline: bool = False,
     ) -> tuple[CheckinResult, bool]:
         """Decide and record one scan: (the answer, whether it is the stored first answer to
         the same request). The same request again (nginx's re-send, the same
         Idempotency-Key) is answered from its record, never decided twice. One round trip
         (the list's `leaves` are read once per worker), two with an Idempotency-Key (its
-        binding first)."""
+        binding first).
+
+        `refusal` is a scan already refused before Redis (a ticket token that did not
+        verify; `ticket_id` is then ""): it is recorded and counted as the list's refusal.
+        `offline`: the device admitted the holder offline and uploads the scan now, so a
+        refusal is recorded as a conflict, not as a refusal at the gate."""
         event = event_of_list(list_id)
         leaves = await self._leaves(list_id)
         shard = keys.shard_of(list_id)
-        same_event = event_of(ticket_id) == event
+        same_event = refusal is None and event_of(ticket_id) == event
         if idempotency is not None:
             await bind(self._link, idempotency, self.cfg.idempotency_ttl_s)
             record, ttl_s = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id, shard), \
@@ -145,7 +159,8 @@ class CheckinStore:
         if same_event:
             script_keys += [keys.ticket(ticket_id), *(keys.check_in_list(lid) for lid in leaves)]
         args = [list_id, direction.value, "" if scanned_at_us is None else scanned_at_us, origin.actor,
-                origin.request_id, origin.client_ip, self.cfg.events_maxlen, ticket_id, ttl_s]
+                origin.request_id, origin.client_ip, self.cfg.events_maxlen, ticket_id, ttl_s,
+                refusal.value if refusal else "", "1" if offline else ""]
         admitted, reason, *rest = await self._link.run(
             "checkin", self._link.scripts.checkin, script_keys, args, write=True)
         if reason == "no_list":
@@ -155,7 +170,8 @@ class CheckinStore:
         inside, used_at, used_list, *values = rest
         ticket = ticket_from(ticket_id, values) if values and values[0] else None
         result = CheckinResult(admitted, Refusal(reason) if reason else None, ticket, list_id, direction,
-                               int(inside), int(used_at) / 1e6 if used_at else None, used_list or None)
+                               int(inside), int(used_at) / 1e6 if used_at else None, used_list or None,
+                               conflict=offline and not admitted)
         return result, replayed
 
     async def annul(self, ticket_id: str, list_id: str, *, origin: Origin, window_s: int) -> int:
@@ -175,6 +191,15 @@ class CheckinStore:
         if outcome != "annulled":
             raise NothingToAnnul("no scan of this ticket on this list by this key to annul")
         return int(inside)
+
+
+def _list_info(event_id: str, list_id: str, flat: dict[str, str]) -> ListInfo:
+    capacity = flat.get("capacity")
+    spec = ListSpec(flat["name"], _split(flat.get("types")), flat.get("reentry") == "1",
+                    int(capacity) if capacity else None, _split(flat.get("leaves")))
+    refused = {k[2:]: int(v) for k, v in flat.items() if k.startswith("r:")}
+    return ListInfo(list_id, event_id, spec, int(flat.get("inside", 0)), int(flat.get("admitted", 0)),
+                    int(flat.get("exits", 0)), refused, int(flat.get("conflicts", 0)))
 
 
 def event_of_list(list_id: str) -> str:

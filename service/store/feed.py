@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import BadCursor, FeedCursorExpired
-from ..models import Event, EventInfo, FeedCursor, PageCursor, Ticket, is_event_id, parse_ticket_id, stream_id_key
+from ..models import (
+    Event,
+    EventInfo,
+    FeedCursor,
+    PageCursor,
+    Ticket,
+    event_of,
+    is_event_id,
+    parse_ticket_id,
+    stream_id_key,
+)
 from . import keys
 from .link import Link
 from .scripts import Script
@@ -231,6 +241,36 @@ class Feed:
             positions[i] = eid
         events = [Event.from_fields(eid, f) for _, _, eid, f in taken]
         return FeedPage(events, await self._sign("feed", _pack_positions(positions)))
+
+    async def event_changes(self, after: str | None, event_id: str, limit: int) -> FeedPage:
+        """The change feed of one event: its tickets, and scans at its lists, all in the
+        event's shard, so one XRANGE. The shard also holds other events: their entries are
+        read past and left out, so a page may hold fewer than `limit` (even none) while more
+        follow; the cursor has moved whenever entries were read, and a page that read
+        nothing at all returns the cursor it was given."""
+        at = FeedCursor.start(len(keys.SHARDS)) if after is None else await self.feed_cursor(after)
+        shard = keys.shard_of(event_id)
+        i = keys.SHARD_INDEX[shard]
+        pos = at.positions[i]
+        start, count = ("-", limit) if pos == "0-0" else (pos, limit + 1)
+        async with self._link.call("events"):
+            entries: list[tuple[str, dict[str, str]]] = await self._link.redis.xrange(  # type: ignore[assignment]
+                keys.stream(shard), start, "+", count=count)
+        if pos != "0-0":
+            if not entries or entries[0][0] != pos:
+                raise FeedCursorExpired()
+            entries = entries[1:]
+        positions = list(at.positions)
+        if entries:
+            positions[i] = entries[-1][0]
+        events = [Event.from_fields(eid, f) for eid, f in entries if _of_event(f, event_id)]
+        return FeedPage(events, await self._sign("feed", _pack_positions(positions)))
+
+
+def _of_event(fields: dict[str, str], event_id: str) -> bool:
+    """An entry of one of the event's tickets, or of a scan at one of its lists."""
+    ticket_id, list_id = fields.get("t", ""), fields.get("l", "")
+    return (len(ticket_id) == 36 and event_of(ticket_id) == event_id) or list_id[:8] == event_id
 
 
 def _varint(n: int) -> bytes:
