@@ -23,6 +23,7 @@ up: $(STAMP) system
 	$(BIN)/python -m deploy.stack
 
 test: $(STAMP) system
+	bash deploy/ensure-system.sh chromium
 	$(BIN)/pytest
 
 bench: $(STAMP) system

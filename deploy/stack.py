@@ -19,10 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.signing import TicketSigner
+
 from .redis_nodes import RedisLayout
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "nginx"
+WEB_DIR = ROOT / "web"
 API_APP = "service.app:create_app()"
 # Every port of the stack is PORT plus an offset, unless set: two stacks on one machine
 # need only two PORTs. Replicas take PORT+1 onwards (up to 39 of them).
@@ -135,6 +138,18 @@ def proxy_secret(cfg: StackConfig) -> str:
     return path.read_text().strip()
 
 
+def signing_keys_file(cfg: StackConfig) -> Path:
+    """The Ed25519 key that signs the tickets' QR codes (service/signing.py): made on the
+    first start of a VAR_DIR, owner-only, never logged. Rotate by appending a new key."""
+    path = cfg.var_dir / "ticket-signing.pem"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(TicketSigner.generate_pem())
+    return path
+
+
 def redis_argv(cfg: StackConfig) -> list[str]:
     """The standalone redis-server, with AOF fsynced before every reply (README, Durability)."""
     return RedisLayout("standalone", cfg.redis_port, cfg.var_dir, cfg.redis_appendfsync).nodes()[0].argv
@@ -162,6 +177,8 @@ def replica_env(cfg: StackConfig, base: Mapping[str, str] | None = None) -> dict
     env["PYTHONPATH"] = str(ROOT)
     env["PROXY_SECRET"] = proxy_secret(cfg)
     env.pop("PROXY_SECRET_FILE", None)
+    if not env.get("TICKET_SIGNING_KEYS", "").strip() and not env.get("TICKET_SIGNING_KEYS_FILE", "").strip():
+        env["TICKET_SIGNING_KEYS_FILE"] = str(signing_keys_file(cfg))
     return env
 
 
@@ -186,6 +203,7 @@ def render_nginx(cfg: StackConfig, upstream_ports: Sequence[int], access_log: st
     for name, value in {
         "@VAR_DIR@": str(cfg.var_dir),
         "@NGINX_DIR@": str(NGINX_DIR),
+        "@WEB_DIR@": str(WEB_DIR),
         "@UPSTREAM_SERVERS@": servers,
         "@LISTEN@": f"127.0.0.1:{cfg.port}",
         "@ACCESS_LOG@": access_log or str(cfg.var_dir / "log" / "nginx-access.log"),

@@ -1,0 +1,454 @@
+"""The gate and the box office in Debian's Chromium (headless, driven by Playwright), against
+the real stack through nginx: the camera decoding a ticket's QR code from Chromium's fake
+capture device, the verdicts, offline scans and their upload with a conflict, tampered
+tokens, the installable app shell, accessibility (axe-core), screenshots under
+var/screenshots, and the scan-to-verdict times (printed, and written beside them)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import segno
+from PIL import Image
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route, sync_playwright
+
+from .procs import wait_until
+from .stack import LocalStack
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "var" / "screenshots"
+AXE = ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js"
+KEYS = {"box": ("issuer", "box-0123456789abcdef"), "gate": ("scanner", "gate-0123456789abcdef"),
+        "gate2": ("scanner", "gate2-0123456789abcdef"), "ops": ("admin", "ops-0123456789abcdef")}
+# The probe's flags: without the background-networking ones, Chromium keeps dialling out.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.fail("chromium is not installed: `make test` installs it (deploy/ensure-system.sh)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    api_keys = ",".join(f"{name}:{role}:{secret}" for name, (role, secret) in KEYS.items())
+    s = LocalStack(tmp_path_factory.mktemp("browser"), env={"API_KEYS": api_keys}).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    b = playwright.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_ARGS)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shots() -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return SHOTS
+
+
+class Client:
+    """The API through nginx, as a box office or another gate would call it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def call(self, method: str, path: str, who: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {KEYS[who][1]}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            raise AssertionError(f"{method} {path}: {err.code} {err.read()!r}") from None
+
+    def venue(self, name: str, **list_body: Any) -> tuple[str, dict[str, Any]]:
+        event = self.call("POST", "/event", "ops", {"name": name})["id"]
+        gate = self.call("POST", f"/event/{event}/list", "ops", {"name": "North gate", **list_body})
+        return event, gate
+
+    def ticket(self, event: str, **body: Any) -> tuple[str, str]:
+        made = self.call("POST", "/ticket", "box", {"event": event, **body})
+        return made["id"], self.call("GET", f"/ticket/{made['id']}/token", "box")["token"]
+
+
+@pytest.fixture(scope="module")
+def api(stack: LocalStack) -> Client:
+    return Client(stack.url)
+
+
+def new_context(browser: Browser, *, workers: str = "block") -> BrowserContext:
+    # Service workers off unless a test is about them: a route or a cut network then applies
+    # to the page's requests as they are.
+    return browser.new_context(service_workers=workers, viewport={"width": 1024, "height": 720})  # type: ignore[arg-type]
+
+
+def open_gate(page: Page, stack: LocalStack, event: str, gate: dict[str, Any], key: str = "gate") -> None:
+    page.goto(f"{stack.url}/gate/")
+    page.get_by_label("Scanner key").fill(KEYS[key][1])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Event").select_option(event)
+    page.get_by_label("Check-in list").select_option(gate["id"])
+    page.get_by_role("button", name="Start scanning").click()
+    page.wait_for_function("() => window.__gate && window.__gate.synced >= 1")
+
+
+def verdicts(page: Page) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = page.evaluate("window.__gate.verdicts")
+    return found
+
+
+def scan_typed(page: Page, code: str) -> dict[str, Any]:
+    """A hand scanner: the code typed into the focused field, then Enter."""
+    before = len(verdicts(page))
+    page.get_by_label("Ticket code (hand scanner or typed)").fill(code)
+    page.get_by_label("Ticket code (hand scanner or typed)").press("Enter")
+    page.wait_for_function(f"() => window.__gate.verdicts.length > {before}")
+    return verdicts(page)[-1]
+
+
+def verdict_text(page: Page) -> str:
+    return page.locator("#verdict").inner_text()
+
+
+def dismiss(page: Page) -> None:
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#verdict", state="hidden")
+
+
+def screenshot(page: Page, name: str, full_page: bool = False) -> Image.Image:
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    image = Image.open(path).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 8, f"{path} is blank"
+    return image
+
+
+def dominant(image: Image.Image) -> tuple[int, int, int]:
+    counts = image.resize((64, 64)).getcolors(maxcolors=4096) or []
+    rgb: tuple[int, int, int] = max(counts)[1]  # type: ignore[assignment]
+    return rgb
+
+
+def y4m_of(token: str, path: Path, width: int = 640, height: int = 480) -> None:
+    """A video of the ticket's QR code for Chromium's fake camera: the code as segno draws
+    it, black on white, in YUV 4:2:0."""
+    rows = [list(row) for row in segno.make_qr(token, error="m").matrix_iter(scale=1, border=4)]
+    scale = (height - 40) // len(rows)
+    left, top = (width - scale * len(rows)) // 2, (height - scale * len(rows)) // 2
+    luma = bytearray(b"\xeb" * (width * height))
+    for r, row in enumerate(rows):
+        for c, dark in enumerate(row):
+            if dark:
+                for y in range(top + r * scale, top + (r + 1) * scale):
+                    start = y * width + left + c * scale
+                    luma[start:start + scale] = b"\x10" * scale
+    chroma = b"\x80" * (width // 2 * height // 2 * 2)
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(2):
+            f.write(b"FRAME\n" + bytes(luma) + chroma)
+
+
+def test_the_camera_reads_a_ticket_and_then_says_already_used(
+        playwright: Playwright, stack: LocalStack, api: Client, tmp_path: Path) -> None:
+    event, gate = api.venue("Camera night")
+    ticket, token = api.ticket(event, type="vip", holder="Ada Lovelace")
+    video = tmp_path / "ticket.y4m"
+    y4m_of(token, video)
+    browser = playwright.chromium.launch(executable_path=chromium(), headless=True,
+                                         args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"])
+    try:
+        page = new_context(browser).new_page()
+        open_gate(page, stack, event, gate)
+        page.wait_for_function("() => window.__gate.verdicts.some(v => v.source === 'camera')", timeout=30_000)
+        first = verdicts(page)[0]
+        assert first == {"kind": "admitted", "reason": None, "mode": "online", "source": "camera"}
+        assert "Admitted" in verdict_text(page) and "Type: vip" in verdict_text(page)
+        assert dominant(screenshot(page, "gate-admitted")) == (11, 110, 46)
+        assert page.evaluate("window.__gate.detector") in ("zxing-wasm", "native")
+        # The camera still sees it: after the pause for one code, the second read is refused.
+        page.wait_for_function("() => window.__gate.verdicts.length >= 2", timeout=30_000)
+        second = verdicts(page)[1]
+        assert second["kind"] == "refused" and second["reason"] == "already_used"
+        text = verdict_text(page)
+        assert "This ticket was already used." in text and "Used at " in text and "North gate" in text
+        assert dominant(screenshot(page, "gate-already-used")) == (176, 0, 32)
+        history = api.call("GET", f"/ticket/{ticket}/history", "gate")
+        assert [h["type"] for h in history][:1] == ["created"]
+    finally:
+        browser.close()
+
+
+def _hang(route: Route) -> None:
+    """An API that does not answer: the request is left pending."""
+
+
+def test_offline_scans_queue_sync_and_show_a_conflict(
+        browser: Browser, stack: LocalStack, api: Client) -> None:
+    event, gate = api.venue("Offline night")
+    tickets = {name: api.ticket(event) for name in ("early", "later", "elsewhere", "hung")}
+    context = new_context(browser)
+    page = context.new_page()
+    open_gate(page, stack, event, gate)
+    assert scan_typed(page, tickets["early"][1])["kind"] == "admitted"
+    dismiss(page)
+
+    # The API stops answering: the scan waits its timeout, then is checked on the device.
+    page.route("**/checkin", _hang)
+    hung = scan_typed(page, tickets["hung"][1])
+    assert hung == {"kind": "offline", "reason": None, "mode": "offline", "source": "typed"}
+    page.unroute("**/checkin")
+    dismiss(page)
+
+    # The network is cut.
+    context.set_offline(True)
+    later = scan_typed(page, tickets["later"][1])
+    assert later["kind"] == "offline" and "Admitted offline" in verdict_text(page)
+    image = screenshot(page, "gate-admitted-offline")
+    assert dominant(image) == (255, 176, 0)
+    assert page.locator("#net").inner_text().startswith("Offline")
+    dismiss(page)
+    # Known to this device: used online before the cut, or offline here.
+    again = scan_typed(page, tickets["early"][1])
+    assert again["kind"] == "refused" and again["reason"] == "already_used"
+    dismiss(page)
+    assert scan_typed(page, tickets["later"][1])["reason"] == "already_used"
+    assert "this gate, offline" in verdict_text(page)
+    dismiss(page)
+    # Another gate admits a ticket meanwhile; this one cannot know, and admits it too.
+    api.call("POST", "/checkin", "gate2", {"ticket": tickets["elsewhere"][0], "list": gate["id"]})
+    assert scan_typed(page, tickets["elsewhere"][1])["kind"] == "offline"
+    dismiss(page)
+    # A tampered code is refused offline too: one character of the signature changed.
+    token = tickets["elsewhere"][1]
+    tampered = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
+    refused = scan_typed(page, tampered)
+    assert refused["kind"] == "refused" and refused["reason"] in ("bad_signature", "malformed_token")
+    assert "altered or forged" in verdict_text(page) or "not a ticket" in verdict_text(page)
+    screenshot(page, "gate-tampered-offline")
+    dismiss(page)
+    assert page.locator("#queue").inner_text() == "3 to upload"
+
+    # Back online: the queue goes up; the ticket used elsewhere is a conflict, shown here and
+    # recorded in its history.
+    context.set_offline(False)
+    page.wait_for_function("() => document.querySelector('#queue').textContent === ''", timeout=20_000)
+    conflicts = page.locator("#conflicts li")
+    assert conflicts.count() == 1
+    assert "admitted offline here" in conflicts.inner_text() and "already used" in conflicts.inner_text()
+    page.wait_for_function("() => document.querySelector('#admitted').textContent === '4'")
+    screenshot(page, "gate-conflict")
+    counts = api.call("GET", f"/event/{event}/list/{gate['id']}", "gate")
+    assert counts["conflicts"] == 1 and counts["admitted"] == 4  # early, hung, later, elsewhere (gate2)
+    elsewhere = tickets["elsewhere"][0]
+
+    def history() -> list[str]:
+        return [h["type"] for h in api.call("GET", f"/ticket/{elsewhere}/history", "gate")]
+
+    # The processor writes histories behind the stream.
+    wait_until(lambda: "checkin_conflict" in history(), what="the conflict in the ticket's history")
+    assert history() == ["created", "checkin", "checkin_conflict"]
+    context.close()
+
+
+def test_a_tampered_code_is_refused_online(browser: Browser, stack: LocalStack, api: Client) -> None:
+    event, gate = api.venue("Forgery night")
+    _, token = api.ticket(event)
+    page = new_context(browser).new_page()
+    open_gate(page, stack, event, gate)
+    middle = len(token) // 2
+    tampered = token[:middle] + ("Q" if token[middle] != "Q" else "R") + token[middle + 1:]
+    found = scan_typed(page, tampered)
+    assert found == {"kind": "refused", "reason": "bad_signature", "mode": "online", "source": "typed"}
+    assert "altered or forged" in verdict_text(page)
+    screenshot(page, "gate-tampered")
+    counts = api.call("GET", f"/event/{event}/list/{gate['id']}", "gate")
+    assert counts["refused"]["bad_signature"] == 1
+    page.context.close()
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(values, n=20, method="inclusive")
+    return {"n": len(values), "p50_ms": round(statistics.median(values), 1), "p95_ms": round(cuts[18], 1)}
+
+
+def test_scan_to_verdict_times(browser: Browser, stack: LocalStack, api: Client) -> None:
+    """From the decoded code to the painted verdict, in the page, online and offline."""
+    event, gate = api.venue("Timing night", reentry=True)
+    tokens = [api.ticket(event)[1] for _ in range(30)]
+    context = new_context(browser)
+    page = context.new_page()
+    open_gate(page, stack, event, gate)
+    for token in tokens[:15]:
+        assert scan_typed(page, token)["kind"] == "admitted"
+    context.set_offline(True)
+    for token in tokens[15:]:
+        assert scan_typed(page, token)["kind"] == "offline"
+    page.wait_for_function("() => window.__gate.timings.length >= 30")
+    timings: list[dict[str, Any]] = page.evaluate("window.__gate.timings")
+    # The first offline scan met the cut network (a failed request); the others knew.
+    figures = {mode: _percentiles([t["ms"] for t in timings if t["mode"] == mode]) for mode in ("online", "offline")}
+    assert figures["online"]["n"] == 15 and figures["offline"]["n"] == 15
+    assert all(t["ms"] > 0 for t in timings)
+    (SHOTS / "scan-to-verdict.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\nSCAN-TO-VERDICT {json.dumps(figures)}")
+    context.close()
+
+
+def test_the_gate_installs_and_opens_offline(browser: Browser, stack: LocalStack) -> None:
+    context = new_context(browser, workers="allow")
+    page = context.new_page()
+    page.goto(f"{stack.url}/gate/")
+    manifest = page.evaluate("fetch('manifest.json').then(r => r.json())")
+    assert manifest["start_url"] == "/gate/" and manifest["display"] == "standalone" and manifest["icons"]
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null || "
+                           "navigator.serviceWorker.ready.then(() => true)")
+    page.evaluate("navigator.serviceWorker.ready")
+    page.reload()  # now controlled, with the shell cached at install
+    assert page.evaluate("navigator.serviceWorker.controller !== null")
+    cached = page.evaluate("caches.open('tickets-gate-v1').then(c => c.keys()).then(k => k.map(r => r.url))")
+    assert f"{stack.url}/vendor/zxing-wasm/zxing_reader.wasm" in cached
+    context.set_offline(True)
+    page.reload()
+    assert page.get_by_role("heading", name="Sign in").is_visible()
+    assert page.evaluate("typeof window.BarcodeDetectionAPI") == "object"
+    context.close()
+
+
+def test_the_box_office_issues_and_shows_qr_codes(browser: Browser, stack: LocalStack, api: Client) -> None:
+    event, _ = api.venue("Box office night")
+    page = new_context(browser).new_page()
+    page.goto(f"{stack.url}/office/")
+    page.get_by_label("Issuer key").fill(KEYS["ops"][1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector("#admin:not([hidden])")
+    page.get_by_label("Event", exact=True).select_option(event)
+    page.get_by_label("Type").fill("vip")
+    page.get_by_label("How many").fill("3")
+    page.get_by_role("button", name="Issue").click()
+    page.wait_for_function("() => document.querySelectorAll('#issued img').length === 3 && "
+                           "[...document.querySelectorAll('#issued img')].every(i => i.complete && i.naturalWidth > 0)")
+    assert "Issued 3 tickets." in page.locator("#issue-status").inner_text()
+    first_id = page.locator("#issued li").first.get_attribute("data-ticket")
+    assert first_id and api.call("GET", f"/ticket/{first_id}", "box")["type"] == "vip"
+    page.wait_for_function(f"() => document.querySelector('#counts').textContent.includes('Box office night')")
+    screenshot(page, "office", full_page=True)
+    printable = page.context.new_page()
+    printable.goto(f"{stack.url}/office/ticket.html?id={first_id}")
+    printable.wait_for_function("() => document.querySelector('#issued img') && "
+                                "document.querySelector('#issued img').naturalWidth > 0")
+    assert "Box office night" in printable.locator("#issued").inner_text()
+    screenshot(printable, "office-ticket")
+    # An issuer key sees no admin panel.
+    issuer = new_context(browser).new_page()
+    issuer.goto(f"{stack.url}/office/")
+    issuer.get_by_label("Issuer key").fill(KEYS["box"][1])
+    issuer.get_by_role("button", name="Sign in").click()
+    issuer.wait_for_selector("#desk:not([hidden])")
+    assert issuer.locator("#who").inner_text() == "Issuer" and issuer.locator("#admin").is_hidden()
+    page.context.close()
+    issuer.context.close()
+
+
+def _axe(page: Page) -> list[dict[str, Any]]:
+    page.add_script_tag(content=AXE.read_text())
+    result: dict[str, Any] = page.evaluate(
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})")
+    return [{"id": v["id"], "nodes": [n["target"] for n in v["nodes"]]} for v in result["violations"]]
+
+
+def test_the_pages_pass_axe_and_work_by_keyboard(browser: Browser, stack: LocalStack, api: Client) -> None:
+    event, gate = api.venue("Access night")
+    _, token = api.ticket(event)
+    # CSP allows this origin's scripts only, so axe is added through the test's own channel.
+    context = browser.new_context(bypass_csp=True, service_workers="block")
+    page = context.new_page()
+    page.goto(f"{stack.url}/gate/")
+    assert _axe(page) == []
+    # By keyboard alone: the key, the list, the scan.
+    page.keyboard.press("Tab")
+    page.keyboard.type(KEYS["gate"][1])
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#pick:not([hidden])")
+    page.get_by_label("Event").select_option(event)
+    page.get_by_label("Check-in list").select_option(gate["id"])
+    page.get_by_role("button", name="Start scanning").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => window.__gate && window.__gate.synced >= 1")
+    assert page.evaluate("document.activeElement.id") == "code"
+    assert _axe(page) == []
+    page.keyboard.type(token)
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => window.__gate.verdicts.length === 1")
+    assert page.get_by_role("alert").filter(has_text="Admitted").count() >= 1
+    assert _axe(page) == []
+    office = context.new_page()
+    office.goto(f"{stack.url}/office/")
+    assert _axe(office) == []
+    context.close()
+
+
+def test_the_vendored_files_are_the_pinned_ones_and_nothing_loads_from_elsewhere() -> None:
+    import hashlib
+    sums = (ROOT / "web" / "vendor" / "SHA256SUMS").read_text().split("\n")
+    listed = {line.split("  ")[1]: line.split("  ")[0] for line in sums if line}
+    assert {p for p in listed if p.endswith(("ponyfill.js", ".wasm", "index.js", "axe.min.js"))} == {
+        "web/vendor/barcode-detector/ponyfill.js", "web/vendor/zxing-wasm/zxing_reader.wasm",
+        "web/vendor/noble-ed25519/index.js", "tests/vendor/axe-core/axe.min.js"}
+    for path, digest in listed.items():
+        assert hashlib.sha256((ROOT / path).read_bytes()).hexdigest() == digest, path
+        assert (ROOT / path).parent.joinpath("LICENSE").exists(), path
+    ours = [p for p in (ROOT / "web").rglob("*") if p.suffix in (".html", ".js", ".css", ".json")
+            and "vendor" not in p.parts]
+    for page in ours:
+        text = page.read_text()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, page
+
+
+def test_nginx_serves_the_pages_with_their_types_and_problems_for_the_rest(stack: LocalStack) -> None:
+    def fetch(path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(stack.url + path, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    status, headers, body = fetch("/gate/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html") and b"<title>Gate" in body
+    assert "'wasm-unsafe-eval'" in headers["Content-Security-Policy"] and headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Request-Id"] and headers["Cache-Control"] == "no-cache"
+    for path, kind in (("/vendor/zxing-wasm/zxing_reader.wasm", "application/wasm"),
+                       ("/gate/gate.js", "application/javascript"), ("/gate/manifest.json", "application/json"),
+                       ("/office/", "text/html")):
+        assert fetch(path)[1]["Content-Type"].startswith(kind), path
+    for path, method, code in (("/gate/nothing.js", "GET", 404), ("/gate/", "POST", 405), ("/vendor/", "GET", 404)):
+        status, headers, body = fetch(path, method)
+        assert status == code and headers["Content-Type"] == "application/problem+json", path
+        assert json.loads(body)["status"] == code

@@ -1,0 +1,135 @@
+// What a gate knows for its offline checks, kept on the device: the list and its event, the
+// public keys, the tickets used, inside and revoked (from the event's change feed while
+// online, and from its own offline admissions), the queue of scans to upload, and the
+// conflicts found when they were. One localStorage entry per list.
+import { TokenError, verifyToken, publicKeysOf, looksLikeToken } from "./token.js";
+
+const MESSAGES = {
+  unknown_ticket: "No such ticket.",
+  wrong_event: "This ticket is for another event.",
+  type_not_allowed: "This ticket's type is not admitted here.",
+  too_early: "This ticket is not valid yet.",
+  expired: "This ticket is no longer valid.",
+  revoked: "This ticket was cancelled or refunded.",
+  already_used: "This ticket was already used.",
+  already_inside: "This ticket is already inside.",
+  not_inside: "This ticket did not enter here.",
+  area_full: "This area is full.",
+  malformed_token: "This code is not a ticket of this service.",
+  unknown_key: "This ticket was signed by a key this service does not know.",
+  bad_signature: "This ticket's signature does not match: it was altered or forged.",
+  not_signed: "Only a signed ticket code can be checked offline.",
+};
+
+export function message(reason) {
+  return MESSAGES[reason] || reason;
+}
+
+function empty(listId) {
+  return { listId, cursor: null, jwks: { keys: [] }, event: null, list: null, listNames: {},
+           used: {}, inside: {}, revoked: {}, plainUsed: {}, queue: [], conflicts: [] };
+}
+
+export class Book {
+  constructor(listId, storage = window.localStorage) {
+    this.storage = storage;
+    this.key = `tickets.gate.book.${listId}`;
+    const saved = storage.getItem(this.key);
+    this.state = saved ? { ...empty(listId), ...JSON.parse(saved) } : empty(listId);
+    this.keys = publicKeysOf(this.state.jwks);
+  }
+
+  save() {
+    this.storage.setItem(this.key, JSON.stringify(this.state));
+  }
+
+  setKeys(jwks) {
+    this.state.jwks = jwks;
+    this.keys = publicKeysOf(jwks);
+  }
+
+  // One entry of the event's change feed (service/models.py, Event.to_json).
+  apply(change) {
+    const s = this.state, id = change.ticket_id;
+    const here = change.list === s.listId;
+    switch (change.type) {
+      case "checkin":
+        if (!here) break;
+        if (change.direction === "entry") {
+          if (!s.used[id]) s.used[id] = { at: change.scanned_at ?? change.timestamp, list: change.list };
+          s.inside[id] = 1;
+        } else {
+          delete s.inside[id];
+        }
+        break;
+      case "checkin_annulled":
+        if (here) { delete s.used[id]; delete s.inside[id]; }
+        break;
+      case "revoked":
+        s.revoked[id] = 1;
+        break;
+      case "invalidated":
+        s.plainUsed[id] = 1;
+        break;
+      case "validated":
+        delete s.plainUsed[id];
+        break;
+      default:
+        break;
+    }
+  }
+
+  // The offline verdict for a scanned code, as the service would decide it with what this
+  // device knows: {admitted, reason, usedAt, usedList, ticketId}.
+  async decide(code, direction, nowS) {
+    if (!looksLikeToken(code)) return { admitted: false, reason: "not_signed" };
+    let claims;
+    try {
+      claims = await verifyToken(code, this.keys);
+    } catch (err) {
+      if (err instanceof TokenError) return { admitted: false, reason: err.reason };
+      throw err;
+    }
+    const s = this.state, id = claims.ticketId;
+    const refuse = (reason, extra = {}) => ({ admitted: false, reason, ticketId: id, claims, ...extra });
+    if (!s.list || claims.event !== s.list.event) return refuse("wrong_event");
+    if (s.revoked[id]) return refuse("revoked");
+    if (direction === "exit") {
+      return s.inside[id] ? { admitted: true, reason: null, ticketId: id, claims } : refuse("not_inside");
+    }
+    if (s.list.types && !s.list.types.includes(claims.type)) return refuse("type_not_allowed");
+    const from = claims.validFrom ?? (s.event && s.event.starts_at);
+    const until = claims.validUntil ?? (s.event && s.event.ends_at);
+    if (from && nowS < from) return refuse("too_early");
+    if (until && nowS > until) return refuse("expired");
+    if (s.list.reentry) {
+      if (s.inside[id]) return refuse("already_inside");
+    } else if (s.used[id]) {
+      return refuse("already_used", { usedAt: s.used[id].at, usedList: s.used[id].list, here: s.used[id].here });
+    } else if (s.plainUsed[id]) {
+      return refuse("already_used");
+    }
+    return { admitted: true, reason: null, ticketId: id, claims };
+  }
+
+  // An answer of the service to this device: known at once, before the feed brings it.
+  noteOnline(answer, scan) {
+    const id = answer.ticket && answer.ticket.id;
+    if (!id || !answer.admitted) return;
+    this.apply({ type: "checkin", ticket_id: id, list: answer.list, direction: answer.direction,
+                 scanned_at: scan.scanned_at, timestamp: scan.scanned_at });
+  }
+
+  // An admission this device made offline: known at once for its next scans, and queued.
+  admitOffline(scan, ticketId) {
+    const s = this.state;
+    if (scan.direction === "entry") {
+      if (!s.used[ticketId]) s.used[ticketId] = { at: scan.scanned_at, list: s.listId, here: true };
+      s.inside[ticketId] = 1;
+    } else {
+      delete s.inside[ticketId];
+    }
+    s.queue.push({ ...scan, ticketId });
+    this.save();
+  }
+}
