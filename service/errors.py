@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from .models import Ticket
-from .signing import TokenRefusal
+from .models import Refusal, Ticket
 
 
 class ServiceError(Exception):
@@ -27,7 +26,7 @@ class BadTicketToken(InvalidInput):
     """A ticket token with a bad signature, an unknown key or a broken layout. At a gate's
     check-in it is a refused scan instead, counted under its reason."""
 
-    def __init__(self, reason: TokenRefusal) -> None:
+    def __init__(self, reason: Refusal) -> None:
         super().__init__(reason.message, slug="ticket-token-refused", extra={"reason": reason.value})
         self.reason = reason
 

@@ -193,7 +193,7 @@ async def checkin(request: web.Request) -> web.Response:
     try:
         ticket_id = inputs.ticket_id(request, body.ticket)
     except BadTicketToken as exc:  # a forged or altered code is the gate's refusal, counted
-        ticket_id, refusal = "", Refusal(exc.reason.value)
+        ticket_id, refusal = "", exc.reason
     check_event_binding(request, event_of_list(body.list))
     scanned_at_us = None if body.scanned_at is None else round(body.scanned_at * 1e6)
     idem = inputs.idempotency_key(request, "checkin\n" + canonical)

@@ -6,8 +6,8 @@ A token is `TK` and the RFC 4648 base32 (upper case, no padding) of
     header   1 byte   version (high nibble, 1) and flags: 1 valid_from, 2 valid_until, 4 type
     kid      2 bytes  the first two bytes of SHA-256 of the signing key's raw public key
     id      16 bytes  the ticket's UUID; an event's tickets carry the event id in it
-    from     4 bytes  valid_from, whole seconds (when flag 1)
-    until    4 bytes  valid_until, whole seconds, rounded up (when flag 2)
+    from     5 bytes  valid_from, whole seconds (when flag 1)
+    until    5 bytes  valid_until, whole seconds, rounded up (when flag 2)
     type     1 + n    length and ASCII of the ticket type (when flag 4)
     sig     64 bytes  Ed25519 over DOMAIN + every byte above
 
@@ -26,16 +26,14 @@ import binascii
 import hashlib
 import math
 import re
-import struct
 import uuid
 from dataclasses import dataclass
-from enum import StrEnum
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .models import Ticket, event_of
+from .models import Refusal, Ticket, event_of
 
 TOKEN_PREFIX = "TK"
 DOMAIN = b"tickets-token-v1\x00"
@@ -43,33 +41,18 @@ _VERSION = 1
 _HAS_FROM, _HAS_UNTIL, _HAS_TYPE = 1, 2, 4
 _SIG_BYTES = 64
 _MIN_BYTES = 1 + 2 + 16 + _SIG_BYTES
+# Big-endian seconds: 40 bits reach far past the API's bound on times (2**33).
+_TIME_BYTES = 5
 # The longest token: both windows and a 32-character type.
-MAX_TOKEN_CHARS = len(TOKEN_PREFIX) + math.ceil((_MIN_BYTES + 8 + 1 + 32) * 8 / 5)
+MAX_TOKEN_CHARS = len(TOKEN_PREFIX) + math.ceil((_MIN_BYTES + 2 * _TIME_BYTES + 1 + 32) * 8 / 5)
 _TOKEN_RE = re.compile(rf"^{TOKEN_PREFIX}[A-Z2-7]{{{math.ceil(_MIN_BYTES * 8 / 5)},{MAX_TOKEN_CHARS}}}$")
 _PEM_RE = re.compile(r"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.S)
 
 
-class TokenRefusal(StrEnum):
-    """Why a token was refused: each is also a refused scan's reason at a gate."""
-
-    MALFORMED = "malformed_token"
-    UNKNOWN_KEY = "unknown_key"
-    BAD_SIGNATURE = "bad_signature"
-
-    @property
-    def message(self) -> str:
-        return _MESSAGES[self]
-
-
-_MESSAGES = {
-    TokenRefusal.MALFORMED: "This code is not a ticket of this service.",
-    TokenRefusal.UNKNOWN_KEY: "This ticket was signed by a key this service does not know.",
-    TokenRefusal.BAD_SIGNATURE: "This ticket's signature does not match: it was altered or forged.",
-}
-
-
 class TokenRefused(Exception):
-    def __init__(self, reason: TokenRefusal) -> None:
+    """A token that does not verify; its reason is a gate's refusal code (Refusal)."""
+
+    def __init__(self, reason: Refusal) -> None:
         super().__init__(reason.message)
         self.reason = reason
 
@@ -165,12 +148,12 @@ class TicketSigner:
         kid = raw[1:3].hex()
         key = next((k for k in self.keys if k.kid == kid), None)
         if key is None:
-            raise TokenRefused(TokenRefusal.UNKNOWN_KEY)
+            raise TokenRefused(Refusal.UNKNOWN_KEY)
         body, signature = raw[:-_SIG_BYTES], raw[-_SIG_BYTES:]
         try:
             key.public.verify(signature, DOMAIN + body)
         except InvalidSignature:
-            raise TokenRefused(TokenRefusal.BAD_SIGNATURE) from None
+            raise TokenRefused(Refusal.BAD_SIGNATURE) from None
         return _unpack(kid, body)
 
     def jwks(self) -> dict[str, object]:
@@ -188,10 +171,10 @@ def _pack(kid: str, ticket: Ticket) -> bytes:
     flags, tail = 0, b""
     if ticket.valid_from is not None:
         flags |= _HAS_FROM
-        tail += struct.pack(">I", math.floor(ticket.valid_from))
+        tail += math.floor(ticket.valid_from).to_bytes(_TIME_BYTES, "big")
     if ticket.valid_until is not None:
         flags |= _HAS_UNTIL
-        tail += struct.pack(">I", math.ceil(ticket.valid_until))
+        tail += math.ceil(ticket.valid_until).to_bytes(_TIME_BYTES, "big")
     if ticket.type is not None:
         flags |= _HAS_TYPE
         name = ticket.type.encode("ascii")
@@ -201,17 +184,17 @@ def _pack(kid: str, ticket: Ticket) -> bytes:
 
 def _decode(token: str) -> bytes:
     if not _TOKEN_RE.fullmatch(token):
-        raise TokenRefused(TokenRefusal.MALFORMED)
+        raise TokenRefused(Refusal.MALFORMED_TOKEN)
     text = token[len(TOKEN_PREFIX):]
     try:
         raw = base64.b32decode(text + "=" * (-len(text) % 8))
     except binascii.Error:
-        raise TokenRefused(TokenRefusal.MALFORMED) from None
+        raise TokenRefused(Refusal.MALFORMED_TOKEN) from None
     # Base32's last character can carry unused bits: one token, one spelling.
     if base64.b32encode(raw).decode().rstrip("=") != text:
-        raise TokenRefused(TokenRefusal.MALFORMED)
+        raise TokenRefused(Refusal.MALFORMED_TOKEN)
     if len(raw) < _MIN_BYTES or raw[0] >> 4 != _VERSION or raw[0] & ~0x7 & 0xF:
-        raise TokenRefused(TokenRefusal.MALFORMED)
+        raise TokenRefused(Refusal.MALFORMED_TOKEN)
     return raw
 
 
@@ -224,14 +207,20 @@ def _unpack(kid: str, body: bytes) -> Claims:
     type_name = None
     try:
         if flags & _HAS_FROM:
-            (valid_from,), at = struct.unpack_from(">I", body, at), at + 4
+            valid_from, at = _seconds(body, at), at + _TIME_BYTES
         if flags & _HAS_UNTIL:
-            (valid_until,), at = struct.unpack_from(">I", body, at), at + 4
+            valid_until, at = _seconds(body, at), at + _TIME_BYTES
         if flags & _HAS_TYPE:
             size = body[at]
             type_name, at = body[at + 1:at + 1 + size].decode("ascii"), at + 1 + size
-    except (struct.error, IndexError, UnicodeDecodeError):
-        raise TokenRefused(TokenRefusal.MALFORMED) from None
+    except (IndexError, UnicodeDecodeError):
+        raise TokenRefused(Refusal.MALFORMED_TOKEN) from None
     if at != len(body):
-        raise TokenRefused(TokenRefusal.MALFORMED)
+        raise TokenRefused(Refusal.MALFORMED_TOKEN)
     return Claims(ticket_id, kid, type_name, valid_from, valid_until)
+
+
+def _seconds(body: bytes, at: int) -> int:
+    if at + _TIME_BYTES > len(body):
+        raise IndexError("a time past the end")
+    return int.from_bytes(body[at:at + _TIME_BYTES], "big")

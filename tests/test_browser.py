@@ -357,7 +357,7 @@ def test_the_box_office_issues_and_shows_qr_codes(browser: Browser, stack: Local
     assert "Issued 3 tickets." in page.locator("#issue-status").inner_text()
     first_id = page.locator("#issued li").first.get_attribute("data-ticket")
     assert first_id and api.call("GET", f"/ticket/{first_id}", "box")["type"] == "vip"
-    page.wait_for_function(f"() => document.querySelector('#counts').textContent.includes('Box office night')")
+    page.wait_for_function("() => document.querySelector('#counts').textContent.includes('Box office night')")
     screenshot(page, "office", full_page=True)
     printable = page.context.new_page()
     printable.goto(f"{stack.url}/office/ticket.html?id={first_id}")
@@ -452,3 +452,50 @@ def test_nginx_serves_the_pages_with_their_types_and_problems_for_the_rest(stack
         status, headers, body = fetch(path, method)
         assert status == code and headers["Content-Type"] == "application/problem+json", path
         assert json.loads(body)["status"] == code
+
+
+def test_the_page_reads_tokens_as_the_service_does(browser: Browser, stack: LocalStack) -> None:
+    """web/gate/token.js against service/signing.py, on the same tokens: the claims of good
+    ones, and the reason for altered ones."""
+    from service.models import Refusal, Ticket, TicketState, new_ticket_id
+    from service.signing import TicketSigner, TokenRefused
+
+    signer = TicketSigner.parse(TicketSigner.generate_pem())
+    stranger = TicketSigner.parse(TicketSigner.generate_pem())
+    shapes: list[dict[str, Any]] = [{}, {"type": "vip"}, {"type": "A.b-c_9" * 4, "valid_from": 0.0},
+                                    {"valid_until": 2.0**33 - 0.25}, {"type": "x", "valid_from": 1.9e9 + 0.7,
+                                                                       "valid_until": 1.9e9 + 7200.2}]
+    cases: list[tuple[str, str | dict[str, Any]]] = []
+    for fields in shapes:
+        token = signer.sign(Ticket(new_ticket_id("0badf00d"), 0.0, TicketState.VALID, **fields))
+        claims = signer.verify(token)
+        cases.append((token, {"ticketId": claims.ticket_id, "event": claims.event, "kid": claims.kid,
+                              "type": claims.type, "validFrom": claims.valid_from, "validUntil": claims.valid_until}))
+        for i in (5, len(token) // 2, len(token) - 2):
+            altered = token[:i] + ("B" if token[i] != "B" else "C") + token[i + 1:]
+            try:
+                signer.verify(altered)
+                expected: str = "verified"
+            except TokenRefused as exc:
+                expected = exc.reason.value
+            cases.append((altered, expected))
+        cases.append((stranger.sign(Ticket(new_ticket_id("0badf00d"), 0.0, TicketState.VALID, **fields)),
+                      Refusal.UNKNOWN_KEY.value))
+    page = new_context(browser).new_page()
+    page.goto(f"{stack.url}/gate/")
+    got = page.evaluate("""async ([jwks, cases]) => {
+        const t = await import('/gate/token.js');
+        const keys = t.publicKeysOf(jwks);
+        const out = [];
+        for (const [token] of cases) {
+          try {
+            const c = await t.verifyToken(token, keys);
+            out.push({ticketId: c.ticketId, event: c.event, kid: c.kid, type: c.type,
+                      validFrom: c.validFrom, validUntil: c.validUntil});
+          } catch (err) { out.push(err.reason || String(err)); }
+        }
+        return out;
+    }""", [signer.jwks(), cases])
+    assert got == [expected for _, expected in cases]
+    assert sum(isinstance(e, str) and e != "verified" for _, e in cases) >= 15
+    page.context.close()

@@ -8,6 +8,7 @@ const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const VERSION = 1;
 const HAS_FROM = 1, HAS_UNTIL = 2, HAS_TYPE = 4;
 const SIG_BYTES = 64;
+const TIME_BYTES = 5;
 const MIN_BYTES = 1 + 2 + 16 + SIG_BYTES;
 
 // The refusal codes are the service's own (service/models.py, Refusal).
@@ -55,14 +56,21 @@ export function parseToken(text) {
   const raw = base32(text.slice(TOKEN_PREFIX.length));
   if (raw.length < MIN_BYTES || raw[0] >> 4 !== VERSION || (raw[0] & 0x08)) throw new TokenError("malformed_token");
   const body = raw.subarray(0, raw.length - SIG_BYTES);
-  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const flags = body[0] & 0x0f;
   const kid = Array.from(body.subarray(1, 3), (b) => b.toString(16).padStart(2, "0")).join("");
   const ticketId = uuidOf(body.subarray(3, 19));
   let at = 19, validFrom = null, validUntil = null, type = null;
+  // Big-endian whole seconds in 5 bytes.
+  const seconds = () => {
+    if (at + TIME_BYTES > body.length) throw new RangeError("time");
+    let value = 0;
+    for (let i = 0; i < TIME_BYTES; i++) value = value * 256 + body[at + i];
+    at += TIME_BYTES;
+    return value;
+  };
   try {
-    if (flags & HAS_FROM) { validFrom = view.getUint32(at); at += 4; }
-    if (flags & HAS_UNTIL) { validUntil = view.getUint32(at); at += 4; }
+    if (flags & HAS_FROM) validFrom = seconds();
+    if (flags & HAS_UNTIL) validUntil = seconds();
     if (flags & HAS_TYPE) {
       const size = body[at];
       if (size === undefined || at + 1 + size > body.length) throw new RangeError("type");
