@@ -13,6 +13,7 @@ from typing import TypeVar
 import msgspec
 from aiohttp import web
 
+from . import metrics
 from .appkeys import ACTOR, SETTINGS
 from .errors import BadTicketToken, InvalidInput, UnsupportedMediaType
 from .models import IdempotencyKey, Origin, parse_ticket_id
@@ -67,6 +68,7 @@ def ticket_claims(request: web.Request, raw: str | None) -> tuple[str, Claims | 
         try:
             claims = request.app[SETTINGS].signer.verify(raw)
         except TokenRefused as exc:
+            metrics.TOKENS_REFUSED.labels(exc.reason.value).inc()
             raise BadTicketToken(exc.reason) from None
         return claims.ticket_id, claims
     parsed = parse_ticket_id(raw)

@@ -25,6 +25,9 @@ REDIS_LATENCY = Histogram("tickets_redis_call_duration_seconds", "Redis round-tr
                           buckets=_BUCKETS_S)
 REDIS_ERRORS = Counter("tickets_redis_errors_total", "Redis calls that failed, by operation and kind",
                        ["op", "kind"])
+TOKENS_REFUSED = Counter("tickets_token_refused_total",
+                         "Ticket tokens (QR codes) that did not verify, by reason: copies altered, forgeries",
+                         ["reason"])
 DEFECTS = Counter("tickets_defects_total", "Requests that met an unexpected error (500)")
 PROCESSED = Counter("tickets_processor_entries_total", "Stream entries the processor handled",
                     ["result"])

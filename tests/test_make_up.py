@@ -5,11 +5,13 @@ request, and a stop leaves no process behind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,6 +123,22 @@ def test_every_port_derives_from_port_and_only_loopback_listens(up: MakeUp) -> N
     assert http_status(f"http://127.0.0.1:{up.cfg.processor_port}/metrics") == 200
     for port in ports:
         assert listening_on(port) == {"127.0.0.1"}, port
+
+
+def test_make_up_signs_tickets_and_serves_the_pages(up: MakeUp) -> None:
+    """A key made on the first start, owner-only, used by every replica alike."""
+    key_file = up.var_dir / "ticket-signing.pem"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and "PRIVATE KEY" in key_file.read_text()
+    with urllib.request.urlopen(f"{up.url}/keys", timeout=5) as r:
+        [key] = json.loads(r.read())["keys"]
+    req = urllib.request.Request(f"{up.url}/ticket", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        ticket = json.loads(r.read())["id"]
+    for port in up.cfg.api_ports:  # each replica signs with the same key
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ticket/{ticket}/token", timeout=5) as r:
+            assert json.loads(r.read())["kid"] == key["kid"]
+    for page in ("/gate/", "/office/", "/vendor/zxing-wasm/zxing_reader.wasm"):
+        assert http_status(up.url + page) == 200, page
 
 
 async def test_a_replica_then_the_processor_die_under_load_and_come_back(

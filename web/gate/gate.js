@@ -1,6 +1,7 @@
 // The gate: scan a ticket (camera, keyboard-wedge scanner or typed), show the verdict from
 // two metres, keep working offline. See README, "The gate page".
 import { Api, Problem, Unreachable, nextLink, formatTime, el } from "../shared/api.js";
+import { tryKey } from "../shared/signin.js";
 import { Book, message } from "./book.js";
 
 const SETTINGS_KEY = "tickets.gate";
@@ -36,16 +37,9 @@ function show(section) {
 async function signIn(event) {
   event.preventDefault();
   const key = $("key").value.trim();
-  const candidate = new Api(key);
-  $("signin-error").textContent = "";
-  try {
-    await candidate.get("/event?limit=1000");
-  } catch (err) {
-    $("signin-error").textContent = err instanceof Problem && err.status === 401
-      ? "This key is not accepted." : err instanceof Problem && err.status === 403
-        ? "This key may not scan." : "The service does not answer; try again when online.";
-    return;
-  }
+  const { api: candidate, error } = await tryKey(key, "This key may not scan.");
+  $("signin-error").textContent = error;
+  if (!candidate) return;
   api = candidate;
   settings = { key, event: null, list: null, direction: "entry" };
   localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings));

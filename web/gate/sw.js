@@ -5,7 +5,7 @@
 const CACHE = "tickets-gate-v1";
 const SHELL = [
   "./", "index.html", "gate.js", "book.js", "token.js", "gate.css", "manifest.json", "icon.svg",
-  "../shared/api.js", "../shared/base.css",
+  "../shared/api.js", "../shared/signin.js", "../shared/base.css",
   "../vendor/barcode-detector/ponyfill.js", "../vendor/zxing-wasm/zxing_reader.wasm",
   "../vendor/noble-ed25519/index.js",
 ].map((path) => new URL(path, self.registration.scope).href);

@@ -1,7 +1,8 @@
 // The box office: sign in with an issuer key, issue one ticket or a batch of an event and
 // type, see each with its QR code, print. An admin key also sees every event and list with
 // live counts, and makes events and lists.
-import { Api, Problem, el } from "../shared/api.js";
+import { Api, el } from "../shared/api.js";
+import { tryKey } from "../shared/signin.js";
 import { ticketCard } from "./cards.js";
 
 const SETTINGS_KEY = "tickets.office";
@@ -15,14 +16,9 @@ let countsTimer = null;
 async function signIn(event) {
   event.preventDefault();
   const key = $("key").value.trim();
-  const candidate = new Api(key);
-  try {
-    await candidate.get("/event?limit=1000");
-  } catch (err) {
-    $("signin-error").textContent = err instanceof Problem && err.status === 401
-      ? "This key is not accepted." : err instanceof Problem ? err.message : "The service does not answer.";
-    return;
-  }
+  const { api: candidate, error } = await tryKey(key, "This key may not issue tickets.");
+  $("signin-error").textContent = error;
+  if (!candidate) return;
   settings = { key };
   localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings));
   api = candidate;
