@@ -26,17 +26,18 @@ async function signIn(event) {
 }
 
 async function openDesk() {
-  $("signin").hidden = true;
-  $("desk").hidden = false;
-  $("signout").hidden = false;
   await loadEvents();
   let admin = false;
   try {
     await api.get("/stats");
     admin = true;
   } catch { /* an issuer key: no admin panel */ }
+  // Shown once the key's role is known, so the page never shows a panel it then takes away.
   $("who").textContent = admin ? "Admin" : "Issuer";
   $("admin").hidden = !admin;
+  $("signin").hidden = true;
+  $("desk").hidden = false;
+  $("signout").hidden = false;
   if (admin) {
     await refreshCounts();
     clearInterval(countsTimer);
