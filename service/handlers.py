@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from . import SERVICE_NAME, __version__, codes, inputs
+from . import SERVICE_NAME, __version__, codes, inputs, metrics
 from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, SETTINGS, TICKETS
 from .auth import check_event_binding, requires
 from .bodies import AnnulBody, BatchBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
@@ -201,6 +201,10 @@ async def checkin(request: web.Request) -> web.Response:
         ticket_id, body.list, Direction(body.direction), origin=inputs.origin(request), scanned_at_us=scanned_at_us,
         idempotency=idem, refusal=refusal, offline=body.offline,
     )
+    if not replayed:
+        outcome = "admitted" if result.admitted else "conflict" if result.conflict else "refused"
+        reason = result.reason.value if result.reason else ""
+        metrics.scan_counter(body.direction, outcome, reason).inc()
     return _json(result.to_json(), headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 

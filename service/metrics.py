@@ -28,6 +28,8 @@ REDIS_ERRORS = Counter("tickets_redis_errors_total", "Redis calls that failed, b
 TOKENS_REFUSED = Counter("tickets_token_refused_total",
                          "Ticket tokens (QR codes) that did not verify, by reason: copies altered, forgeries",
                          ["reason"])
+SCANS = Counter("tickets_scans_total", "Gate scans (POST /checkin) by outcome and refusal reason",
+                ["direction", "outcome", "reason"])
 DEFECTS = Counter("tickets_defects_total", "Requests that met an unexpected error (500)")
 PROCESSED = Counter("tickets_processor_entries_total", "Stream entries the processor handled",
                     ["result"])
@@ -48,6 +50,19 @@ def request_metrics(route: str, method: str, status: int) -> tuple[Any, Any]:
     if found is None:
         label = method if method in _KNOWN_METHODS else "OTHER"
         found = _request_children[key] = (REQUESTS.labels(route, label, str(status)), LATENCY.labels(route))
+    return found
+
+
+_scan_children: dict[tuple[str, str, str], Any] = {}
+
+
+def scan_counter(direction: str, outcome: str, reason: str) -> Any:
+    """The scan counter for an outcome: admitted, refused or conflict (an offline admission
+    refused on upload); the labels are bounded (two directions, the Refusal codes)."""
+    key = (direction, outcome, reason)
+    found = _scan_children.get(key)
+    if found is None:
+        found = _scan_children[key] = SCANS.labels(direction, outcome, reason)
     return found
 
 

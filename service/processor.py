@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
 from . import metrics
+from .appkeys import CHECKIN
 from .errors import StoreError
 from .settings import Settings, env_int
-from .store import SHARDS, Store, StoreConfig, StreamConsumer, StreamEntry
+from .store import SHARDS, CheckinStore, Store, StoreConfig, StreamConsumer, StreamEntry
 from .store.client import redis_from_settings
 
 log = logging.getLogger("service.processor")
@@ -155,12 +156,44 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
+# The venue as Redis counts it, read at each scrape: one process (this one) exports it, so
+# that the replicas' metrics stay per request and nothing is counted twice.
+EVENT_ISSUED = Gauge("tickets_event_issued", "Tickets an event has issued", ["event"])
+LIST_INSIDE = Gauge("tickets_list_inside", "Holders inside a check-in list's area now", ["event", "list", "name"])
+LIST_ADMITTED = Gauge("tickets_list_admitted", "Admissions at a check-in list, all time", ["event", "list", "name"])
+LIST_REFUSED = Gauge("tickets_list_refused", "Refused scans at a check-in list, all time, by reason",
+                     ["event", "list", "name", "reason"])
+VENUE_READ_OK = Gauge("tickets_venue_figures_ok", "1 when the last scrape read the venue's figures from Redis")
+VENUE_READ_TIMEOUT_S = 2.0
+
+
+async def _venue_figures(checkin: CheckinStore) -> None:
+    try:
+        figures = await asyncio.wait_for(checkin.event_figures(), VENUE_READ_TIMEOUT_S)
+    except (StoreError, TimeoutError):
+        VENUE_READ_OK.set(0)  # the last figures stay: a gap in Redis is not an empty venue
+        return
+    for gauge in (EVENT_ISSUED, LIST_INSIDE, LIST_ADMITTED, LIST_REFUSED):
+        gauge.clear()  # an event or list that is gone is no longer reported
+    for event_id, event in figures.items():
+        EVENT_ISSUED.labels(event_id).set(event["issued"])
+        for list_id, figure in event["lists"].items():
+            labels = (event_id, list_id, figure["name"] or "")
+            LIST_INSIDE.labels(*labels).set(figure["inside"])
+            LIST_ADMITTED.labels(*labels).set(figure["admitted"])
+            for reason, count in figure["refused"].items():
+                LIST_REFUSED.labels(*labels, reason).set(count)
+    VENUE_READ_OK.set(1)
+
+
 async def _metrics(request: web.Request) -> web.Response:
+    await _venue_figures(request.app[CHECKIN])
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _serve_metrics(host: str, port: int) -> web.AppRunner:
+async def _serve_metrics(host: str, port: int, checkin: CheckinStore) -> web.AppRunner:
     app = web.Application()
+    app[CHECKIN] = checkin
     app.router.add_get("/metrics", _metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -171,12 +204,13 @@ async def _serve_metrics(host: str, port: int) -> web.AppRunner:
 async def main() -> None:
     settings, cfg = Settings.from_env(), ProcessorSettings.from_env()
     redis = redis_from_settings(settings, client_name="tickets-processor")
-    processor = Processor(Store(redis, StoreConfig.from_settings(settings)).consumer, cfg)
+    store = Store(redis, StoreConfig.from_settings(settings))
+    processor = Processor(store.consumer, cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = await _serve_metrics(cfg.metrics_host, cfg.metrics_port)
+    runner = await _serve_metrics(cfg.metrics_host, cfg.metrics_port, store.checkin)
     log.info("consumer %s of group %s; metrics on %s:%d", cfg.consumer, processor.consumer.group,
              cfg.metrics_host, cfg.metrics_port)
     try:
