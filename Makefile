@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test lint system clean bench bench-memory
 
-# Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var
+# Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
 # none is started. Every port derives from PORT (README, Running locally).
 
@@ -16,14 +16,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# MONITORING=off: `make up` runs no Prometheus, redis_exporter or mtail, and needs none.
+MONITORING ?= on
+
 system:
 	bash deploy/ensure-system.sh redis-server redis-sentinel nginx curl
+	@if [ "$(MONITORING)" != "off" ]; then \
+	  bash deploy/ensure-system.sh prometheus promtool prometheus-redis-exporter mtail; fi
 
 up: $(STAMP) system
 	$(BIN)/python -m deploy.stack
 
 test: $(STAMP) system
-	bash deploy/ensure-system.sh chromium
+	bash deploy/ensure-system.sh chromium prometheus promtool prometheus-redis-exporter mtail
 	$(BIN)/pytest
 
 bench: $(STAMP) system

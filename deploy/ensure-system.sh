@@ -4,7 +4,8 @@
 # As root it installs what is missing from Debian's apt; otherwise it says what to install.
 set -euo pipefail
 
-declare -A package=([redis-server]=redis-server [redis-sentinel]=redis-sentinel [nginx]=nginx [wrk]=wrk)
+declare -A package=([redis-server]=redis-server [redis-sentinel]=redis-sentinel [nginx]=nginx [wrk]=wrk
+                    [promtool]=prometheus)
 missing=()
 for prog in "$@"; do
   if ! command -v "$prog" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$prog" ]; then

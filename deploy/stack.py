@@ -21,6 +21,7 @@ from pathlib import Path
 
 from service.signing import TicketSigner
 
+from .monitoring import MTAIL_DIR, MTAIL_OFFSET, PROMETHEUS_OFFSET, REDIS_EXPORTER_OFFSET, RULES, Targets, render
 from .redis_nodes import RedisLayout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +55,9 @@ class StackConfig:
     api_port_set: int | None = None
     redis_port_set: int | None = None
     processor_port_set: int | None = None
+    # Prometheus, redis_exporter and mtail beside the stack (MONITORING=off: none).
+    monitoring: bool = True
+    scrape_interval_s: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StackConfig:
@@ -76,6 +80,8 @@ class StackConfig:
             api_port_set=maybe("API_PORT"),
             redis_port_set=maybe("REDIS_PORT"),
             processor_port_set=maybe("PROCESSOR_PORT"),
+            monitoring=(env.get("MONITORING") or "on").strip().lower() not in ("off", "0", "false", "no"),
+            scrape_interval_s=_int(env, "PROMETHEUS_SCRAPE_INTERVAL_S", d.scrape_interval_s),
         )
 
     @property
@@ -89,6 +95,18 @@ class StackConfig:
     @property
     def processor_port(self) -> int:
         return self.processor_port_set or self.port + PROCESSOR_OFFSET
+
+    @property
+    def prometheus_port(self) -> int:
+        return self.port + PROMETHEUS_OFFSET
+
+    @property
+    def redis_exporter_port(self) -> int:
+        return self.port + REDIS_EXPORTER_OFFSET
+
+    @property
+    def mtail_port(self) -> int:
+        return self.port + MTAIL_OFFSET
 
     @property
     def api_ports(self) -> list[int]:
@@ -233,6 +251,49 @@ def prepare(cfg: StackConfig, upstream_ports: Sequence[int] | None = None) -> No
     subprocess.run([*nginx_argv(cfg), "-t", "-q"], check=True)
 
 
+def monitoring_targets(cfg: StackConfig) -> Targets:
+    """The local stack's scrape targets: every replica, the processor, every Redis node
+    (and sentinel) of the topology, nginx's log through mtail, and Prometheus itself."""
+    local = "127.0.0.1"
+    if cfg.redis_url is not None:
+        nodes, sentinels, topology = [cfg.redis_url], [], "external"
+    else:
+        layout = cfg.redis_layout
+        nodes = [f"redis://{local}:{p}" for p in layout.data_ports]
+        sentinels = [f"redis://{local}:{p}" for p in layout.sentinel_ports]
+        topology = layout.topology
+    return Targets(
+        topology=topology, api=[f"{local}:{p}" for p in cfg.api_ports], api_dns=None,
+        processor=f"{local}:{cfg.processor_port}", redis_exporter=f"{local}:{cfg.redis_exporter_port}",
+        redis_nodes=nodes, sentinels=sentinels, mtail=f"{local}:{cfg.mtail_port}",
+        prometheus=f"{local}:{cfg.prometheus_port}", scrape_interval_s=cfg.scrape_interval_s, rules=str(RULES),
+    )
+
+
+def prepare_monitoring(cfg: StackConfig) -> None:
+    """Prometheus's config from the one source (deploy/monitoring.py), checked with
+    promtool, rules included, as nginx's is with `nginx -t`."""
+    (cfg.var_dir / "prometheus-data").mkdir(parents=True, exist_ok=True)
+    conf = cfg.var_dir / "prometheus.yml"
+    conf.write_text(render(monitoring_targets(cfg)))
+    subprocess.run([binary("promtool"), "check", "config", "--lint=none", str(conf)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def monitoring_programs(cfg: StackConfig) -> list[tuple[str, list[str]]]:
+    local = "127.0.0.1"
+    return [
+        # Multi-target mode: Prometheus names each node in /scrape?target=.
+        ("redis-exporter", [binary("prometheus-redis-exporter"),
+                            f"--web.listen-address={local}:{cfg.redis_exporter_port}", "--redis.addr="]),
+        ("mtail", [binary("mtail"), "--progs", str(MTAIL_DIR), "--logs", str(cfg.var_dir / "log" / "nginx-access.log"),
+                   "--address", local, "--port", str(cfg.mtail_port), "--logtostderr"]),
+        ("prometheus", [binary("prometheus"), f"--config.file={cfg.var_dir / 'prometheus.yml'}",
+                        f"--storage.tsdb.path={cfg.var_dir / 'prometheus-data'}", "--storage.tsdb.retention.time=2d",
+                        f"--web.listen-address={local}:{cfg.prometheus_port}", "--log.level=warn"]),
+    ]
+
+
 def programs(cfg: StackConfig) -> list[tuple[str, list[str]]]:
     """Each process of the stack, by name, in start order."""
     procs: list[tuple[str, list[str]]] = []
@@ -245,6 +306,8 @@ def programs(cfg: StackConfig) -> list[tuple[str, list[str]]]:
     procs += [(f"api{i}", replica_argv(cfg, port)) for i, port in enumerate(cfg.api_ports, 1)]
     procs.append(("processor", processor_argv(cfg)))
     procs.append(("nginx", nginx_argv(cfg)))
+    if cfg.monitoring:
+        procs += monitoring_programs(cfg)
     return procs
 
 
@@ -290,6 +353,8 @@ def supervisord_conf(cfg: StackConfig) -> str:
 def main() -> None:
     cfg = StackConfig.from_env()
     prepare(cfg)
+    if cfg.monitoring:
+        prepare_monitoring(cfg)
     env = replica_env(cfg)
     conf = cfg.var_dir / "supervisord.conf"
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -299,7 +364,8 @@ def main() -> None:
         f"tickets stack: nginx on http://127.0.0.1:{cfg.port} -> replicas {cfg.api_ports}, "
         f"Redis ({cfg.redis_topology if cfg.redis_url is None else 'given'}) {cfg.redis_env()}, "
         f"processor metrics on 127.0.0.1:{cfg.processor_port}; "
-        "ready when /readyz answers 200. A process that dies is restarted; Ctrl-C stops all.\n"
+        + (f"Prometheus on http://127.0.0.1:{cfg.prometheus_port}; " if cfg.monitoring else "")
+        + "ready when /readyz answers 200. A process that dies is restarted; Ctrl-C stops all.\n"
         f"  status: {sys.executable} -m supervisor.supervisorctl -c {conf} status",
         flush=True,
     )

@@ -77,7 +77,7 @@ def test_nginx_service_publishes_8080_after_healthy_api(compose: dict[str, Any])
     assert (major, minor, patch) >= (1, 27, 3), "`server ... resolve` needs nginx 1.27.3+"
     mounted = {v.split(":")[0] for v in nginx["volumes"]}
     assert mounted == {"./nginx/compose.conf", "./nginx/http.conf", "./nginx/server.conf", "./nginx/proxy.conf",
-                       "./web"}
+                       "./web", "nginx-logs"}
     # The image's entrypoint fills ${PROXY_SECRET} into templates/, the api has the same.
     assert "./nginx/compose.conf:/etc/nginx/templates/default.conf.template:ro" in nginx["volumes"]
     assert nginx["environment"]["PROXY_SECRET"] == compose["services"]["api"]["environment"]["PROXY_SECRET"]
@@ -118,8 +118,11 @@ def test_compose_and_local_nginx_share_everything_but_upstream(tmp_path: Path) -
     for lines, prefix in ((local, str(NGINX_DIR)), (composed, "/etc/nginx/tickets")):
         assert f"include {prefix}/http.conf;" in lines
         assert f"include {prefix}/server.conf;" in lines
-        server = lines[lines.index("server {") + 1:]
-        assert [ln.split()[0] for ln in server[:4]] == ["listen", "access_log", "limit_req", "include"]
+        server = [ln.split()[0] for ln in lines[lines.index("server {") + 1:]]
+        # Compose logs to stdout and, for mtail, to the volume both share; the local stack to a file.
+        logs = server.count("access_log")
+        assert logs == (2 if prefix.startswith("/etc") else 1)
+        assert [w for w in server if w != "access_log"][:3] == ["listen", "limit_req", "include"]
 
 
 def test_local_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
@@ -134,6 +137,7 @@ def test_compose_nginx_config_passes_nginx_t_bar_the_resolve_parameter(tmp_path:
     conf = conf.replace("server api:8000", "server 127.0.0.1:8000")
     conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{free_port()};")
     conf = conf.replace("${PROXY_SECRET}", "0123456789abcdef0123")
+    conf = conf.replace("/var/log/tickets/", f"{tmp_path}/")
     for d in ("client_body", "proxy"):
         (tmp_path / d).mkdir()
     (tmp_path / "proxy.conf").write_text((NGINX_DIR / "proxy.conf").read_text())
@@ -158,12 +162,13 @@ def test_gunicorn_keepalive_outlives_nginx_upstream_keepalive() -> None:
 
 def test_supervisord_starts_redis_only_without_redis_url(tmp_path: Path) -> None:
     own = supervisord_conf(StackConfig(var_dir=tmp_path, replicas=3))
-    programs = re.findall(r"^\[program:(\w+)\]", own, re.M)
-    assert programs == ["redis", "api1", "api2", "api3", "processor", "nginx"]
-    assert "--appendonly yes" in own and own.count("autorestart=true") == 6
-    assert own.count("stopasgroup=true") == own.count("killasgroup=true") == 6
-    shared = supervisord_conf(StackConfig(var_dir=tmp_path, redis_url="redis://elsewhere:6379/0"))
-    assert re.findall(r"^\[program:(\w+)\]", shared, re.M) == ["api1", "api2", "processor", "nginx"]
+    programs = re.findall(r"^\[program:([\w-]+)\]", own, re.M)
+    monitoring = ["redis-exporter", "mtail", "prometheus"]
+    assert programs == ["redis", "api1", "api2", "api3", "processor", "nginx", *monitoring]
+    assert "--appendonly yes" in own and own.count("autorestart=true") == 9
+    assert own.count("stopasgroup=true") == own.count("killasgroup=true") == 9
+    shared = supervisord_conf(StackConfig(var_dir=tmp_path, redis_url="redis://elsewhere:6379/0", monitoring=False))
+    assert re.findall(r"^\[program:([\w-]+)\]", shared, re.M) == ["api1", "api2", "processor", "nginx"]
 
 
 def test_the_proxy_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:
@@ -179,14 +184,19 @@ def test_processor_and_monitoring_services(compose: dict[str, Any]) -> None:
     processor = services["processor"]
     assert processor["command"][-1] == "service.processor" and "container_name" not in processor
     assert services["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
-    for name in ("prometheus", "redis-exporter"):
+    for name in ("prometheus", "redis-exporter", "mtail", "grafana"):
         assert services[name]["profiles"] == ["monitoring"]
-    assert "--check-streams=events:*" in services["redis-exporter"]["command"]
-    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    assert services["redis-exporter"]["command"] == ["--redis.addr="]  # multi-target
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
     assert jobs["tickets-api"]["dns_sd_configs"][0]["names"] == ["api"]
     assert jobs["tickets-processor"]["static_configs"][0]["targets"] == ["processor:9100"]
-    assert jobs["redis"]["static_configs"][0]["targets"] == ["redis-exporter:9121"]
+    assert jobs["redis"]["static_configs"][0]["targets"] == ["redis://redis:6379"]
+    assert jobs["redis"]["relabel_configs"][-1]["replacement"] == "redis-exporter:9121"
+    assert jobs["nginx"]["static_configs"][0]["targets"] == ["mtail:3903"]
+    # nginx writes the log mtail reads into the volume they share.
+    assert "nginx-logs:/var/log/tickets" in services["nginx"]["volumes"]
+    assert "nginx-logs:/var/log/tickets:ro" in services["mtail"]["volumes"]
 
 
 def _schema() -> dict[str, Any]:

@@ -11,9 +11,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,16 +24,18 @@ from deploy.stack import ROOT, StackConfig
 
 from .load import MixedLoad, make_tickets, tally
 from .procs import children, free_port_run, http_status, port_is_free, wait_until
+from .test_monitoring import dashboard_queries
 
 pytestmark = pytest.mark.e2e
 
 
 def free_port_block() -> int:
-    """A PORT whose derived ports (PORT+1, +2, +40, +50 to +57, and the Cluster bus ports
+    """A PORT whose derived ports (PORT+1, +2, +40, +50 to +57, +60 to +62, and the Cluster bus ports
     +10050 to +10055) are all free, all below the ephemeral range."""
     for _ in range(500):
         port = free_port_run(3)
-        derived = [port + 40, *range(port + 50, port + 58), *range(port + 10_050, port + 10_056)]
+        derived = [port + 40, *range(port + 50, port + 58), *range(port + 60, port + 63),
+                   *range(port + 10_050, port + 10_056)]
         if port + 10_056 < 30_000 and all(port_is_free(p) for p in derived):
             return port
     raise RuntimeError("no free block of ports")
@@ -49,7 +53,10 @@ class MakeUp:
         self.log_path = var_dir.parent / "make-up.log"
         env = {**os.environ, "PORT": str(self.port), "VAR_DIR": str(var_dir),
                # The load below comes from one address, far over the per-client default.
-               "RATE_LIMIT_RPS": "100000", "RATE_LIMIT_BURST": "100000", "REDIS_TOPOLOGY": topology}
+               "RATE_LIMIT_RPS": "100000", "RATE_LIMIT_BURST": "100000", "REDIS_TOPOLOGY": topology,
+               # Every second, so that a short workload gives rates to query.
+               "PROMETHEUS_SCRAPE_INTERVAL_S": "1"}
+        env.pop("MONITORING", None)
         env.pop("REDIS_URL", None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "deploy.stack"], cwd=ROOT, env=env,
@@ -123,6 +130,66 @@ def test_every_port_derives_from_port_and_only_loopback_listens(up: MakeUp) -> N
     assert http_status(f"http://127.0.0.1:{up.cfg.processor_port}/metrics") == 200
     for port in ports:
         assert listening_on(port) == {"127.0.0.1"}, port
+
+
+def prometheus(up: MakeUp, path: str, **params: str) -> Any:
+    query = urllib.parse.urlencode(params)
+    with urllib.request.urlopen(f"http://127.0.0.1:{up.cfg.prometheus_port}{path}?{query}", timeout=10) as r:
+        body = json.loads(r.read())
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def assert_every_target_up(up: MakeUp, topology: str) -> None:
+    """Prometheus's targets page, as its API gives it: every job of the topology, each
+    target scraped and up. Printed for the record."""
+    jobs = {"tickets-api", "tickets-processor", "nginx", "redis", "redis-exporter", "prometheus"}
+    if topology == "sentinel":
+        jobs.add("redis-sentinel")
+
+    def targets() -> list[dict[str, Any]]:
+        active: list[dict[str, Any]] = prometheus(up, "/api/v1/targets", state="active")["activeTargets"]
+        return active
+
+    def all_up() -> bool:
+        found = targets()
+        return {t["labels"]["job"] for t in found} == jobs and all(t["health"] == "up" for t in found)
+
+    wait_until(all_up, 30, f"every {topology} target up")
+    found = targets()
+    nodes = {"standalone": 1, "sentinel": 3 + 3, "cluster": 6}[topology]  # sentinels are nodes too
+    assert len(found) == len(up.cfg.api_ports) + nodes + 4
+    for t in sorted(found, key=lambda t: (t["labels"]["job"], t["labels"]["instance"])):
+        print(f"TARGET {topology} {t['labels']['job']} {t['labels']['instance']} {t['health']}")
+
+
+async def venue_workload(http: aiohttp.ClientSession, url: str) -> None:
+    """An event, a list, tickets admitted and scanned again (refused): the scans' metrics."""
+    async with http.post(f"{url}/event", json={"name": "Metrics night"}) as r:
+        event = (await r.json())["id"]
+    async with http.post(f"{url}/event/{event}/list", json={"name": "Main gate"}) as r:
+        gate = (await r.json())["id"]
+    for _ in range(10):
+        async with http.post(f"{url}/ticket", json={"event": event}) as r:
+            ticket = (await r.json())["id"]
+        for _ in range(2):
+            async with http.post(f"{url}/checkin", json={"ticket": ticket, "list": gate}) as r:
+                assert r.status == 200, await r.text()
+
+
+def assert_every_panel_answers(up: MakeUp) -> None:
+    """Each dashboard query parses and returns data from the stack's own Prometheus."""
+    for title, expr in dashboard_queries():
+        def answers(expr: str = expr) -> bool:
+            return bool(prometheus(up, "/api/v1/query", query=expr)["result"])
+
+        wait_until(answers, 30, f"data for {title}")
+
+
+def test_prometheus_scrapes_every_standalone_target(up: MakeUp) -> None:
+    assert_every_target_up(up, "standalone")
+    rules = prometheus(up, "/api/v1/rules")["groups"]
+    assert sum(len(g["rules"]) for g in rules) == 14  # deploy/prometheus/alerts.yml, loaded
 
 
 def test_make_up_signs_tickets_and_serves_the_pages(up: MakeUp) -> None:
@@ -214,6 +281,10 @@ async def test_a_redis_master_killed_under_make_up_does_not_stop_the_stack(
         load = MixedLoad(http, up.url, read_ids, await make_tickets(http, up.url, 3000))
         load.start()
         await load.more(300)
+        # Monitoring sees every node of the topology, and every dashboard panel has data.
+        await venue_workload(http, up.url)
+        await asyncio.to_thread(assert_every_target_up, up, topology)
+        await asyncio.to_thread(assert_every_panel_answers, up)
         killed_at = time.monotonic()
         up.kill("redis1")  # the first master of either topology
         await asyncio.to_thread(wait_until, lambda: up.state("redis1") == "RUNNING", 60, "redis1 to be restarted")
