@@ -77,7 +77,7 @@ def test_nginx_service_publishes_8080_after_healthy_api(compose: dict[str, Any])
     assert (major, minor, patch) >= (1, 27, 3), "`server ... resolve` needs nginx 1.27.3+"
     mounted = {v.split(":")[0] for v in nginx["volumes"]}
     assert mounted == {"./nginx/compose.conf", "./nginx/http.conf", "./nginx/server.conf", "./nginx/proxy.conf",
-                       "./web", "nginx-logs"}
+                       "./nginx/first-resolver.envsh", "./web", "nginx-logs"}
     # The image's entrypoint fills ${PROXY_SECRET} into templates/, the api has the same.
     assert "./nginx/compose.conf:/etc/nginx/templates/default.conf.template:ro" in nginx["volumes"]
     assert nginx["environment"]["PROXY_SECRET"] == compose["services"]["api"]["environment"]["PROXY_SECRET"]
@@ -136,7 +136,7 @@ def test_compose_nginx_config_passes_nginx_t_bar_the_resolve_parameter(tmp_path:
     conf = conf.replace("/etc/nginx/tickets", str(NGINX_DIR)).replace(" resolve ", " ")
     conf = conf.replace("server api:8000", "server 127.0.0.1:8000")
     conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{free_port()};")
-    conf = conf.replace("${PROXY_SECRET}", "0123456789abcdef0123")
+    conf = conf.replace("${PROXY_SECRET}", "0123456789abcdef0123").replace("${TICKETS_RESOLVER}", "127.0.0.11")
     conf = conf.replace("/var/log/tickets/", f"{tmp_path}/")
     for d in ("client_body", "proxy"):
         (tmp_path / d).mkdir()
