@@ -28,7 +28,8 @@ up: $(STAMP) system
 	$(BIN)/python -m deploy.stack
 
 test: $(STAMP) system
-	bash deploy/ensure-system.sh chromium prometheus promtool prometheus-redis-exporter mtail
+	bash deploy/ensure-system.sh chromium prometheus promtool prometheus-redis-exporter mtail \
+	  podman runc mmdebstrap netavark aardvark-dns
 	$(BIN)/pytest
 
 bench: $(STAMP) system

@@ -48,33 +48,33 @@ def curl(command: str, base: str) -> tuple[int, str, dict[str, object] | list[ob
 
 
 def test_seed_curl_examples_as_written(stack: LocalStack) -> None:
-    check_seed_examples(stack)
+    check_seed_examples(stack.url)
 
 
-def check_seed_examples(stack: LocalStack) -> None:
+def check_seed_examples(url: str) -> None:
     """The seed README's curl lines as written (`-X UPDATE` included), then on a real id."""
     lines = [ln for ln in SEED_README.read_text().splitlines() if ln.startswith("curl ")]
     create, get_one, get_all, invalidate, validate = lines
-    status, _, made = curl(create, stack.url)
+    status, _, made = curl(create, url)
     assert status == 201 and isinstance(made, dict) and made["valid"] is True
     new_id = str(made["id"])
     seed_id = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
     # The seed's ids no longer exist: as written they get a 404, not every ticket.
-    status, ctype, _ = curl(get_one, stack.url)
+    status, ctype, _ = curl(get_one, url)
     assert status == 404 and ctype.startswith("application/problem+json")
-    status, _, _ = curl(invalidate, stack.url)
+    status, _, _ = curl(invalidate, url)
     assert status == 404
 
-    status, _, body = curl(seed_id.sub(new_id, get_one), stack.url)
+    status, _, body = curl(seed_id.sub(new_id, get_one), url)
     assert status == 200 and body == [made]
-    status, _, body = curl(get_all, stack.url)
+    status, _, body = curl(get_all, url)
     assert status == 200 and made in body
-    status, _, body = curl(seed_id.sub(new_id, invalidate), stack.url)
+    status, _, body = curl(seed_id.sub(new_id, invalidate), url)
     assert status == 200 and body == {**made, "valid": False, "status": "used"}
-    status, _, body = curl(seed_id.sub(new_id, invalidate), stack.url)
+    status, _, body = curl(seed_id.sub(new_id, invalidate), url)
     assert status == 409
-    status, _, body = curl(seed_id.sub(new_id, validate), stack.url)
+    status, _, body = curl(seed_id.sub(new_id, validate), url)
     assert status == 200 and body == made
 
 

@@ -38,7 +38,7 @@ def ha(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_seed_curl_examples_as_written(ha: LocalStack) -> None:
-    check_seed_examples(ha)
+    check_seed_examples(ha.url)
 
 
 async def test_a_hundred_concurrent_scans_of_one_ticket_admit_one(ha: LocalStack, http: aiohttp.ClientSession) -> None:
