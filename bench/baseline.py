@@ -69,7 +69,7 @@ async def checkin(request: web.Request) -> web.Response:
     s = Keys.shard_of(list_id)
     keys = [Keys.check_in_list(list_id), Keys.event(list_id[:8]), Keys.stats(s), Keys.stream(s),
             Keys.replay(tid, "bench", uuid.uuid4().hex, s), Keys.ticket(tid)]
-    args: list[str | int] = [list_id, "entry", "", "bench", "", "", 100_000, tid, 60]
+    args: list[str | int] = [list_id, "entry", "", "bench", "", "", 100_000, tid, 60, "", ""]
     admitted, reason, inside, *_ = await request.app[SCRIPTS]["checkin"](keys=keys, args=args)
     return _json({"admitted": admitted == 1, "reason": reason or None, "list": list_id, "inside": int(inside)})
 

@@ -47,7 +47,7 @@
 --          first element is then 'replayed:1' or 'replayed:0' in place of admitted.
 local list_id, direction, scanned_at = ARGV[1], ARGV[2], ARGV[3]
 local actor, request_id, client_ip, events_maxlen, ticket_id = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local ttl_s, forced, offline = ARGV[9], ARGV[10], ARGV[11] == '1'
+local ttl_s, forced, offline = ARGV[9], ARGV[10] or '', ARGV[11] == '1'
 local list, event, stats, stream, record, ticket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local FIELDS = {'ts', 'valid', 'ty', 'h', 'st', 'vf', 'vu'}
 local SEP = '\31'
