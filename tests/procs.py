@@ -3,6 +3,7 @@ trees, and a redis-server."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -56,9 +57,12 @@ def free_port_run(n: int) -> int:
     raise RuntimeError(f"no run of {n} free ports")
 
 
-def http_status(url: str, method: str = "GET", timeout_s: float = 2) -> int:
+def http_status(url: str, method: str = "GET", timeout_s: float = 2, json_body: object = None) -> int:
+    """The status of one request (0 when nothing answered), with a JSON body if given."""
+    data = None if json_body is None else json.dumps(json_body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout_s) as r:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
             status: int = r.status
             return status
     except urllib.error.HTTPError as e:

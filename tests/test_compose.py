@@ -14,8 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 
@@ -24,7 +22,7 @@ import pytest
 from service.signing import TicketSigner
 
 from .containers import ROOT, STANDINS, build_standin, build_wheelhouse, podman, podman_env, why_containers_cannot_run
-from .procs import port_is_free, wait_until
+from .procs import http_status, port_is_free, wait_until
 from .test_e2e import check_seed_examples
 
 pytestmark = pytest.mark.e2e
@@ -61,16 +59,7 @@ def containers(service: str) -> list[str]:
 
 
 def status(method: str, path: str, body: dict[str, str] | None = None) -> int:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(URL + path, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            code: int = r.status
-            return code
-    except urllib.error.HTTPError as err:
-        return err.code
-    except OSError:
-        return 0
+    return http_status(URL + path, method, 15, body)
 
 
 def access_log(*which: str) -> list[dict[str, str]]:
