@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint system clean bench bench-memory
+.PHONY: up test lint system clean bench bench-memory bench-profile
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
@@ -35,6 +35,11 @@ test: $(STAMP) system
 bench: $(STAMP) system
 	bash deploy/ensure-system.sh wrk
 	$(BIN)/python -m bench.run
+
+# py-spy samples a worker under the get and create scenarios (bench/profile.py).
+bench-profile: $(STAMP) system
+	bash deploy/ensure-system.sh wrk
+	$(BIN)/python -m bench.profile
 
 bench-memory: $(STAMP) system
 	$(BIN)/python -m bench.memory
