@@ -71,13 +71,15 @@ class RedisCall:
 
     __slots__ = ("op", "timeout_s", "slots", "_started", "_timeout")
 
-    def __init__(self, op: str, timeout_s: float, slots: asyncio.Semaphore) -> None:
+    def __init__(self, op: str, timeout_s: float, slots: asyncio.Semaphore | None) -> None:
         self.op, self.timeout_s, self.slots = op, timeout_s, slots
 
     async def __aenter__(self) -> None:
         self._started = time.perf_counter()
         self._timeout = asyncio.timeout(self.timeout_s)
         await self._timeout.__aenter__()
+        if self.slots is None:
+            return
         try:
             await self.slots.acquire()
         except BaseException as exc:  # the timeout fired while waiting for a connection
@@ -87,7 +89,8 @@ class RedisCall:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.slots.release()
+        if self.slots is not None:
+            self.slots.release()
         await self._leave(exc)
 
     async def _leave(self, exc: BaseException | None) -> None:
@@ -123,5 +126,7 @@ class Caller:
         # Calls in flight at once, at most the pool's size: more wait here, within the timeout.
         self._slots = asyncio.Semaphore(max_concurrent)
 
-    def call(self, op: str, extra_s: float = 0.0) -> RedisCall:
-        return RedisCall(op, self.timeout_s + extra_s, self._slots)
+    def call(self, op: str, extra_s: float = 0.0, *, bounded: bool = True) -> RedisCall:
+        """A call bounded by the pool's size (`bounded`), or one of the auto-pipelined calls,
+        which share a connection and need no slot."""
+        return RedisCall(op, self.timeout_s + extra_s, self._slots if bounded else None)

@@ -10,6 +10,8 @@
 - With REDIS_MIN_REPLICAS_ACK > 0, a write script is followed by WAIT in the same pipeline,
   on the same connection (the node that ran it): still one round trip. Fewer replicas than
   asked within REDIS_WAIT_TIMEOUT_MS raises StoreNotReplicated.
+- The single calls of the request path (`run`, `command`) are auto-pipelined (pipe.py): the
+  calls of one event-loop iteration share one write and one read per node.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.commands.core import AsyncCoreCommands
 from redis.exceptions import MovedError, NoScriptError
 
 from ..errors import StoreNotReplicated
 from .calls import Caller, RedisCall
+from .pipe import Command, Connect, Pipe
 from .scripts import SCRIPTS, Script, Scripts
 
 Client: TypeAlias = Redis | RedisCluster
@@ -144,10 +148,8 @@ class Batch:
         return list(await pipe.execute(raise_on_error=False))
 
     def _check_replicated(self, acks: list[Any]) -> None:
-        wanted = self._link.durability.replicas
         for (_, key), acked in zip(self._written.values(), acks, strict=True):
-            if isinstance(acked, Exception) or int(acked) < wanted:
-                raise StoreNotReplicated(f"{acked} of {wanted} replicas confirmed the write on {key} in time")
+            self._link.check_replicated(acked, key)
 
 
 def has_replicas(redis: Client) -> int:
@@ -159,12 +161,14 @@ def has_replicas(redis: Client) -> int:
 class Link:
     """The store's client with its call bounds, its scripts and its durability."""
 
-    __slots__ = ("redis", "caller", "scripts", "durability", "cluster")
+    __slots__ = ("redis", "caller", "scripts", "durability", "cluster", "_pipes")
 
     def __init__(self, redis: Client, caller: Caller, durability: Durability = Durability()) -> None:
         self.redis, self.caller, self.durability = redis, caller, durability
         self.scripts: Scripts = SCRIPTS
         self.cluster = isinstance(redis, RedisCluster)
+        # By node name ('' off a Cluster) and whether its writes wait for replicas.
+        self._pipes: dict[tuple[str, bool], Pipe] = {}
 
     def call(self, op: str, extra_s: float = 0.0) -> RedisCall:
         return self.caller.call(op, extra_s)
@@ -191,18 +195,66 @@ class Link:
         self, op: str, script: Script, keys: Sequence[str], args: Sequence[Arg], *, write: bool = False,
         extra_s: float = 0.0,
     ) -> Any:
-        """One script call, one round trip; a write with its WAIT when replicas must confirm."""
-        if write and self.durability.replicas:
-            batch = self.batch()
-            batch.script(script, keys, args, write=True)
-            (reply,) = await batch.run(self.call(op, extra_s))
-            return reply
-        async with self.call(op, extra_s):
-            try:
-                return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                await self.load((script,))
-                return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+        """One script call, one round trip (shared with the other calls of the moment); a
+        write with a WAIT when replicas must confirm."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self.command(op, keys[0], command, write=write, extra_s=extra_s, script=script)
+
+    async def command(
+        self, op: str, key: str, command: Command, *, write: bool = False, extra_s: float = 0.0,
+        script: Script | None = None,
+    ) -> Any:
+        """One command on `key`'s node, auto-pipelined; its reply, or its error raised as
+        what it means. NOSCRIPT (the script is loaded) and MOVED (the slot map is learned
+        again) are answered before anything ran: the command is sent again."""
+        confirm = write and self.durability.replicas > 0
+        timeout_s = self.caller.timeout_s + extra_s
+        async with self.caller.call(op, extra_s, bounded=False):
+            for _ in range(3):
+                await self.ready()
+                replies = await self._pipe(self.node_of(key), confirm).send((command,), timeout_s)
+                if script is not None and isinstance(replies[0], NoScriptError):
+                    await self.load((script,))
+                elif isinstance(replies[0], MovedError):
+                    await self.refresh_slots()
+                else:
+                    break
+            if isinstance(replies[0], Exception):
+                raise replies[0]
+            if confirm:
+                self.check_replicated(replies[1], key)
+            return replies[0]
+
+    def check_replicated(self, acked: Any, key: str) -> None:
+        wanted = self.durability.replicas
+        if isinstance(acked, Exception) or int(acked) < wanted:
+            raise StoreNotReplicated(f"{acked} of {wanted} replicas confirmed the write on {key} in time")
+
+    def _pipe(self, node: ClusterNode | None, confirm: bool) -> Pipe:
+        name = "" if node is None else node.name
+        pipe = self._pipes.get((name, confirm))
+        if pipe is None:
+            wait = (self.durability.replicas, self.durability.timeout_ms) if confirm else None
+            pipe = self._pipes[(name, confirm)] = Pipe(self._connector(node), wait)
+        return pipe
+
+    def _connector(self, node: ClusterNode | None) -> Connect:
+        """A connection of redis-py's own for a Pipe, counted in its pool (which closes it
+        with the client)."""
+        if node is None:
+            assert isinstance(self.redis, Redis)
+            pool = self.redis.connection_pool
+
+            async def pooled() -> AbstractConnection:
+                conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+                return conn
+
+            return pooled
+
+        async def of_node() -> AbstractConnection:
+            return node.acquire_connection()
+
+        return of_node
 
     async def load(self, scripts: Sequence[Script] | set[Script]) -> None:
         """Load scripts into the script cache: every master's, on a Cluster."""

@@ -210,8 +210,8 @@ class TicketStore:
 
     async def get(self, ticket_id: str) -> Ticket:
         """Return the ticket, or raise TicketNotFound."""
-        async with self._link.call("get"):
-            values = await self.redis.hmget(keys.ticket(ticket_id), TICKET_FIELDS)
+        key = keys.ticket(ticket_id)
+        values = await self._link.command("get", key, ("HMGET", key, *TICKET_FIELDS))
         if values[0] is None:
             raise TicketNotFound(ticket_id)
         return ticket_from(ticket_id, values)
@@ -234,8 +234,8 @@ class TicketStore:
         return EventInfo(event_id, spec.name, spec.starts_at, spec.ends_at, spec.capacity, 0)
 
     async def get_event(self, event_id: str) -> EventInfo:
-        async with self._link.call("event_get"):
-            values = await self.redis.hmget(keys.event(event_id), EVENT_FIELDS)
+        key = keys.event(event_id)
+        values = await self._link.command("event_get", key, ("HMGET", key, *EVENT_FIELDS))
         if values[0] is None:
             raise EventNotFound(event_id)
         return event_from(event_id, values)
