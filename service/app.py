@@ -15,6 +15,7 @@ from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, REDIS, SETT
 from .handlers import setup_routes
 from .keyring import describe
 from .middleware import edge_middleware
+from .observability import metrics_flush_ctx
 from .openapi import build_openapi
 from .settings import Settings
 from .store import Store, StoreConfig
@@ -86,5 +87,6 @@ def create_app(settings: Settings | None = None, redis: Client | None = None) ->
     _log_start(settings)
     app[OPENAPI_BODY] = json.dumps(build_openapi()).encode()
     app.cleanup_ctx.append(_redis_ctx(redis))
+    app.cleanup_ctx.append(metrics_flush_ctx)
     setup_routes(app)
     return app

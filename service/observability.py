@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .appkeys import ACTOR
-from .metrics import render, request_metrics
+from .metrics import FLUSH_INTERVAL_S, flush, render, request_metrics
 
 # Sent instead of aiohttp's "Python/3.x aiohttp/3.y": versions help only an attacker.
 SERVER_HEADER = "tickets"
@@ -34,3 +37,20 @@ def record(request: web.Request, response: web.StreamResponse, started: float) -
 
 async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def metrics_flush_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Hands the tallied metrics to prometheus_client every FLUSH_INTERVAL_S, and once more
+    when the worker stops."""
+
+    async def every_interval() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            flush()
+
+    task = asyncio.create_task(every_interval())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    flush()

@@ -169,3 +169,34 @@ def _exported_names() -> set[str]:
 def test_every_tickets_metric_the_alerts_and_panels_use_is_exported() -> None:
     used = set(re.findall(r"\b(tickets_[a-z_]+)", RULES.read_text() + DASHBOARD.read_text()))
     assert used and used <= _exported_names(), used - _exported_names()
+
+
+def test_tallied_metrics_render_what_prometheus_client_would_have_counted() -> None:
+    """The per-request tallies (service/metrics.py) reach prometheus_client's own values at
+    render: every bucket, sum, count and counter as direct observations would have made."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from service.metrics import TalliedCounter, TalliedHistogram, flush
+
+    def text(registry: CollectorRegistry) -> list[str]:  # less the series' creation times
+        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+    def pair() -> tuple[CollectorRegistry, Counter, Histogram]:
+        registry = CollectorRegistry()
+        return (registry, Counter("c", "c", ["k"], registry=registry),
+                Histogram("h", "h", ["k"], buckets=(0.001, 0.01, 0.1), registry=registry))
+
+    direct_registry, direct_c, direct_h = pair()
+    tallied_registry, tallied_c, tallied_h = pair()
+    counter, histogram = TalliedCounter(tallied_c.labels("a")), TalliedHistogram(tallied_h.labels("a"))
+    values = [0.0, 0.0005, 0.001, 0.0011, 0.01, 0.05, 0.1, 0.5, 7.0]
+    for v in values:
+        direct_h.labels("a").observe(v)
+        histogram.observe(v)
+        direct_c.labels("a").inc()
+        counter.inc()
+    assert text(tallied_registry) != text(direct_registry)  # nothing handed over yet
+    flush()
+    assert text(tallied_registry) == text(direct_registry)
+    flush()  # a second flush adds nothing
+    assert text(tallied_registry) == text(direct_registry)
