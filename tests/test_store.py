@@ -461,3 +461,12 @@ async def test_a_uniform_load_over_many_events_spreads_evenly_over_the_three_mas
     finally:
         await client.flushall()
         await client.aclose()
+
+
+def test_the_pipe_packs_commands_as_redis_py_would() -> None:
+    """The auto-pipeline packs with hiredis (C); redis-py's own packer is the reference."""
+    import hiredis
+    from redis.asyncio.connection import Connection
+
+    command = ("EVALSHA", "a" * 40, 2, keys.ticket(new_ticket_id()), "tickets:{x}", "", 0, 100_000, -1, "é", "a b")
+    assert hiredis.pack_command(command) == b"".join(Connection().pack_commands([command]))
