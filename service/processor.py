@@ -48,7 +48,7 @@ class ProcessorSettings:
     retry_s: float = 1.0
     # After a batch smaller than batch_size, wait this long before reading again, so that a
     # steady trickle is handled in batches: far less CPU per event for a few ms of delay.
-    linger_ms: int = 20
+    linger_ms: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProcessorSettings:
