@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from service.metrics import FLUSH_INTERVAL_S
 from service.store import keys as store_keys
 
 from .procs import wait_until
@@ -195,10 +196,17 @@ async def test_metrics_add_up_across_workers(tmp_path: Path, http: aiohttp.Clien
         base = stack.replica_url(0)
         wait_until(lambda: len(stack.worker_pids(0)) == 2, what="two workers")
         await asyncio.gather(*(http.get(base + "/healthz") for _ in range(300)))
-        for _ in range(3):  # any worker may answer the scrape: each must see every count
+
+        async def counted() -> float:
             async with http.get(base + "/metrics") as r:
-                text = await r.text()
-            assert _metric(text, "tickets_http_requests_total", route="/healthz", method="GET", status="200") == 300
+                return _metric(await r.text(), "tickets_http_requests_total", route="/healthz", method="GET",
+                               status="200")
+
+        # Any worker may answer a scrape, and each must see every count: its own at once, the
+        # other's once that worker hands over its tallies (every FLUSH_INTERVAL_S).
+        async with asyncio.timeout(10 * FLUSH_INTERVAL_S):
+            while [await counted() for _ in range(3)] != [300] * 3:
+                await asyncio.sleep(FLUSH_INTERVAL_S / 10)
         files = list((stack.cfg.var_dir / "prometheus" / str(stack.cfg.api_ports[0])).glob("counter_*.db"))
         assert len(files) == 2
         async with http.get(f"http://127.0.0.1:{stack.cfg.processor_port}/metrics") as r:
