@@ -309,7 +309,8 @@ def new_ticket_id(event: str = DEFAULT_EVENT, random16: bytes | None = None) -> 
     else:
         raw[:4] = bytes.fromhex(event)
         raw[6] = (raw[6] & 0x0F) | 0x80  # version 8
-    return str(uuid.UUID(bytes=bytes(raw)))
+    h = raw.hex()  # str(uuid.UUID(bytes=raw)), at a third of the cost (a batch makes 1,000)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def new_event_id() -> str:
