@@ -106,6 +106,7 @@ def measure(target: Target, scenario: str, duration_s: int, connections: int, fr
     seconds = r["duration_us"] / 1e6
     return {
         "rps": round(r["requests"] / seconds),
+        "seconds": round(seconds, 3),
         "p50_ms": r["p50_us"] / 1000,
         "p99_ms": r["p99_us"] / 1000,
         "errors": r["unexpected"] + r["socket_errors"],
@@ -279,6 +280,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['errors']} | {r['round_trips']} "
             f"| {cpu['nginx']} / {cpu['api']} / {cpu['redis']} / {cpu['processor']} |"
         )
+    batch = results.get("batch_issue")
+    if batch:
+        rows += ["", f"Batch issue: {batch['tickets_per_s']:,} tickets/s ({batch['rps']:,} POST /ticket/batch of "
+                 f"{batch['batch_size']:,} a second at {batch['connections']} connections; p50 {batch['p50_ms']:.1f} ms, "
+                 f"p99 {batch['p99_ms']:.1f} ms, {batch['errors']} errors; worker CPU "
+                 f"{batch['cpu_us_per_request']['api'] / batch['batch_size']:.1f} us and Redis "
+                 f"{batch['cpu_us_per_request']['redis'] / batch['batch_size']:.1f} us per ticket)."]
     return "\n".join(rows) + "\n"
 
 
@@ -348,6 +356,9 @@ async def run() -> dict[str, Any]:
         if os.environ.get("BENCH_LAYOUT", "1") == "1":
             results["layout"] = await layout_costs(stack, store, service, var_dir, connections)
             print(f"layout: {json.dumps(results['layout'])}", flush=True)
+        if os.environ.get("BENCH_BATCH", "1") == "1":  # last: it leaves the processor a backlog
+            results["batch_issue"] = await batch_issue(store, service, duration_s)
+            print(f"batch issue: {json.dumps(results['batch_issue'])}", flush=True)
         return results
     finally:
         await redis.aclose()
@@ -355,6 +366,21 @@ async def run() -> dict[str, Any]:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=30)
         stack.stop()
+
+
+BATCH_SIZE = 1000
+
+
+async def batch_issue(store: Store, target: Target, duration_s: int) -> dict[str, Any]:
+    """Tickets issued per second through POST /ticket/batch of BATCH_SIZE tickets (type
+    general, the default event), at BENCH_BATCH_CONNECTIONS (default 4) connections: the
+    service only, as the baseline has no batch route."""
+    connections = int(os.environ.get("BENCH_BATCH_CONNECTIONS", "4"))
+    await settle(store, target, connections)
+    os.environ["BATCH_SIZE"] = str(BATCH_SIZE)
+    run = await asyncio.to_thread(measure, target, "batch", duration_s, connections, None)
+    tickets_per_s = round(run["requests"] * BATCH_SIZE / run["seconds"])
+    return {**run, "connections": connections, "batch_size": BATCH_SIZE, "tickets_per_s": tickets_per_s}
 
 
 def _redis_groups(stack: LocalStack) -> dict[str, list[int]]:
@@ -446,6 +472,8 @@ def main() -> None:
     print("\n" + table)
     failed = [s for s, r in results["scenarios"].items()
               if r["service"]["errors"] or r["round_trips"] > ROUND_TRIPS.get(s, 1.0)]
+    if results.get("batch_issue", {}).get("errors"):
+        failed.append("batch issue")
     if failed:
         print(f"errors or extra Redis round trips in: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)

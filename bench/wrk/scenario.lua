@@ -1,5 +1,6 @@
 -- One wrk script for every bench scenario, chosen by the environment:
 --   SCENARIO   create | get | invalidate | checkin | list | mix (10% create, 80% get, 10% invalidate)
+--              | batch (POST /ticket/batch of BATCH_SIZE tickets of type general)
 --   TOKEN      API key secret (optional)
 --   READ_IDS   file of ticket ids to read, cycled
 --   FRESH_IDS  file of ticket ids to invalidate or check in, each used once
@@ -27,6 +28,8 @@ function init(args)
   hdrs = {}
   if token and token ~= "" then hdrs["Authorization"] = "Bearer " .. token end
   json_hdrs = {["Content-Type"] = "application/json"}
+  local size = tonumber(os.getenv("BATCH_SIZE") or "1000")
+  batch_body = '{"tickets":[' .. string.rep('{"type":"general"},', size - 1) .. '{"type":"general"}]}'
   for k, v in pairs(hdrs) do json_hdrs[k] = v end
 end
 
@@ -50,6 +53,8 @@ function request()
     used_fresh = used_fresh + 1
     local body = '{"ticket":"' .. fresh[used_fresh] .. '","list":"' .. os.getenv("LIST_ID") .. '"}'
     return wrk.format("POST", "/checkin", json_hdrs, body)
+  elseif k == "batch" then
+    return wrk.format("POST", "/ticket/batch", json_hdrs, batch_body)
   else
     return wrk.format("GET", "/ticket?limit=100", hdrs)
   end
