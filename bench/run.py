@@ -268,6 +268,25 @@ def start_baseline(
     return replicas, nginx, url
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: they are only comparable on the same machine."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+
+    def version(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except OSError:
+            return ""
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 2**20, 1),
+            "kernel": os.uname().release, "python": sys.version.split()[0],
+            "redis": version([binary("redis-server"), "--version"]), "nginx": version([binary("nginx"), "-v"]),
+            "wrk": version([binary("wrk"), "-v"])}
+
+
 def markdown(results: dict[str, Any]) -> str:
     rows = ["| scenario | service req/s | baseline req/s | ratio | × seed | p50 ms | p99 ms | errors "
             "| Redis round trips/req | CPU µs/req: nginx / api / redis / processor |",
@@ -283,8 +302,8 @@ def markdown(results: dict[str, Any]) -> str:
     batch = results.get("batch_issue")
     if batch:
         rows += ["", f"Batch issue: {batch['tickets_per_s']:,} tickets/s ({batch['rps']:,} POST /ticket/batch of "
-                 f"{batch['batch_size']:,} a second at {batch['connections']} connections; p50 {batch['p50_ms']:.1f} ms, "
-                 f"p99 {batch['p99_ms']:.1f} ms, {batch['errors']} errors; worker CPU "
+                 f"{batch['batch_size']:,} a second at {batch['connections']} connections; "
+                 f"p50 {batch['p50_ms']:.1f} ms, p99 {batch['p99_ms']:.1f} ms, {batch['errors']} errors; worker CPU "
                  f"{batch['cpu_us_per_request']['api'] / batch['batch_size']:.1f} us and Redis "
                  f"{batch['cpu_us_per_request']['redis'] / batch['batch_size']:.1f} us per ticket)."]
     return "\n".join(rows) + "\n"
@@ -329,6 +348,7 @@ async def run() -> dict[str, Any]:
             **redis_groups, "processor": [stack.processor.pid],
         }, read_ids=await preload(store, 1000, var_dir / "read-baseline"), list_id=gate.id)
         results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                   "machine": machine(),
                                    "duration_s": duration_s, "connections": connections, "rounds": rounds,
                                    "replicas": stack.cfg.replicas, "workers_per_replica": stack.cfg.web_concurrency,
                                    "worker_class": os.environ.get("WORKER_CLASS", "aiohttp.GunicornUVLoopWebWorker"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import uuid
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -468,14 +469,13 @@ def test_the_pipe_packs_commands_as_redis_py_would() -> None:
     import hiredis
     from redis.asyncio.connection import Connection
 
-    command = ("EVALSHA", "a" * 40, 2, keys.ticket(new_ticket_id()), "tickets:{x}", "", 0, 100_000, -1, "é", "a b")
+    command: tuple[Any, ...] = (
+        "EVALSHA", "a" * 40, 2, keys.ticket(new_ticket_id()), "tickets:{x}", "", 0, 100_000, -1, "é", "a b")
     assert hiredis.pack_command(command) == b"".join(Connection().pack_commands([command]))
 
 
 @pytest.mark.parametrize("event", ["default", "0a1b2c3d"])
 def test_a_new_ticket_id_is_the_canonical_form_of_its_uuid(event: str) -> None:
-    import uuid
-
     tid = new_ticket_id(event)
     assert str(uuid.UUID(tid)) == tid and uuid.UUID(tid).variant == uuid.RFC_4122
     assert uuid.UUID(tid).version == (4 if event == "default" else 8)
