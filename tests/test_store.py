@@ -316,6 +316,23 @@ async def test_create_batch_makes_distinct_indexed_tickets(store: Store) -> None
     assert (await store.tickets.stats()).total == 50
 
 
+async def test_a_resent_batch_makes_only_what_is_missing(store: Store) -> None:
+    """A batch re-sent by nginx finds its tickets: all of them (a replay, nothing made), or
+    (a ticket's hash gone) only the missing one is made, the others left as they are."""
+    origin = Origin(request_id="batch-1", forwarded=True)
+    made, replayed = await store.tickets.issue_batch([TicketSpec()] * 3, origin=origin)
+    assert not replayed
+    again, replayed = await store.tickets.issue_batch([TicketSpec()] * 3, origin=origin)
+    assert replayed and again == made and (await store.tickets.stats()).total == 3
+    await store.tickets.transition(made[0].id, Transition.INVALIDATE, origin=Origin(request_id="r"))
+    await store.redis.delete(keys.ticket(made[1].id))
+    mixed, replayed = await store.tickets.issue_batch([TicketSpec()] * 3, origin=origin)
+    assert not replayed and [t.id for t in mixed] == [t.id for t in made]
+    assert (await store.tickets.get(made[0].id)).state is TicketState.INVALID
+    assert (await store.tickets.get(made[1].id)).state is TicketState.VALID
+    assert (await store.tickets.stats()).total == 4
+
+
 @pytest.mark.parametrize(("kind", "payload"), [
     ("page", "64.0."),  # no such shard
     ("page", "0.18446744073709551616."),  # past SSCAN's 64-bit cursor

@@ -28,9 +28,16 @@ local event = has_event and KEYS[4] or nil
 local n = #KEYS - first + 1
 local NAMES = {'ty', 'h', 'st', 'vf', 'vu'}
 
+-- One EXISTS for all the tickets: a batch is made all at once, so its tickets all exist (a
+-- replay) or none does; only a mix (never made by this script) is looked at one by one.
 local missing = {}
-for i = 1, n do
-  if redis.call('EXISTS', KEYS[first + i - 1]) == 0 then missing[#missing + 1] = i end
+local found = redis.call('EXISTS', unpack(KEYS, first))
+if found == 0 then
+  for i = 1, n do missing[i] = i end
+elseif found < n then
+  for i = 1, n do
+    if redis.call('EXISTS', KEYS[first + i - 1]) == 0 then missing[#missing + 1] = i end
+  end
 end
 if event and #missing > 0 then
   local ev = redis.call('HMGET', event, 'name', 'capacity', 'issued')
