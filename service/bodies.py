@@ -4,6 +4,7 @@ names the offending member in its error). Anything outside these bounds is a 400
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
@@ -23,10 +24,14 @@ Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_PRIN
 Capacity = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]").search
+
+
 def _printable(*texts: str | None) -> None:
     # The patterns say so too, but a regex's `$` also matches before a final newline.
-    if any(t is not None and any(c < " " or c == "\x7f" for c in t) for t in texts):
-        raise ValueError("text must not hold control characters")
+    for text in texts:
+        if text is not None and _CONTROL(text):
+            raise ValueError("text must not hold control characters")
 
 
 def _window(start: float | None, end: float | None, names: tuple[str, str]) -> None:

@@ -107,7 +107,14 @@ async def create_batch(request: web.Request) -> web.Response:
     if errors:
         raise InvalidInput(f"{len(errors)} of {len(batch.tickets)} tickets are not valid; none was issued",
                            slug="malformed-body", extra={"errors": errors})
-    specs = [TicketSpec(b.event, b.type, b.holder, b.seat, b.valid_from, b.valid_until) for b in items]
+    made: dict[tuple[Any, ...], TicketSpec] = {}  # one spec for each kind of item, not each item
+    specs = []
+    for b in items:
+        fields = (b.event, b.type, b.holder, b.seat, b.valid_from, b.valid_until)
+        spec = made.get(fields)
+        if spec is None:
+            spec = made[fields] = TicketSpec(*fields)
+        specs.append(spec)
     idem = inputs.idempotency_key(request, "batch\n" + canonical)
     tickets, replayed = await request.app[TICKETS].issue_batch(specs, origin=inputs.origin(request), idempotency=idem)
     headers = {"Idempotent-Replayed": "true"} if replayed else None

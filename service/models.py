@@ -297,7 +297,7 @@ def stream_id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def new_ticket_id(event: str = DEFAULT_EVENT, random16: bytes | None = None) -> str:
+def new_ticket_id(event: str = DEFAULT_EVENT, random16: bytes | bytearray | None = None) -> str:
     """A random, unguessable id: knowing one ticket tells nothing about another. A ticket of
     an event is a UUIDv8 (RFC 9562) whose first 8 hex digits are the event id, so that its
     event (and so its shard) is known from the id alone; 90 bits stay random. `random16`

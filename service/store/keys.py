@@ -48,6 +48,14 @@ def in_shard(ticket_id: str, shard: str) -> str:
     return f"{SHARD_INDEX[shard] << _SHARD_SHIFT | low:02x}" + ticket_id[2:]
 
 
+def place_in_shard(raw: bytearray, shard: str, stride: int) -> None:
+    """in_shard for ids still in bytes: the first byte of every `stride` bytes moved into
+    `shard` (its low bits kept), before they are formatted."""
+    top, low_mask = SHARD_INDEX[shard] << _SHARD_SHIFT, (1 << _SHARD_SHIFT) - 1
+    for at in range(0, len(raw), stride):
+        raw[at] = top | (raw[at] & low_mask)
+
+
 def ticket_prefix(shard: str) -> str:
     return f"tkt:{{{shard}}}:"
 

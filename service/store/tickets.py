@@ -184,19 +184,25 @@ class TicketStore:
             seed = f"request\n{origin.actor}\n{origin.request_id}"
         else:
             seed = f"random\n{new_ticket_id()}"
-        stream = await self._secret.expand("batch-tickets", seed, 16 * len(specs))
-        ids = [new_ticket_id(event, stream[16 * i: 16 * i + 16]) for i in range(len(specs))]
+        stream = bytearray(await self._secret.expand("batch-tickets", seed, 16 * len(specs)))
         if event == DEFAULT_EVENT:  # one shard for the whole batch, so that one script sees it all
-            ids = [keys.in_shard(tid, keys.shard_of(ids[0])) for tid in ids]
+            keys.place_in_shard(stream, keys.shard_of(stream[:1].hex()), 16)
+        ids = [new_ticket_id(event, stream[16 * i: 16 * i + 16]) for i in range(len(specs))]
         shard = keys.shard_of(ids[0])
         script_keys = [keys.index(shard), keys.stats(shard), keys.stream(shard)]
         if event != DEFAULT_EVENT:
             script_keys.append(keys.event(event))
         first = len(script_keys) + 1
-        script_keys += [keys.ticket(tid) for tid in ids]
+        prefix = keys.ticket_prefix(shard)  # every ticket's, as they share the shard
+        script_keys += [prefix + tid for tid in ids]
         args: list[str | int] = [*self._origin_args(origin), "0" if event == DEFAULT_EVENT else "1", first]
+        values_of: dict[TicketSpec, list[str]] = {}  # a batch's items are mostly alike
         for tid, spec in zip(ids, specs, strict=True):
-            args += [tid, *_spec_args(spec)[1::2]]
+            values = values_of.get(spec)
+            if values is None:
+                values = values_of[spec] = _spec_args(spec)[1::2]
+            args.append(tid)
+            args += values
         outcome, replayed, *flat = await self._link.run(
             "batch", self._link.scripts.batch, script_keys, args, write=True, extra_s=len(specs) / 10_000)
         if outcome == "no_event":
