@@ -496,3 +496,26 @@ def test_a_new_ticket_id_is_the_canonical_form_of_its_uuid(event: str) -> None:
     tid = new_ticket_id(event)
     assert str(uuid.UUID(tid)) == tid and uuid.UUID(tid).variant == uuid.RFC_4122
     assert uuid.UUID(tid).version == (4 if event == "default" else 8)
+
+
+async def test_a_piped_call_fails_at_its_own_deadline_while_its_batch_hangs() -> None:
+    """A Redis that never answers (here, never accepts): each call of the batch gets
+    TimeoutError at its own deadline, the shorter first."""
+    from service.store.pipe import Pipe
+
+    loop = asyncio.get_running_loop()
+    never: asyncio.Future[Any] = loop.create_future()
+
+    async def hang() -> Any:
+        return await never
+
+    pipe = Pipe(hang)
+    short, long = pipe.send((("PING",),), 0.05), pipe.send((("PING",),), 0.3)
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await short
+    assert not long.done() and loop.time() - started < 0.3
+    with pytest.raises(TimeoutError):
+        await long
+    assert loop.time() - started >= 0.3
+    never.cancel()

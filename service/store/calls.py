@@ -71,13 +71,15 @@ class RedisCall:
 
     __slots__ = ("op", "timeout_s", "slots", "_started", "_timeout")
 
-    def __init__(self, op: str, timeout_s: float, slots: asyncio.Semaphore | None) -> None:
+    def __init__(self, op: str, timeout_s: float, slots: asyncio.Semaphore | None, *, timed: bool = True) -> None:
         self.op, self.timeout_s, self.slots = op, timeout_s, slots
+        # An auto-pipelined call is timed by its pipe (a timer per call), not here.
+        self._timeout: asyncio.Timeout | None = asyncio.timeout(timeout_s) if timed else None
 
     async def __aenter__(self) -> None:
         self._started = time.perf_counter()
-        self._timeout = asyncio.timeout(self.timeout_s)
-        await self._timeout.__aenter__()
+        if self._timeout is not None:
+            await self._timeout.__aenter__()
         if self.slots is None:
             return
         try:
@@ -96,7 +98,8 @@ class RedisCall:
     async def _leave(self, exc: BaseException | None) -> None:
         try:
             # Turns the timeout's own cancellation into TimeoutError.
-            await self._timeout.__aexit__(type(exc) if exc else None, exc, None)
+            if self._timeout is not None:
+                await self._timeout.__aexit__(type(exc) if exc else None, exc, None)
         except TimeoutError as timeout:
             exc = timeout
         metrics.redis_latency(self.op).observe(time.perf_counter() - self._started)
@@ -126,7 +129,12 @@ class Caller:
         # Calls in flight at once, at most the pool's size: more wait here, within the timeout.
         self._slots = asyncio.Semaphore(max_concurrent)
 
-    def call(self, op: str, extra_s: float = 0.0, *, bounded: bool = True) -> RedisCall:
-        """A call bounded by the pool's size (`bounded`), or one of the auto-pipelined calls,
-        which share a connection and need no slot."""
-        return RedisCall(op, self.timeout_s + extra_s, self._slots if bounded else None)
+    def call(self, op: str, extra_s: float = 0.0) -> RedisCall:
+        """A call on a pooled connection: bounded by the pool's size and in time."""
+        return RedisCall(op, self.timeout_s + extra_s, self._slots)
+
+    def piped(self, op: str, extra_s: float = 0.0) -> RedisCall:
+        """One of the auto-pipelined calls, which share a connection (no slot) and whose
+        pipe keeps their deadline: timed and counted here, and its failure turned into
+        what it means."""
+        return RedisCall(op, self.timeout_s + extra_s, None, timed=False)

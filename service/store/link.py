@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
@@ -208,15 +209,21 @@ class Link:
         what it means. NOSCRIPT (the script is loaded) and MOVED (the slot map is learned
         again) are answered before anything ran: the command is sent again."""
         confirm = write and self.durability.replicas > 0
-        timeout_s = self.caller.timeout_s + extra_s
-        async with self.caller.call(op, extra_s, bounded=False):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.caller.timeout_s + extra_s
+        async with self.caller.piped(op, extra_s):
             for _ in range(3):
-                await self.ready()
-                replies = await self._pipe(self.node_of(key), confirm).send((command,), timeout_s)
+                if self.cluster:
+                    async with asyncio.timeout_at(deadline):  # the slot map, at the first call
+                        await self.ready()
+                pipe = self._pipe(self.node_of(key), confirm)
+                replies = await pipe.send((command,), deadline - loop.time())
                 if script is not None and isinstance(replies[0], NoScriptError):
-                    await self.load((script,))
+                    async with asyncio.timeout_at(deadline):
+                        await self.load((script,))
                 elif isinstance(replies[0], MovedError):
-                    await self.refresh_slots()
+                    async with asyncio.timeout_at(deadline):
+                        await self.refresh_slots()
                 else:
                     break
             if isinstance(replies[0], Exception):

@@ -7,9 +7,10 @@ command.
 
 A Pipe owns one connection of redis-py's own (its pool's or its Cluster node's, so AUTH,
 CLIENT SETNAME, Sentinel's master discovery and the hiredis parser are redis-py's) and sends
-one batch at a time: while a batch is out, the next one gathers. Every caller still has its
-own deadline (the store's RedisCall); the batch has the latest of them, after which the
-connection is dropped and every unanswered caller gets TimeoutError. A dropped connection is
+one batch at a time: while a batch is out, the next one gathers. Every caller has its own
+deadline, a timer on the loop that fails its future with TimeoutError (cheaper than an
+asyncio.timeout around each call: no cancellation to undo); the batch has the latest of
+them, after which the connection is dropped. A dropped connection is
 opened again and the unanswered commands sent once more, as redis-py's own retry would: every
 write script is idempotent for the same arguments.
 
@@ -40,12 +41,13 @@ Command = tuple[Any, ...]
 
 
 class _Entry:
-    """One caller's commands and the future of their replies."""
+    """One caller's commands, the future of their replies, and its deadline's timer."""
 
-    __slots__ = ("commands", "future", "deadline")
+    __slots__ = ("commands", "future", "deadline", "timer")
 
     def __init__(self, commands: Sequence[Command], future: asyncio.Future[list[Any]], deadline: float) -> None:
         self.commands, self.future, self.deadline = commands, future, deadline
+        self.timer = asyncio.get_running_loop().call_at(deadline, _expire, future)
 
 
 class Pipe:
@@ -159,11 +161,18 @@ async def _reply(conn: AbstractConnection) -> Any:
 
 
 def _resolve(entry: _Entry, replies: list[Any]) -> None:
+    entry.timer.cancel()
     if not entry.future.done():
         entry.future.set_result(replies)
 
 
 def _fail(entry: _Entry, exc: BaseException) -> None:
+    entry.timer.cancel()
     if not entry.future.done():
         entry.future.set_exception(exc if isinstance(exc, Exception) else rx.ConnectionError("shut down"))
+
+
+def _expire(future: asyncio.Future[list[Any]]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError("no reply from Redis within the call's timeout"))
 
