@@ -1,6 +1,7 @@
 """The one owner of Redis. Each concern has its module: `keys` (every key name), `scripts`
 (the Lua files), `calls` (timeouts and what a failure means), `link` (scripts, pipelines
-and replica acknowledgement on any topology), `client` (the client the topology needs),
+and replica acknowledgement on any topology), `pipe` (auto-pipelining of the request path's
+single calls), `client` (the client the topology needs),
 `secret` (the deployment's
 shared secret), `tickets` (writes and reads), `feed` (listing and the change feed) and
 `consumer` (the tickets processor's side of the streams). `Store` puts them together."""
