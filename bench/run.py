@@ -5,12 +5,13 @@ BENCH_SCENARIOS picks scenarios (default all), REDIS_APPENDFSYNC the fsync mode 
 BENCH_TOPOLOGY the Redis topology (standalone, sentinel or cluster; default standalone), which the
 service, the baseline and the bench's own client all use.
 For each scenario it runs wrk (-t1, BENCH_CONNECTIONS connections, BENCH_DURATION_S seconds)
-against the service and then the baseline, and reads from /proc the CPU each process group
-spent. A short extra run under Redis MONITOR (on every master) counts the Redis round trips per
-request; on a topology with replicas each write's WAIT rides in the same round trip and is
-counted apart. Then the layout's costs: how a uniform load over many events spreads over the
-masters, the commands of a list page, a change-feed page and /stats, and the idle processor's
-commands per second.
+against the service and the baseline in turn (each round in the other order), and reads from
+/proc the CPU each process group spent. Redis's automatic AOF rewrite is off during the runs and
+made between them instead, by the same rule (see AofCompactor). A short extra run under Redis
+MONITOR (on every master) counts the Redis round trips per request; on a topology with replicas
+each write's WAIT rides in the same round trip and is counted apart. Then the layout's costs:
+how a uniform load over many events spreads over the masters, the commands of a list page, a
+change-feed page and /stats, and the idle processor's commands per second.
 Results go to bench/results/<date>.json and .md.
 """
 
@@ -229,12 +230,55 @@ async def round_trips(target: Target, ports: list[int], client_name: str, scenar
     return round(sum(counts) / n, 3)
 
 
-async def settle(store: Store, target: Target, connections: int) -> None:
+class AofCompactor:
+    """Redis rewrites its append-only file when it has doubled (auto-aof-rewrite-percentage
+    100): a forked child that serialises the whole dataset for seconds, on one of the two
+    cores, and whose CPU the bench bills to whichever run it lands in. The bench turns the
+    automatic rewrite off on every data node and makes the same rewrite, by the same rule,
+    between runs, where it bills neither side."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self._nodes = [Redis(port=p, decode_responses=True, client_name=BENCH_CLIENT) for p in ports]
+
+    async def start(self) -> None:
+        for node in self._nodes:
+            await node.config_set("auto-aof-rewrite-percentage", 0)
+
+    async def compact(self) -> int:
+        """Rewrite each node's file that has at least doubled since its last rewrite, and
+        wait for them; how many were rewritten."""
+        grown = [n for n in self._nodes if _aof_doubled(await n.info("persistence"))]
+        for node in grown:
+            await node.bgrewriteaof()
+        async with asyncio.timeout(300):
+            for node in grown:
+                while _aof_busy(await node.info("persistence")):
+                    await asyncio.sleep(0.1)
+        return len(grown)
+
+    async def close(self) -> None:
+        for node in self._nodes:
+            await node.aclose()
+
+
+def _aof_doubled(info: dict[str, Any]) -> bool:
+    base, current = int(info.get("aof_base_size", 0)), int(info.get("aof_current_size", 0))
+    return current >= max(2 * base, 64 * 2**20)  # Redis's own rule: 100%, at least 64 MB
+
+
+def _aof_busy(info: dict[str, Any]) -> bool:
+    return bool(int(info["aof_rewrite_in_progress"]) or int(info["aof_rewrite_scheduled"]))
+
+
+async def settle(store: Store, target: Target, connections: int, aof: AofCompactor | None = None) -> None:
     """Before a measured run: the processor has caught up (its backlog would bill the next
-    run), and a one-second warm-up has opened the connections and loaded the scripts."""
+    run), the append-only files are compacted if due, and a one-second warm-up has opened
+    the connections and loaded the scripts."""
     async with asyncio.timeout(120):
         while await store.consumer.lag():
             await asyncio.sleep(0.1)
+    if aof is not None and (rewritten := await aof.compact()):
+        print(f"{'':>10} AOF rewritten on {rewritten} node(s) before this run", flush=True)
     await asyncio.to_thread(wrk, target, "get", 1, connections, None)
 
 
@@ -331,8 +375,10 @@ async def run() -> dict[str, Any]:
         raise
     redis: Client = (stack.nodes.client(client_name=BENCH_CLIENT) if stack.nodes
                      else Redis(port=stack.cfg.redis_port, decode_responses=True, client_name=BENCH_CLIENT))
+    aof = AofCompactor(_data_ports(stack))
     try:
         store = Store(redis, StoreConfig(replay_ttl_s=60))
+        await aof.start()
         redis_groups = _redis_groups(stack)
         fresh_n = 20_000 * duration_s
         # The checkin scenario: every scan a first entry at a single-entry gate of one event.
@@ -360,13 +406,15 @@ async def run() -> dict[str, Any]:
             spec = event_tickets if scenario == "checkin" else TicketSpec()
             row: dict[str, Any] = {}
             # Alternating rounds, the better of each side kept: the machine's own noise only
-            # ever slows a run down.
+            # ever slows a run down. Each round reverses the last one's order (service first,
+            # then baseline first), so that a drift of the machine or of the data weighs on
+            # both sides alike.
             runs: dict[str, list[int]] = {"service": [], "baseline": []}
-            for _ in range(rounds):
-                for target in (service, baseline):
+            for i in range(rounds):
+                for target in (service, baseline) if i % 2 == 0 else (baseline, service):
                     fresh = (await preload(store, fresh_n, var_dir / f"fresh-{target.name}", spec)
                              if needs_fresh else None)
-                    await settle(store, target, connections)
+                    await settle(store, target, connections, aof)
                     run = await asyncio.to_thread(measure, target, scenario, duration_s, connections, fresh)
                     print(f"{scenario:>10} {target.name:>8}: {json.dumps(run)}", flush=True)
                     runs[target.name].append(run["rps"])
@@ -380,14 +428,15 @@ async def run() -> dict[str, Any]:
             row["round_ratios"] = [round(a / b, 3) for a, b in zip(runs["service"], runs["baseline"], strict=True)]
             results["scenarios"][scenario] = row
         if os.environ.get("BENCH_LAYOUT", "1") == "1":
-            results["layout"] = await layout_costs(stack, store, service, var_dir, connections)
+            results["layout"] = await layout_costs(stack, store, service, var_dir, connections, aof)
             print(f"layout: {json.dumps(results['layout'])}", flush=True)
         if os.environ.get("BENCH_BATCH", "1") == "1":  # last: it leaves the processor a backlog
-            results["batch_issue"] = await batch_issue(store, service, duration_s)
+            results["batch_issue"] = await batch_issue(store, service, duration_s, aof)
             print(f"batch issue: {json.dumps(results['batch_issue'])}", flush=True)
         return results
     finally:
         await redis.aclose()
+        await aof.close()
         for proc in [b_nginx, *b_replicas]:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=30)
@@ -397,12 +446,12 @@ async def run() -> dict[str, Any]:
 BATCH_SIZE = 1000
 
 
-async def batch_issue(store: Store, target: Target, duration_s: int) -> dict[str, Any]:
+async def batch_issue(store: Store, target: Target, duration_s: int, aof: AofCompactor) -> dict[str, Any]:
     """Tickets issued per second through POST /ticket/batch of BATCH_SIZE tickets (type
     general, the default event), at BENCH_BATCH_CONNECTIONS (default 4) connections: the
     service only, as the baseline has no batch route."""
     connections = int(os.environ.get("BENCH_BATCH_CONNECTIONS", "4"))
-    await settle(store, target, connections)
+    await settle(store, target, connections, aof)
     os.environ["BATCH_SIZE"] = str(BATCH_SIZE)
     run = await asyncio.to_thread(measure, target, "batch", duration_s, connections, None)
     tickets_per_s = round(run["requests"] * BATCH_SIZE / run["seconds"])
@@ -419,6 +468,12 @@ def _redis_groups(stack: LocalStack) -> dict[str, list[int]]:
     return {"redis": [pid for pids in nodes.values() for pid in pids], **{f"redis:{k}": v for k, v in nodes.items()}}
 
 
+def _data_ports(stack: LocalStack) -> list[int]:
+    if stack.nodes is None:
+        return [stack.cfg.redis_port]
+    return [stack.nodes.nodes[n.name].port for n in stack.nodes.data_nodes()]
+
+
 def _master_ports(stack: LocalStack) -> list[int]:
     if stack.nodes is None:
         return [stack.cfg.redis_port]
@@ -433,7 +488,7 @@ async def _commands(stack: LocalStack, client_name: str, work: Any) -> tuple[lis
 
 
 async def layout_costs(
-    stack: LocalStack, store: Store, service: Target, var_dir: Path, connections: int
+    stack: LocalStack, store: Store, service: Target, var_dir: Path, connections: int, aof: AofCompactor
 ) -> dict[str, Any]:
     """What the key layout costs and how it spreads, on this topology."""
     out: dict[str, Any] = {"shards": len(keys.SHARDS)}
@@ -445,7 +500,7 @@ async def layout_costs(
     random.Random(7).shuffle(ids)
     (var_dir / "read-spread").write_text("\n".join(ids) + "\n")
     spread = replace(service, read_ids=var_dir / "read-spread")
-    await settle(store, service, connections)
+    await settle(store, service, connections, aof)
     node_groups = {g: p for g, p in service.groups.items() if g.startswith("redis:")}
     before = {g: cpu_ticks(p) for g, p in node_groups.items()}
     counts, _ = await _commands(stack, "tickets-api",
