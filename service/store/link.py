@@ -34,7 +34,7 @@ from .pipe import Command, Connect, Pipe
 from .scripts import SCRIPTS, Script, Scripts
 
 Client: TypeAlias = Redis | RedisCluster
-Arg: TypeAlias = str | int | float
+Arg: TypeAlias = str | int | float | bytes
 
 
 @dataclass(frozen=True, slots=True)
