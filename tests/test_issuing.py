@@ -204,6 +204,14 @@ async def test_a_batch_is_of_one_event(any_api: Api) -> None:
     assert [e["index"] for e in r.body["errors"]] == [1]
 
 
+async def test_a_batch_item_nested_too_deep_is_the_body_too_deep(any_api: Api) -> None:
+    deep = b'{"tickets": [{}, {"type": ' + b"[" * 7 + b"]" * 7 + b"}]}"
+    r = await any_api.post("/ticket/batch", data=deep, headers={"Content-Type": "application/json"})
+    assert_problem(r, 400)
+    assert "nests deeper" in r.body["detail"]
+    assert (await any_api.get("/ticket")).body == []
+
+
 @pytest.mark.parametrize("body", [{}, {"tickets": []}, {"tickets": [{}] * 1001}, {"tickets": {}}, {"x": []}])
 async def test_a_malformed_batch_is_a_400(any_api: Api, body: Any) -> None:
     assert_problem(await any_api.post("/ticket/batch", json=body), 400)
