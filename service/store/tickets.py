@@ -209,6 +209,13 @@ class TicketStore:
             raise EventNotFound(event)
         if outcome == "sold_out":
             raise SoldOut(event)
+        if len(flat) == 1:  # every ticket new, made at one time: the rest of a Ticket per kind of item
+            rest: dict[TicketSpec, tuple[Any, ...]] = {}
+            for spec in specs:
+                if spec not in rest:
+                    rest[spec] = ticket_from("", [flat[0], "1", spec.type, spec.holder, spec.seat,
+                                                  _us(spec.valid_from), _us(spec.valid_until)])[1:]
+            return [Ticket(tid, *rest[spec]) for tid, spec in zip(ids, specs, strict=True)], False
         tickets = [ticket_from(tid, [flat[2 * i], flat[2 * i + 1], spec.type, spec.holder, spec.seat,
                                      _us(spec.valid_from), _us(spec.valid_until)])
                    for i, (tid, spec) in enumerate(zip(ids, specs, strict=True))]
