@@ -36,8 +36,10 @@ def _common(settings: Settings, client_name: str) -> dict[str, Any]:
     shows in CLIENT LIST, for the people who watch Redis."""
     # No socket_timeout, and not the BlockingConnectionPool: the store bounds each whole call
     # (REDIS_TIMEOUT_MS) and queues callers beyond the pool size itself, at a fraction of the
-    # cost per command (measured in bench/).
+    # cost per command (measured in bench/). None said outright: redis-py 8 defaults to 5 s,
+    # which costs an asyncio.wait_for (a task) per write and a timeout per reply read.
     common: dict[str, Any] = {
+        "socket_timeout": None,
         "socket_connect_timeout": settings.redis_connect_timeout_ms / 1000,
         "decode_responses": True,
         "retry": Retry(NoBackoff(), 1),
@@ -64,7 +66,6 @@ def redis_from_settings(settings: Settings, client_name: str = "tickets-api") ->
             # Slots of a failed master stay uncovered until its replica is promoted: the
             # client keeps serving every other slot meanwhile.
             require_full_coverage=False,
-            socket_timeout=None,
             **common,
         )
     if settings.topology is Topology.SENTINEL:
