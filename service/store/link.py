@@ -213,7 +213,7 @@ class Link:
         deadline = loop.time() + self.caller.timeout_s + extra_s
         async with self.caller.piped(op, extra_s):
             for _ in range(3):
-                if self.cluster:
+                if self.cluster and self.redis._initialize:  # type: ignore[union-attr]
                     async with asyncio.timeout_at(deadline):  # the slot map, at the first call
                         await self.ready()
                 pipe = self._pipe(self.node_of(key), confirm)
