@@ -4,9 +4,11 @@ metrics, JSON access log) against a bare baseline, side by side, through the sam
 BENCH_SCENARIOS picks scenarios (default all), REDIS_APPENDFSYNC the fsync mode (default always),
 BENCH_TOPOLOGY the Redis topology (standalone, sentinel or cluster; default standalone), which the
 service, the baseline and the bench's own client all use.
-For each scenario it runs wrk (-t1, BENCH_CONNECTIONS connections, BENCH_DURATION_S seconds)
-against the service and the baseline in turn (each round in the other order), and reads from
-/proc the CPU each process group spent. Redis's automatic AOF rewrite is off during the runs and
+For each scenario it runs wrk (-t1, BENCH_CONNECTIONS connections, BENCH_DURATION_S seconds,
+default 5) against the service and the baseline in turn, for BENCH_ROUNDS rounds (default 4,
+each in the other order than the last), and reads from /proc the CPU each process group spent.
+A scenario's ratio is the best run of each side, and its median round ratio the median of the
+rounds' own ratios. Redis's automatic AOF rewrite is off during the runs and
 made between them instead, by the same rule (see AofCompactor). A short extra run under Redis
 MONITOR (on every master) counts the Redis round trips per request; on a topology with replicas
 each write's WAIT rides in the same round trip and is counted apart. Then the layout's costs:
@@ -24,6 +26,7 @@ import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -333,14 +336,14 @@ def machine() -> dict[str, Any]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    rows = ["| scenario | service req/s | baseline req/s | ratio | ratio per round | × seed | p50 ms | p99 ms "
-            "| errors | Redis round trips/req | CPU µs/req: nginx / api / redis / processor |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    rows = ["| scenario | service req/s | baseline req/s | ratio | median round ratio | ratio per round | × seed "
+            "| p50 ms | p99 ms | errors | Redis round trips/req | CPU µs/req: nginx / api / redis / processor |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, r in results["scenarios"].items():
         s, b = r["service"], r["baseline"]
         cpu = s["cpu_us_per_request"]
         rows.append(
-            f"| {name} | {s['rps']:,} | {b['rps']:,} | {r['ratio']:.2f} "
+            f"| {name} | {s['rps']:,} | {b['rps']:,} | {r['ratio']:.2f} | {r.get('median_round_ratio', 0):.2f} "
             f"| {' / '.join(f'{x:.2f}' for x in r.get('round_ratios', []))} | {s['rps'] / SEED_FLASK_RPS:.1f} "
             f"| {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['errors']} | {r['round_trips']} "
             f"| {cpu['nginx']} / {cpu['api']} / {cpu['redis']} / {cpu['processor']} |"
@@ -360,9 +363,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 async def run() -> dict[str, Any]:
-    duration_s = int(os.environ.get("BENCH_DURATION_S", "10"))
+    duration_s = int(os.environ.get("BENCH_DURATION_S", "5"))
     connections = int(os.environ.get("BENCH_CONNECTIONS", "32"))
-    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "4"))
     var_dir = Path(os.environ.get("BENCH_VAR_DIR", ROOT / "var" / "bench")).resolve()
     shutil.rmtree(var_dir, ignore_errors=True)
     scenarios = os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",")
@@ -431,12 +434,16 @@ async def run() -> dict[str, Any]:
             # Each round's own ratio: its two runs ran one after the other, so a slow spell of
             # the machine weighs on both (the best-of ratio above may pair two spells).
             row["round_ratios"] = [round(a / b, 3) for a, b in zip(runs["service"], runs["baseline"], strict=True)]
+            # The median of them: a lucky or unlucky run of either side moves the best-of
+            # ratio, and one round, but not the median of several.
+            row["median_round_ratio"] = round(statistics.median(row["round_ratios"]), 3)
             results["scenarios"][scenario] = row
         if os.environ.get("BENCH_LAYOUT", "1") == "1":
             results["layout"] = await layout_costs(stack, store, service, var_dir, connections, aof)
             print(f"layout: {json.dumps(results['layout'])}", flush=True)
         if os.environ.get("BENCH_BATCH", "1") == "1":  # last: it leaves the processor a backlog
-            results["batch_issue"] = await batch_issue(store, service, duration_s, aof)
+            batch_s = int(os.environ.get("BENCH_BATCH_DURATION_S", "10"))
+            results["batch_issue"] = await batch_issue(store, service, batch_s, aof)
             print(f"batch issue: {json.dumps(results['batch_issue'])}", flush=True)
         return results
     finally:
