@@ -63,7 +63,11 @@ class MakeUp:
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_until(lambda: http_status(self.url + "/readyz") == 200, 60, "make up's stack")
-        wait_until(lambda: self.state("processor") == "RUNNING", 30, "the processor")
+        # RUNNING is supervisord's word once the processor has lived 1 s (startsecs); on a
+        # busy machine its imports and its metrics listener can take longer than that.
+        metrics = f"http://127.0.0.1:{self.cfg.processor_port}/metrics"
+        wait_until(lambda: self.state("processor") == "RUNNING" and http_status(metrics) == 200, 30,
+                   "the processor and its metrics")
         if topology == "cluster":  # the nodes answer before they are a Cluster
             wait_until(lambda: self.state("redis-cluster-form") == "EXITED", 60, "the Cluster to be formed")
         if topology != "standalone":
