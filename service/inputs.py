@@ -133,7 +133,7 @@ async def decode_body(
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         # msgspec bounds its own recursion; a body too deep is told so, not by where the
         # parser gave up. A body that decodes is no deeper than its type, so only a failed
-        # one is scanned (a Python loop over every byte: 1.3 ms for a batch of 1,000).
+        # one is scanned (a Python loop over every byte: 0.84 ms for a batch of 1,000).
         check_depth(raw)
         raise InvalidInput(f"the body is not valid: {exc}", slug="malformed-body") from None
     return body, msgspec.json.encode(body).decode()
