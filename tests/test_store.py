@@ -316,6 +316,21 @@ async def test_create_batch_makes_distinct_indexed_tickets(store: Store) -> None
     assert (await store.tickets.stats()).total == 50
 
 
+async def test_a_batch_of_interleaved_kinds_gives_each_ticket_its_own_fields(store: Store) -> None:
+    """A batch sends each kind of item once and each ticket names its kind: kinds that come
+    back again, out of order, still land on the tickets that asked for them."""
+    a = TicketSpec(type="day", holder="Ada")
+    b = TicketSpec(seat="R1", valid_from=1_900_000_000.0, valid_until=1_900_003_600.5)
+    c = TicketSpec()
+    specs = [a, b, a, c, b, c, a]
+    made, replayed = await store.tickets.issue_batch(specs, origin=Origin(request_id="kinds", forwarded=True))
+    assert not replayed
+    for ticket, spec in zip(made, specs, strict=True):
+        assert (ticket.type, ticket.holder, ticket.seat, ticket.valid_from, ticket.valid_until) == \
+            (spec.type, spec.holder, spec.seat, spec.valid_from, spec.valid_until)
+    assert [await store.tickets.get(t.id) for t in made] == made
+
+
 async def test_a_resent_batch_makes_only_what_is_missing(store: Store) -> None:
     """A batch re-sent by nginx finds its tickets: all of them (a replay, nothing made), or
     (a ticket's hash gone) only the missing one is made, the others left as they are."""

@@ -196,13 +196,16 @@ class TicketStore:
         prefix = keys.ticket_prefix(shard)  # every ticket's, as they share the shard
         script_keys += [prefix + tid for tid in ids]
         args: list[str | int] = [*self._origin_args(origin), "0" if event == DEFAULT_EVENT else "1", first]
-        values_of: dict[TicketSpec, list[str]] = {}  # a batch's items are mostly alike
+        kind_of: dict[TicketSpec, int] = {}  # a batch's items are mostly alike: each kind is sent once
+        kinds: list[str | int] = []
+        per_ticket: list[str | int] = []
         for tid, spec in zip(ids, specs, strict=True):
-            values = values_of.get(spec)
-            if values is None:
-                values = values_of[spec] = _spec_args(spec)[1::2]
-            args.append(tid)
-            args += values
+            kind = kind_of.get(spec)
+            if kind is None:
+                kind = kind_of[spec] = len(kind_of) + 1
+                kinds += _spec_args(spec)[1::2]
+            per_ticket += (tid, kind)
+        args += [len(kind_of), *kinds, *per_ticket]
         outcome, replayed, *flat = await self._link.run(
             "batch", self._link.scripts.batch, script_keys, args, write=True, extra_s=len(specs) / 10_000)
         if outcome == "no_event":
