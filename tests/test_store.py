@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import os
 import uuid
 from typing import Any
 
@@ -21,6 +22,7 @@ from service.models import (
     TicketState,
     Transition,
     new_ticket_id,
+    new_ticket_ids,
 )
 from service.store import SHARDS, Store, StoreConfig, keys
 from service.store import feed as feed_module
@@ -511,6 +513,15 @@ def test_a_new_ticket_id_is_the_canonical_form_of_its_uuid(event: str) -> None:
     tid = new_ticket_id(event)
     assert str(uuid.UUID(tid)) == tid and uuid.UUID(tid).variant == uuid.RFC_4122
     assert uuid.UUID(tid).version == (4 if event == "default" else 8)
+
+
+@pytest.mark.parametrize("event", ["default", "0a1b2c3d"])
+def test_a_batch_of_ids_is_each_id_made_alone(event: str) -> None:
+    """new_ticket_ids sets a batch's bits all at once: the same ids as one at a time."""
+    random = os.urandom(16 * 300)
+    ids = new_ticket_ids(event, random)
+    assert ids == [new_ticket_id(event, random[at:at + 16]) for at in range(0, len(random), 16)]
+    assert len(set(ids)) == 300 and all(event == "default" or t.startswith(event) for t in ids)
 
 
 async def test_a_piped_call_fails_at_its_own_deadline_while_its_batch_hangs() -> None:

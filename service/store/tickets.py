@@ -24,6 +24,7 @@ from ..models import (
     Transition,
     new_event_id,
     new_ticket_id,
+    new_ticket_ids,
     stream_id_key,
 )
 from . import keys
@@ -187,7 +188,7 @@ class TicketStore:
         stream = bytearray(await self._secret.expand("batch-tickets", seed, 16 * len(specs)))
         if event == DEFAULT_EVENT:  # one shard for the whole batch, so that one script sees it all
             keys.place_in_shard(stream, keys.shard_of(stream[:1].hex()), 16)
-        ids = [new_ticket_id(event, stream[16 * i: 16 * i + 16]) for i in range(len(specs))]
+        ids = new_ticket_ids(event, stream)
         shard = keys.shard_of(ids[0])
         script_keys = [keys.index(shard), keys.stats(shard), keys.stream(shard)]
         if event != DEFAULT_EVENT:
