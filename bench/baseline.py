@@ -25,7 +25,9 @@ SCRIPTS = web.AppKey("scripts", dict[str, AsyncScript])
 
 
 def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(data).encode(), status=status, content_type="application/json")
+    # Compact, as the service's JSON is: the same bytes on the wire.
+    return web.Response(body=json.dumps(data, separators=(",", ":")).encode(), status=status,
+                        content_type="application/json")
 
 
 _NO_FIELDS: list[str | int] = ["", 0, 0, 0, "ty", "", "h", "", "st", "", "vf", "", "vu", ""]
@@ -70,8 +72,17 @@ async def checkin(request: web.Request) -> web.Response:
     keys = [Keys.check_in_list(list_id), Keys.event(list_id[:8]), Keys.stats(s), Keys.stream(s),
             Keys.replay(tid, "bench", uuid.uuid4().hex, s), Keys.ticket(tid)]
     args: list[str | int] = [list_id, "entry", "", "bench", "", "", 100_000, tid, 60, "", ""]
-    admitted, reason, inside, *_ = await request.app[SCRIPTS]["checkin"](keys=keys, args=args)
-    return _json({"admitted": admitted == 1, "reason": reason or None, "list": list_id, "inside": int(inside)})
+    admitted, reason, inside, used_at, used_list, ts, valid, ty, h, st, vf, vu = \
+        await request.app[SCRIPTS]["checkin"](keys=keys, args=args)
+    # The service's answer, field for field (as _ticket is for the other handlers), so that
+    # both sides send as many bytes: nginx's and the kernel's share grows with them.
+    ticket = {"id": tid, "timestamp": int(ts) / 1e6, "valid": valid == "1", "event": tid[:8], "type": ty or None,
+              "holder": h or None, "seat": st or None, "valid_from": int(vf) / 1e6 if vf else None,
+              "valid_until": int(vu) / 1e6 if vu else None, "status": "valid" if valid == "1" else "used"}
+    return _json({"admitted": admitted == 1, "reason": reason or None, "message": "Admitted." if admitted else reason,
+                  "ticket": ticket, "list": list_id, "direction": "entry", "inside": int(inside),
+                  "used_at": int(used_at) / 1e6 if used_at else None, "used_list": used_list or None,
+                  "conflict": False})
 
 
 async def list_page(request: web.Request) -> web.Response:
