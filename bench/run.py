@@ -104,9 +104,18 @@ def wrk(target: Target, scenario: str, duration_s: int, connections: int, fresh:
     return result
 
 
+def machine_ticks() -> tuple[int, int]:
+    """All CPU time of the machine, and the part of it that the hypervisor gave to others
+    (steal), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields), fields[7]
+
+
 def measure(target: Target, scenario: str, duration_s: int, connections: int, fresh: Path | None) -> dict[str, Any]:
     before = {g: cpu_ticks(p) for g, p in target.groups.items()}
+    total0, steal0 = machine_ticks()
     r = wrk(target, scenario, duration_s, connections, fresh)
+    total1, steal1 = machine_ticks()
     after = {g: cpu_ticks(p) for g, p in target.groups.items()}
     seconds = r["duration_us"] / 1e6
     return {
@@ -116,6 +125,11 @@ def measure(target: Target, scenario: str, duration_s: int, connections: int, fr
         "p99_ms": r["p99_us"] / 1000,
         "errors": r["unexpected"] + r["socket_errors"],
         "requests": r["requests"],
+        # What each answer weighed, headers included: both sides must send alike.
+        "bytes_per_response": round(r["bytes"] / max(r["requests"], 1)),
+        # The share of the machine's CPU time that the hypervisor spent elsewhere: a run
+        # slowed by its neighbours shows it here.
+        "steal_pct": round(100 * (steal1 - steal0) / max(total1 - total0, 1), 1),
         "cpu_us_per_request": {
             g: round((after[g] - before[g]) / CLK_TCK * 1e6 / max(r["requests"], 1), 1) for g in before
         },
@@ -337,8 +351,9 @@ def machine() -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     rows = ["| scenario | service req/s | baseline req/s | ratio | median round ratio | ratio per round | × seed "
-            "| p50 ms | p99 ms | errors | Redis round trips/req | CPU µs/req: nginx / api / redis / processor |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+            "| p50 ms | p99 ms | errors | Redis round trips/req | CPU µs/req: nginx / api / redis / processor "
+            "| steal %, most of a run |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for name, r in results["scenarios"].items():
         s, b = r["service"], r["baseline"]
         cpu = s["cpu_us_per_request"]
@@ -346,7 +361,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {name} | {s['rps']:,} | {b['rps']:,} | {r['ratio']:.2f} | {r.get('median_round_ratio', 0):.2f} "
             f"| {' / '.join(f'{x:.2f}' for x in r.get('round_ratios', []))} | {s['rps'] / SEED_FLASK_RPS:.1f} "
             f"| {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['errors']} | {r['round_trips']} "
-            f"| {cpu['nginx']} / {cpu['api']} / {cpu['redis']} / {cpu['processor']} |"
+            f"| {cpu['nginx']} / {cpu['api']} / {cpu['redis']} / {cpu['processor']} "
+            f"| {max((x for side in r.get('steal_pct_per_round', {}).values() for x in side), default=0):.1f} |"
         )
     batch = results.get("batch_issue")
     if batch:
@@ -418,6 +434,7 @@ async def run() -> dict[str, Any]:
             # then baseline first), so that a drift of the machine or of the data weighs on
             # both sides alike.
             runs: dict[str, list[int]] = {"service": [], "baseline": []}
+            steal: dict[str, list[float]] = {"service": [], "baseline": []}
             for i in range(rounds):
                 for target in (service, baseline) if i % 2 == 0 else (baseline, service):
                     fresh = (await preload(store, fresh_n, var_dir / f"fresh-{target.name}", spec)
@@ -426,6 +443,7 @@ async def run() -> dict[str, Any]:
                     run = await asyncio.to_thread(measure, target, scenario, duration_s, connections, fresh)
                     print(f"{scenario:>10} {target.name:>8}: {json.dumps(run)}", flush=True)
                     runs[target.name].append(run["rps"])
+                    steal[target.name].append(run["steal_pct"])
                     if target.name not in row or run["rps"] > row[target.name]["rps"]:
                         row[target.name] = run
             fresh = await preload(store, 20_000, var_dir / "fresh-monitor", spec) if needs_fresh else None
@@ -437,6 +455,7 @@ async def run() -> dict[str, Any]:
             # The median of them: a lucky or unlucky run of either side moves the best-of
             # ratio, and one round, but not the median of several.
             row["median_round_ratio"] = round(statistics.median(row["round_ratios"]), 3)
+            row["steal_pct_per_round"] = steal
             results["scenarios"][scenario] = row
         if os.environ.get("BENCH_LAYOUT", "1") == "1":
             results["layout"] = await layout_costs(stack, store, service, var_dir, connections, aof)

@@ -77,7 +77,7 @@ function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     '{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"unexpected":%d,' ..
-    '"socket_errors":%d,"fresh_used":%d}\n',
+    '"socket_errors":%d,"fresh_used":%d,"bytes":%d}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), bad,
-    e.connect + e.read + e.write + e.timeout, fresh_used))
+    e.connect + e.read + e.write + e.timeout, fresh_used, summary.bytes))
 end
