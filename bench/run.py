@@ -607,6 +607,8 @@ def main() -> None:
         stamp += f"-{results['topology']}"
     if results["redis_appendfsync"] != "always" or len(results["scenarios"]) != len(SCENARIOS):
         stamp += f"-{results['redis_appendfsync']}-{'-'.join(results['scenarios'])}"
+    if (results["rounds"], results["duration_s"]) != (4, 5):  # a short trial does not replace a run
+        stamp += f"-{results['rounds']}x{results['duration_s']}s"
     (out / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (out / f"{stamp}.md").write_text(table)
