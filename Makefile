@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint system clean bench bench-memory bench-profile
+.PHONY: up test lint system clean bench bench-memory bench-profile bench-redis
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
@@ -40,6 +40,10 @@ bench: $(STAMP) system
 bench-profile: $(STAMP) system
 	bash deploy/ensure-system.sh wrk
 	$(BIN)/python -m bench.profile
+
+bench-redis: $(STAMP) system
+	bash deploy/ensure-system.sh wrk
+	$(BIN)/python -m bench.redis_costs
 
 bench-memory: $(STAMP) system
 	$(BIN)/python -m bench.memory
