@@ -6,15 +6,18 @@ BENCH_TOPOLOGY the Redis topology (standalone, sentinel or cluster; default stan
 service, the baseline and the bench's own client all use.
 For each scenario it runs wrk (-t1, BENCH_CONNECTIONS connections, BENCH_DURATION_S seconds,
 default 5) against the service and the baseline in turn, for BENCH_ROUNDS rounds (default 4,
-each in the other order than the last), and reads from /proc the CPU each process group spent.
-A scenario's ratio is the best run of each side, and its median round ratio the median of the
-rounds' own ratios. Redis's automatic AOF rewrite is off during the runs and
-made between them instead, by the same rule (see AofCompactor). A short extra run under Redis
+each in the other order than the last), and reads from /proc the CPU each process group spent
+and the machine's steal time; wrk counts the bytes of the answers. A scenario's ratio is the
+best run of each side, and its median round ratio the median of the rounds' own ratios.
+Redis's automatic AOF rewrite is off during the runs and made between them instead, by the
+same rule (see AofCompactor). A short extra run under Redis
 MONITOR (on every master) counts the Redis round trips per request; on a topology with replicas
 each write's WAIT rides in the same round trip and is counted apart. Then the layout's costs:
 how a uniform load over many events spreads over the masters, the commands of a list page, a
-change-feed page and /stats, and the idle processor's commands per second.
-Results go to bench/results/<date>.json and .md.
+change-feed page and /stats, and the idle processor's commands per second. Last, the batch
+issue (BENCH_BATCH_ROUNDS runs, see batch_issue).
+Results go to bench/results/<date>.json and .md; a run of some scenarios, another fsync mode,
+or other rounds or lengths than 4 of 5 s is named for them.
 """
 
 from __future__ import annotations
