@@ -9,6 +9,9 @@ default 5) three ways, BENCH_REDIS_ROUNDS times (default 2) in turn, the median 
   it included) and each inner command's; then the processor is let go, and what it and Redis
   spend recording the run's stream entries is the `recording` share;
 - `everysec`: the same with `appendfsync everysec`: the difference is the fsync of `always`.
+Redis times a command (commandstats) by the clock, not by its CPU: on a busy machine a script
+that the OS preempts is billed the wait too, so the script's share is an upper bound and the
+rest (CPU less the script) a lower bound.
 Results go to bench/results/redis-costs-<date>.json and .md.
 """
 
@@ -114,7 +117,8 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     rows = [f"# Redis CPU per request, {results['date'][:10]}", "",
             "Medians of each way's runs (see bench/redis_costs.py). `request path` = the processor "
-            "stopped; `script` = EVALSHA with the commands inside it (INFO commandstats); `fsync` = "
+            "stopped; `script` = EVALSHA with the commands inside it (INFO commandstats, which times "
+            "by the clock: an upper bound on a busy machine); `fsync` = "
             "request path with `appendfsync always` less the same with `everysec`; `rest` = the request "
             "path with everysec less the script (reading and parsing commands, the AOF's writes, "
             "replies, the event loop); `recording` = Redis's CPU while the processor records the "
