@@ -14,6 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from service.errors import BadCursor, IdempotencyKeyReused, TicketNotFound, TransitionRefused
 from service.models import (
+    Direction,
     EventSpec,
     IdempotencyKey,
     ListSpec,
@@ -331,6 +332,20 @@ async def test_a_batch_of_interleaved_kinds_gives_each_ticket_its_own_fields(sto
         assert (ticket.type, ticket.holder, ticket.seat, ticket.valid_from, ticket.valid_until) == \
             (spec.type, spec.holder, spec.seat, spec.valid_from, spec.valid_until)
     assert [await store.tickets.get(t.id) for t in made] == made
+
+
+async def test_an_admission_stores_its_time_as_integer_microseconds(store: Store) -> None:
+    """The admission's time goes into the ticket as the integer it came as: Lua's own number
+    to string keeps 14 digits, which made u1 '<list>|1.7961597148207e+15'."""
+    event = await store.tickets.create_event(EventSpec("Gala"))
+    gate = await store.checkin.create_list(event.id, ListSpec("Gate"))
+    ticket = (await store.tickets.create(spec=TicketSpec(event=event.id))).ticket
+    scanned_at_us = 1_796_159_714_820_747  # 16 digits, as every time since 2001
+    result, _ = await store.checkin.checkin(ticket.id, gate.id, Direction.ENTRY, origin=Origin(request_id="scan"),
+                                            scanned_at_us=scanned_at_us)
+    assert result.admitted
+    stored = await store.redis.hmget(keys.ticket(ticket.id), ["u1", f"a:{gate.id}"])
+    assert stored == [f"{gate.id}|{scanned_at_us}", str(scanned_at_us)]
 
 
 async def test_a_resent_batch_makes_only_what_is_missing(store: Store) -> None:

@@ -63,7 +63,11 @@ end
 
 local now = redis.call('TIME')
 local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
-local at_us = tonumber(scanned_at ~= '' and scanned_at or now_us)
+-- The scan's time as the integer string it came as, for what is stored, and as a number for
+-- comparing: Lua turns a number into a string with 14 significant digits, and microseconds
+-- since the epoch have 16 ('x|' .. 1796159714820747 is 'x|1.7961597148207e+15').
+local at_text = scanned_at ~= '' and scanned_at or now_us
+local at_us = tonumber(at_text)
 local cfg = redis.call('HMGET', list, 'types', 'reentry', 'capacity', 'leaves', 'inside')
 if not cfg[2] then
   return {0, 'no_list'}
@@ -114,8 +118,8 @@ local function admit()
   redis.call('HINCRBY', list, 'inside', 1)
   redis.call('HINCRBY', list, 'admitted', 1)
   redis.call('HSET', ticket, 'in:' .. list_id, '1')
-  local first = redis.call('HSETNX', ticket, 'a:' .. list_id, at_us)
-  local u1 = redis.call('HSETNX', ticket, 'u1', list_id .. '|' .. at_us)
+  local first = redis.call('HSETNX', ticket, 'a:' .. list_id, at_text)
+  local u1 = redis.call('HSETNX', ticket, 'u1', list_id .. '|' .. at_text)
   if cfg[2] ~= '1' and t[2] == '1' then
     -- A single-entry admission uses the ticket: the seed's plain scan refuses it after.
     redis.call('HSET', ticket, 'valid', '0')
