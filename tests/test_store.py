@@ -28,6 +28,7 @@ from service.models import (
 from service.store import SHARDS, Store, StoreConfig, keys
 from service.store import feed as feed_module
 
+from .procs import RedisServer
 from .topologies import RedisNodes
 
 
@@ -430,6 +431,24 @@ async def test_an_empty_script_cache_is_reloaded_in_pipelines_too(store: Store) 
     entries = await store.consumer.read_new("c1", 100)
     assert await store.consumer.apply(entries) == 25  # the processor's pipelined script
     assert (await store.tickets.stats()).processed["created"] == 25
+
+
+async def test_a_burst_of_calls_after_a_flush_loads_each_script_once(
+    real_redis: Redis, redis_server: RedisServer
+) -> None:
+    """Every call of the burst meets NOSCRIPT; a load each would need more connections than
+    the pool has (the processor's first step after a restart: one call per shard)."""
+    await real_redis.script_flush()
+    await real_redis.config_resetstat()
+    client = Redis.from_url(redis_server.url, decode_responses=True, max_connections=2)
+    try:
+        store = Store(client, StoreConfig(max_concurrent=2))
+        made = await asyncio.gather(*(store.tickets.create() for _ in range(40)))
+        assert len({m.ticket.id for m in made}) == 40
+        loads = (await real_redis.info("commandstats")).get("cmdstat_script|load", {}).get("calls")
+        assert loads == 1
+    finally:
+        await client.aclose()
 
 
 async def test_a_new_cluster_client_can_write_before_any_other_command(redis_cluster: RedisNodes) -> None:

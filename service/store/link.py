@@ -162,7 +162,7 @@ def has_replicas(redis: Client) -> int:
 class Link:
     """The store's client with its call bounds, its scripts and its durability."""
 
-    __slots__ = ("redis", "caller", "scripts", "durability", "cluster", "_pipes")
+    __slots__ = ("redis", "caller", "scripts", "durability", "cluster", "_pipes", "_loading")
 
     def __init__(self, redis: Client, caller: Caller, durability: Durability = Durability()) -> None:
         self.redis, self.caller, self.durability = redis, caller, durability
@@ -170,6 +170,10 @@ class Link:
         self.cluster = isinstance(redis, RedisCluster)
         # By node name ('' off a Cluster) and whether its writes wait for replicas.
         self._pipes: dict[tuple[str, bool], Pipe] = {}
+        # A script's SCRIPT LOAD under way, by sha: the calls that met NOSCRIPT together wait
+        # for one load (each its own would take a pooled connection, and a burst more than
+        # the pool holds: the processor's first step after a restart meets 64 at once).
+        self._loading: dict[str, asyncio.Future[None]] = {}
 
     def call(self, op: str, extra_s: float = 0.0) -> RedisCall:
         return self.caller.call(op, extra_s)
@@ -220,7 +224,7 @@ class Link:
                 replies = await pipe.send((command,), deadline - loop.time())
                 if script is not None and isinstance(replies[0], NoScriptError):
                     async with asyncio.timeout_at(deadline):
-                        await self.load((script,))
+                        await self._load_once(script)
                 elif isinstance(replies[0], MovedError):
                     async with asyncio.timeout_at(deadline):
                         await self.refresh_slots()
@@ -262,6 +266,20 @@ class Link:
             return node.acquire_connection()
 
         return of_node
+
+    async def _load_once(self, script: Script) -> None:
+        loading = self._loading.get(script.sha)
+        if loading is None:
+            loading = self._loading[script.sha] = asyncio.ensure_future(self.load((script,)))
+            loading.add_done_callback(self._loaded)
+        await asyncio.shield(loading)  # a caller past its deadline leaves the load to the rest
+
+    def _loaded(self, loading: asyncio.Future[None]) -> None:
+        for sha, future in list(self._loading.items()):
+            if future is loading:
+                del self._loading[sha]
+        if not loading.cancelled():
+            loading.exception()  # its callers were given it; none left is no error
 
     async def load(self, scripts: Sequence[Script] | set[Script]) -> None:
         """Load scripts into the script cache: every master's, on a Cluster."""
