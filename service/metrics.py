@@ -39,7 +39,8 @@ TOKENS_REFUSED = Counter("tickets_token_refused_total",
 SCANS = Counter("tickets_scans_total", "Gate scans (POST /checkin) by outcome and refusal reason",
                 ["direction", "outcome", "reason"])
 DEFECTS = Counter("tickets_defects_total", "Requests that met an unexpected error (500)")
-PROCESSED = Counter("tickets_processor_entries_total", "Stream entries the processor handled",
+PROCESSED = Counter("tickets_processor_entries_total",
+                    "Events the processor handled (one per stream entry, or per ticket of a batch entry)",
                     ["result"])
 PROCESSOR_LAG = Gauge("tickets_processor_lag_entries", "Stream entries not yet processed",
                       multiprocess_mode="max")

@@ -509,7 +509,8 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["event_id", "ticket_id", "type", "timestamp", "actor", "request_id", "client_ip"],
             "properties": {
-                "event_id": {"type": "string", "description": "Stream entry id, <ms>-<seq>"},
+                "event_id": {"type": "string",
+                             "description": "Stream id, <ms>-<seq>, in order (a batch's tickets: consecutive ones)"},
                 "ticket_id": {"type": "string"},
                 "type": {"type": "string", "enum": [t.value for t in EventType]},
                 "timestamp": {"type": "number", "description": "Redis server time of the event"},

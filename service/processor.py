@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 from . import metrics
 from .appkeys import CHECKIN
 from .errors import StoreError
+from .models import entry_size
 from .settings import Settings, env_int
 from .store import SHARDS, CheckinStore, Store, StoreConfig, StreamConsumer, StreamEntry
 from .store.client import redis_from_settings
@@ -143,7 +144,7 @@ class Processor:
     async def _apply(self, entries: list[StreamEntry]) -> int:
         new = await self.consumer.apply(entries)
         metrics.PROCESSED.labels("new").inc(new)
-        metrics.PROCESSED.labels("duplicate").inc(len(entries) - new)
+        metrics.PROCESSED.labels("duplicate").inc(sum(entry_size(e.fields) for e in entries) - new)
         return new
 
 

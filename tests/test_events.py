@@ -1,9 +1,12 @@
 """The event stream, exact stats, the change feed and the processor's step, against
-fakeredis and a real redis-server alike (trimming: real Redis only)."""
+fakeredis, a real redis-server and a Redis Cluster alike (trimming by MAXLEN ~: real Redis
+only)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,9 +14,24 @@ import pytest
 from redis.asyncio import Redis
 
 from service.errors import FeedCursorExpired, StoreUnavailable, TransitionRefused
-from service.models import EventSpec, EventType, IdempotencyKey, Origin, TicketSpec, Transition
+from service.models import (
+    Event,
+    EventSpec,
+    EventType,
+    IdempotencyKey,
+    Origin,
+    TicketSpec,
+    Transition,
+    entry_events,
+    entry_size,
+    new_ticket_id,
+    stream_id_key,
+)
 from service.processor import Processor, ProcessorSettings
 from service.store import SHARDS, Store, StoreConfig, StreamConsumer, StreamEntry, keys
+from service.store.consumer import EVENTS_PER_CALL
+from service.store.consumer import _add_batch_entry as add_batch_entry
+from service.store.consumer import _parts as consumer_parts
 
 
 @pytest.fixture
@@ -230,3 +248,158 @@ async def test_a_rush_at_one_event_is_read_from_its_shard_alone_between_sweeps(s
     assert await processor.step() == 10 and consumer.reads[-1] == 1  # the hot shard only
     processor._next_sweep_at = 0.0  # a sweep is due: the other shard's entries come too
     assert await processor.step() == 3 and consumer.reads[-1] == 64
+
+
+def box_office(n: int) -> Origin:
+    return Origin(actor=f"box{n}", request_id=f"batch-{n}", client_ip="10.0.1.1", forwarded=True)
+
+
+async def issue(store: Store, n: int, request: int, spec: TicketSpec | None = None) -> list[str]:
+    made, _ = await store.tickets.issue_batch([spec or TicketSpec()] * n, origin=box_office(request))
+    return [t.id for t in made]
+
+
+async def stream_of(redis: Redis, ticket_id: str) -> list[tuple[str, dict[str, str]]]:
+    return await redis.xrange(keys.stream(keys.shard_of(ticket_id)))  # type: ignore[return-value]
+
+
+async def whole_feed(store: Store, limit: int = 1000) -> list[Event]:
+    """Every event, page after page (a page holds about 2 * limit events spread over the
+    shards: fewer than `limit` when they are all in one)."""
+    out: list[Event] = []
+    cursor = None
+    while (page := await store.feed.events_page(cursor, limit)).events:
+        out += page.events
+        cursor = page.next_cursor
+    return out
+
+
+async def test_a_batch_is_an_entry_per_hundred_tickets_and_an_event_per_ticket(store: Store, any_redis: Redis) -> None:
+    ids = await issue(store, 250, 1)
+    entries = await stream_of(any_redis, ids[0])
+    assert [entry_size(f) for _, f in entries] == [100, 100, 50]
+    events = await whole_feed(store)
+    assert [e.ticket_id for e in events] == ids
+    assert {(e.type, e.actor, e.request_id, e.client_ip) for e in events} == {
+        (EventType.CREATED, "box1", "batch-1", "10.0.1.1")}
+    # Each ticket's event has its own id, in order, and an entry's own id is its last event's.
+    event_ids = [e.id for e in events]
+    assert sorted(event_ids, key=stream_id_key) == event_ids and len(set(event_ids)) == 250
+    assert [event_ids[99], event_ids[199], event_ids[249]] == [eid for eid, _ in entries]
+    # A write after the batch, in its shard, has an id after every one of the batch's events.
+    await store.tickets.transition(ids[0], Transition.INVALIDATE, origin=gate(1))
+    last = (await stream_of(any_redis, ids[0]))[-1][0]
+    assert stream_id_key(last) > stream_id_key(event_ids[-1])
+
+
+async def test_feed_pages_cross_batch_entries_without_gaps_or_repeats(store: Store) -> None:
+    event = await store.tickets.create_event(EventSpec("Pages"))
+    spec = TicketSpec(event=event.id)
+    first = await issue(store, 230, 2, spec)
+    await store.tickets.transition(first[5], Transition.INVALIDATE, origin=gate(3))
+    second = await issue(store, 120, 4, spec)
+    single = (await store.tickets.create(spec=spec, origin=gate(5))).ticket.id
+    paged = await all_events(store)  # pages of 7: most end inside an entry of 100
+    assert [t for t, _, _ in paged] == [*first, first[5], *second, single]
+    assert [a for _, _, a in paged] == ["box2"] * 230 + ["gate3"] + ["box4"] * 120 + ["gate5"]
+    # The event's own change feed, in pages of 40, from a cursor inside an entry on.
+    seen: list[str] = []
+    cursor = None
+    while (page := await store.feed.event_changes(cursor, event.id, 40)).events:
+        seen += [e.ticket_id for e in page.events]
+        cursor = page.next_cursor
+    assert seen == [t for t, _, _ in paged]
+
+
+async def test_the_processor_records_each_ticket_of_a_batch_entry_once(store: Store) -> None:
+    ids = await issue(store, 300, 6)
+    await store.consumer.ensure_group()
+    entries = await store.consumer.read_new("c1", 100)
+    assert len(entries) == 3
+    assert await store.consumer.apply(entries) == 300
+    assert await store.consumer.apply(entries) == 0  # delivered twice: counted once
+    feed = {e.ticket_id: e.id for e in await whole_feed(store)}
+    for tid in [*ids[::37], ids[-1]]:
+        [recorded] = await store.tickets.history(tid)
+        assert (recorded.type, recorded.id, recorded.actor) == (EventType.CREATED, feed[tid], "box6")
+    assert (await store.tickets.stats()).processed["created"] == 300
+    assert await store.consumer.lag() == 0
+
+
+def test_a_processor_call_holds_whole_entries_of_at_most_so_many_events() -> None:
+    def entry(n: int) -> StreamEntry:
+        fields = {"t": "x"} if n == 1 else {"ids": ",".join("x" * n)}
+        return StreamEntry("00", "1-0", fields)
+
+    entries = [entry(100), entry(100), entry(1), entry(100), entry(1), entry(300), entry(1)]
+    parts = [[entry_size(e.fields) for e in part] for part in consumer_parts(entries)]
+    assert parts == [[100, 100, 1], [100, 1], [300], [1]]
+    assert all(sum(p) <= EVENTS_PER_CALL or len(p) == 1 for p in parts)
+
+
+async def test_the_streams_cap_counts_each_ticket_of_a_batch_entry(any_redis: Redis) -> None:
+    store = Store(any_redis, StoreConfig(replay_ttl_s=60, events_maxlen=300))
+    event = await store.tickets.create_event(EventSpec("Capped"))
+    spec = TicketSpec(event=event.id)
+    batches = [await issue(store, 100, 10 + n, spec) for n in range(3)]
+    cursor = (await store.feed.event_changes(None, event.id, 150)).next_cursor  # inside the second batch
+    await store.tickets.create(spec=spec, origin=gate(1))
+    batches += [await issue(store, 100, 20 + n, spec) for n in range(2)]
+    entries = await stream_of(any_redis, batches[0][0])
+    assert sum(entry_size(f) for _, f in entries) <= 300
+    # What was trimmed is the oldest, whole entries: the newest batches are all there.
+    held = [e.ticket_id for e in (await store.feed.event_changes(None, event.id, 1000)).events]
+    assert held[-200:] == batches[3] + batches[4] and len(held) >= 201
+    with pytest.raises(FeedCursorExpired):  # the cursor's entry is gone
+        await store.feed.event_changes(cursor, event.id, 10)
+
+
+def test_a_batch_entrys_events_are_recorded_as_entry_events_gives_them() -> None:
+    ids = [new_ticket_id() for _ in range(40)]
+    shard = keys.shard_of(ids[0])
+    ids = [keys.in_shard(t, shard) for t in ids]
+    fields = {"ids": ",".join(ids), "e": "created", "ts": "1796168120635123", "a": "box \"1\"",
+              "r": "req", "ip": "10.0.0.1"}
+    script_keys: list[str] = []
+    args: list[Any] = []
+    add_batch_entry(shard, StreamEntry(shard, "1796168120635-44", fields), script_keys, args)
+    made = [(a[0], a[1], json.loads(a[2]), script_keys[a[3] - 1]) for a in zip(*[iter(args)] * 4, strict=True)]
+    assert made == [(eid, f["e"], dict(f), keys.history(f["t"]))
+                    for eid, f in entry_events("1796168120635-44", fields)]
+    assert made[0][0] == "1796168120635-5" and made[-1][0] == "1796168120635-44"
+    # An entry batch.lua did not make (a ticket of another shard) is recorded without a history.
+    other = keys.in_shard(new_ticket_id(), SHARDS[(SHARDS.index(shard) + 1) % len(SHARDS)])
+    args = []
+    add_batch_entry(shard, StreamEntry(shard, "5-1", {**fields, "ids": f"{ids[0]},{other}"}), [], args)
+    assert args[3::4] == [0, 0] and [json.loads(b)["t"] for b in args[2::4]] == [ids[0], other]
+
+
+async def test_a_batch_takes_ids_after_the_streams_last_even_when_that_entry_is_gone(
+    store: Store, any_redis: Redis
+) -> None:
+    event = await store.tickets.create_event(EventSpec("Ids"))
+    spec = TicketSpec(event=event.id)
+    stream = keys.stream(keys.shard_of(event.id))
+    ahead = f"{int(time.time() * 1000) + 3_600_000}-7"  # a clock that ran ahead, then came back
+    await any_redis.xadd(stream, {"t": "x", "e": "created", "ts": "1", "a": "x", "r": "", "ip": ""}, id=ahead)
+    await any_redis.xdel(stream, ahead)
+    ids = await issue(store, 150, 30, spec)
+    changes = (await store.feed.event_changes(None, event.id, 1000)).events
+    assert [e.ticket_id for e in changes] == ids
+    assert stream_id_key(changes[0].id) == (stream_id_key(ahead)[0], 8)
+
+
+async def test_a_feed_read_takes_the_entries_its_events_need_not_a_count_of_entries(store: Store) -> None:
+    event = await store.tickets.create_event(EventSpec("Read"))
+    await issue(store, 500, 40, TicketSpec(event=event.id))
+    stream = keys.stream(keys.shard_of(event.id))
+
+    async def read(start: str, want: int) -> tuple[int, list[int]]:
+        have, *entries = await store.link.run("events", store.link.scripts.feed, [stream], [start, want])
+        return have, [entry_size(dict(zip(f[::2], f[1::2], strict=True))) for _, f in entries]
+
+    assert await read("-", 150) == (200, [100, 100])
+    ids = [e.id for e in (await store.feed.event_changes(None, event.id, 500)).events]
+    assert await read(ids[129], 100) == (170, [100, 100])  # the position's entry, 70 after it
+    assert await read(ids[199], 1) == (100, [100, 100])  # the position is its entry's last
+    assert await read(ids[450], 1000) == (49, [100])  # the end of the stream

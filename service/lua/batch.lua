@@ -7,10 +7,20 @@
 -- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
 -- script (with replicas) covers the first answer's own write too.
 --
+-- The stream takes one entry per PER_ENTRY new tickets, not one each: a `created` entry
+-- costs Redis about as much as the ticket's own hash, and a batch's entries differ only in
+-- the ticket. Such an entry names its tickets in `ids`, and takes as many consecutive ids as
+-- it has tickets, its own the last: the ticket's events keep ids of their own, in order
+-- (models.entry_events). The stream's cap counts these events, not entries: the shard's
+-- `stream_extra` counts the events beyond one per entry that its batch entries hold, each
+-- listed in `batches`, and a batch trims the stream's oldest entries until the stream's
+-- events are within the cap.
+--
 -- KEYS[1]  id index of the shard       tickets:{<shard>}
 -- KEYS[2]  counters of the shard       stats:{<shard>}
 -- KEYS[3]  event stream of the shard   events:{<shard>}
--- KEYS[4]  the event's hash            evt:{<shard>}:<event id>   (only when ARGV[5] is '1')
+-- KEYS[4]  the stream's batch entries  batches:{<shard>}   (list of '<entry id> <extra>')
+-- KEYS[5]  the event's hash            evt:{<shard>}:<event id>   (only when ARGV[5] is '1')
 -- KEYS[..] the tickets' hashes, from position ARGV[6] on, one per ticket
 -- ARGV[1]  actor          API key name
 -- ARGV[2]  request_id
@@ -26,8 +36,9 @@
 --          outcome: 'created', 'no_event' or 'sold_out' (then nothing was made)
 local actor, request_id, client_ip, events_maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local has_event, first = ARGV[5] == '1', tonumber(ARGV[6])
-local index, stats, stream = KEYS[1], KEYS[2], KEYS[3]
-local event = has_event and KEYS[4] or nil
+local index, stats, stream, batches = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local event = has_event and KEYS[5] or nil
+local PER_ENTRY = 100  -- bounds what a change-feed page reads: a page reads a few entries a shard
 local n = #KEYS - first + 1
 local NAMES = {'ty', 'h', 'st', 'vf', 'vu'}
 
@@ -72,10 +83,100 @@ for _, i in ipairs(missing) do
   local a = base + (i - 1) * 2
   redis.call('HSET', KEYS[first + i - 1], unpack(hashes[ARGV[a + 1]]))
   made[#made + 1] = ARGV[a]
-  redis.call('XADD', stream, 'MAXLEN', '~', events_maxlen, '*',
-    't', ARGV[a], 'e', 'created', 'ts', ts, 'a', actor, 'r', request_id, 'ip', client_ip)
 end
+
+-- Stream ids as numbers: 13 digits of ms and a small sequence are exact in a Lua double.
+local function id_of(text)
+  local ms, seq = string.match(text, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function older(a, b)
+  local ams, aseq = id_of(a)
+  local bms, bseq = id_of(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+
+-- Forget the listed batch entries that the stream no longer holds (every write trims it).
+local function forget_trimmed(extra)
+  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+  while head do
+    local listed = redis.call('LINDEX', batches, 0)
+    if not listed then break end
+    local id, more = string.match(listed, '^(%S+) (%d+)$')
+    if not older(id, head[1]) then break end
+    redis.call('LPOP', batches)
+    extra = extra - tonumber(more)
+  end
+  return extra
+end
+
+-- Trim the oldest entries until the stream's events are within the cap, the newest entry
+-- kept (the next batch's ids follow on from it). Returns the events beyond one per entry.
+local function trim_to_cap(extra)
+  local len = redis.call('XLEN', stream)
+  local excess = len + extra - tonumber(events_maxlen)
+  local start, kept, seen = '-', nil, 0
+  while excess > 0 and not kept do
+    local head = redis.call('XRANGE', stream, start, '+', 'COUNT', 128)
+    if #head == 0 then break end
+    for _, e in ipairs(head) do
+      seen = seen + 1
+      if excess <= 0 or seen == len then kept = e[1]; break end
+      local f = e[2]
+      excess = excess - (f[1] == 'ids' and select(2, string.gsub(f[2], ',', ',')) + 1 or 1)
+    end
+    start = '(' .. head[#head][1]
+  end
+  if not kept then return extra end
+  redis.call('XTRIM', stream, 'MINID', kept)
+  return forget_trimmed(extra)
+end
+
+-- The stream's last id: its newest entry's, or one trimmed or deleted since.
+local function last_id()
+  if redis.call('EXISTS', stream) == 0 then return nil end
+  local info = redis.call('XINFO', 'STREAM', stream)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then return info[i + 1] end
+  end
+  return nil
+end
+
+local function add_entries()
+  -- The ids `*` would give (after the last id, now if later), taken explicitly, as an entry
+  -- of w tickets takes w of them. A refused id would fail the script after its writes.
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local seq = -1
+  local last = last_id()
+  if last then
+    local lms, lseq = id_of(last)
+    if lms >= ms then ms, seq = lms, lseq end
+  end
+  local extra, listed = 0, {}
+  for c = 1, #made, PER_ENTRY do
+    local w = math.min(PER_ENTRY, #made - c + 1)
+    seq = seq + w
+    local id = string.format('%d-%d', ms, seq)
+    if w == 1 then
+      redis.call('XADD', stream, 'MAXLEN', '~', events_maxlen, id,
+        't', made[c], 'e', 'created', 'ts', ts, 'a', actor, 'r', request_id, 'ip', client_ip)
+    else
+      redis.call('XADD', stream, 'MAXLEN', '~', events_maxlen, id,
+        'ids', table.concat(made, ',', c, c + w - 1), 'e', 'created', 'ts', ts, 'a', actor,
+        'r', request_id, 'ip', client_ip)
+      extra = extra + w - 1
+      listed[#listed + 1] = id .. ' ' .. (w - 1)
+    end
+  end
+  if extra == 0 then return end
+  redis.call('RPUSH', batches, unpack(listed))
+  extra = forget_trimmed(extra + tonumber(redis.call('HGET', stats, 'stream_extra') or '0'))
+  redis.call('HSET', stats, 'stream_extra', trim_to_cap(extra))
+end
+
 if #missing > 0 then
+  add_entries()
   redis.call('SADD', index, unpack(made))
   redis.call('HINCRBY', stats, 'total', #missing)
   redis.call('HINCRBY', stats, 'valid', #missing)

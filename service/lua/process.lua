@@ -1,7 +1,7 @@
--- The tickets processor's step for a batch of one shard's stream entries: record each in its
--- ticket's history and count it, then acknowledge them all. A history is keyed by entry id,
--- so an entry delivered twice (a crash before the ack, a claim from a dead consumer) is
--- recorded and counted once.
+-- The tickets processor's step for a batch of one shard's stream entries: record each of
+-- their events in its ticket's history and count it, then acknowledge the entries. A history
+-- is keyed by event id, so an entry delivered twice (a crash before the ack, a claim from a
+-- dead consumer) is recorded and counted once.
 -- An entry whose ticket lives in another shard (a scan, at this shard's list, of another
 -- event's ticket) or that names no ticket (a token that did not verify) has no history
 -- here: it stays in its list's counters and the feed, and is counted once through the
@@ -9,18 +9,20 @@
 --
 -- KEYS[1]  processor counters of the shard   processed:{<shard>}  (field: event type)
 -- KEYS[2]  event stream of the shard         events:{<shard>}
--- KEYS[3]  entries with no history here      unowned:{<shard>}
--- KEYS[4..n]  the history of each entry's ticket   history:{<shard>}:<id>, one per entry
+-- KEYS[3]  events with no history here       unowned:{<shard>}
+-- KEYS[4..n]  the history of each event's ticket   history:{<shard>}:<id>, one per event
 --             with a history
 -- ARGV[1]  group   the consumer group
--- ARGV[2..] per entry: entry id, event type, event as JSON, and the index in KEYS of its
---           history ('0': none, KEYS[3] takes it)
--- Returns  how many entries were counted now (the rest had been already)
-local group, unowned = ARGV[1], KEYS[3]
-local new, ids, counts = 0, {}, {}
-for a = 2, #ARGV, 4 do
+-- ARGV[2]  m       how many entries to acknowledge
+-- ARGV[3..2+m]     their entry ids
+-- ARGV[3+m..] per event (an entry of a batch's tickets holds one per ticket): event id,
+--           event type, event as JSON, and the index in KEYS of its history ('0': none,
+--           KEYS[3] takes it)
+-- Returns  how many events were counted now (the rest had been already)
+local group, unowned, m = ARGV[1], KEYS[3], tonumber(ARGV[2])
+local new, counts = 0, {}
+for a = 3 + m, #ARGV, 4 do
   local id, kind, body, at = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  ids[#ids + 1] = id
   local fresh
   if at == 0 then
     fresh = redis.call('HSETNX', unowned, id, kind)
@@ -33,12 +35,12 @@ for a = 2, #ARGV, 4 do
     new = new + 1
   end
 end
--- One HINCRBY per kind of event, not per entry: a batch of a thousand tickets is a thousand
--- `created` entries, and each redis.call costs about as much again as its command.
+-- One HINCRBY per kind of event, not per event: a batch of a thousand tickets is a thousand
+-- `created` events, and each redis.call costs about as much again as its command.
 for kind, count in pairs(counts) do
   redis.call('HINCRBY', KEYS[1], kind, count)
 end
-if #ids > 0 then
-  redis.call('XACK', KEYS[2], group, unpack(ids))
+if m > 0 then
+  redis.call('XACK', KEYS[2], group, unpack(ARGV, 3, 2 + m))
 end
 return new

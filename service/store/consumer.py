@@ -1,21 +1,23 @@
 """The consumer side of the event streams, for the tickets processor: one consumer group
 over every shard's stream, read, claimed, applied and acknowledged per shard, so that no
 command spans two Cluster slots. A step's reads (one XREADGROUP per shard) and applies (one
-script call per shard) are auto-pipelined like the request path's calls (pipe.py): one round
-trip per node, packed by hiredis, and the replies left as Redis sent them, without redis-py's
-per-entry parsing (at a batch issue's rate, packing, parsing and json.dumps were most of the
-processor's time)."""
+script call per shard, a few for a shard of many events) are auto-pipelined like the
+request path's calls (pipe.py): one round trip per node, packed by hiredis, and the replies
+left as Redis sent them, without redis-py's per-entry parsing (at a batch issue's rate,
+packing, parsing and json.dumps were most of the processor's time)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
+import re
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
 from redis.exceptions import ResponseError
 
+from ..models import entry_events, entry_size, first_event_key
 from . import keys
 from .link import Arg, Link
 
@@ -76,20 +78,32 @@ class StreamConsumer:
                 for eid, f in reply[1] if f]
 
     async def apply(self, entries: Sequence[StreamEntry]) -> int:
-        """Record each entry in its ticket's history, count it, and ack it: one script call
-        per shard, in one pipelined round trip per node. Returns how many were new (an entry
-        seen before is not counted again). Not waited for by replicas: an entry whose
-        record a failover loses is still in the stream, unacknowledged, and is applied again."""
+        """Record each entry's events in their tickets' histories, count them, and ack the
+        entries: a script call per shard, the shards' calls pipelined in one round trip per
+        node. Returns how many events were new (one seen before is not counted again). Not
+        waited for by replicas: an entry whose record a failover loses is still in the
+        stream, unacknowledged, and is applied again."""
         by_shard: dict[str, list[StreamEntry]] = {}
         for e in entries:
             by_shard.setdefault(e.shard, []).append(e)
-        results = await _all(self._apply_shard(shard, of_shard) for shard, of_shard in by_shard.items())
-        return sum(int(r) for r in results)
+        return sum(await _all(self._apply_shard(shard, of_shard) for shard, of_shard in by_shard.items()))
 
-    def _apply_shard(self, shard: str, entries: Sequence[StreamEntry]) -> Awaitable[Any]:
+    async def _apply_shard(self, shard: str, entries: Sequence[StreamEntry]) -> int:
+        """A shard's entries, EVENTS_PER_CALL events (whole entries) a call, one call after
+        another: Redis runs a client's pipelined calls one after another, the gates' scans
+        waiting, and a read of batch entries may hold a hundred times as many events."""
+        new = 0
+        for part in _parts(entries):
+            new += int(await self._apply_call(shard, part))
+        return new
+
+    def _apply_call(self, shard: str, entries: Sequence[StreamEntry]) -> Awaitable[Any]:
         script_keys = [keys.processed(shard), keys.stream(shard), keys.unowned(shard)]
-        args: list[Arg] = [self.group]
+        args: list[Arg] = [self.group, len(entries), *(e.entry_id for e in entries)]
         for e in entries:
+            if "ids" in e.fields:
+                _add_batch_entry(shard, e, script_keys, args)
+                continue
             ticket_id = e.fields.get("t", "")
             # Only a ticket of this shard has its history here (one slot per script).
             owned = len(ticket_id) == 36 and keys.shard_of(ticket_id) == shard
@@ -111,6 +125,50 @@ class StreamConsumer:
                 if g["name"] == self.group:
                     lag += int(g.get("lag") or 0) + int(g["pending"])
         return lag
+
+
+# Events per processor script call: a call blocks Redis while it runs, and a gate's scan
+# waits behind it. 200 single entries were one call; a batch entry holds up to 100 events.
+EVENTS_PER_CALL = 256
+
+
+def _parts(entries: Sequence[StreamEntry]) -> Iterator[Sequence[StreamEntry]]:
+    """Runs of whole entries holding at most EVENTS_PER_CALL events (or one larger entry)."""
+    start = size = 0
+    for n, e in enumerate(entries):
+        weight = entry_size(e.fields)
+        if size and size + weight > EVENTS_PER_CALL:
+            yield entries[start:n]
+            start, size = n, 0
+        size += weight
+    if start < len(entries):
+        yield entries[start:]
+
+
+_SAFE_IDS = re.compile(r"[0-9a-f,-]+")
+_T_OPEN = b'{"t":"'
+_FIRST_BYTES = {shard: keys.first_bytes(shard) for shard in keys.SHARDS}
+
+
+def _add_batch_entry(shard: str, e: StreamEntry, script_keys: list[str], args: list[Arg]) -> None:
+    """A batch entry's events, as entry_events gives them, made at a fraction of the cost
+    (they were most of the processor's time): when, as batch.lua makes them, its tickets
+    are all of its shard and its ids need no JSON escaping, each event's JSON is the entry's
+    own with the ticket's id put in."""
+    text = e.fields["ids"]
+    ids = text.split(",")
+    first = _FIRST_BYTES[shard]
+    if not (_SAFE_IDS.fullmatch(text) and all(len(t) == 36 and t[:2] in first for t in ids)):
+        for event_id, fields in entry_events(e.entry_id, e.fields):  # not one of batch.lua's
+            args += [event_id, fields["e"], _encode(fields), 0]
+        return
+    rest = _encode({"t": "", **{k: v for k, v in e.fields.items() if k != "ids"}})[len(_T_OPEN):]
+    kind, prefix = e.fields["e"], keys.history_prefix(shard)
+    ms, seq = first_event_key(e.entry_id, e.fields)
+    at = len(script_keys)
+    for n, ticket_id in enumerate(ids):
+        script_keys.append(prefix + ticket_id)
+        args += (f"{ms}-{seq + n}", kind, _T_OPEN + ticket_id.encode() + rest, at + n + 1)
 
 
 def _no_such_key(exc: Exception) -> bool:

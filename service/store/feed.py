@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import hmac
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice, takewhile
 from typing import Any, TypeVar
 
 from ..errors import BadCursor, FeedCursorExpired
@@ -18,7 +20,9 @@ from ..models import (
     FeedCursor,
     PageCursor,
     Ticket,
+    entry_events,
     event_of,
+    first_event_key,
     is_event_id,
     parse_ticket_id,
     stream_id_key,
@@ -205,37 +209,34 @@ class Feed:
 
     async def events_page(self, after: str | None, limit: int) -> FeedPage:
         """The next `limit` events after cursor `after` (one this service issued), merged
-        across shards in stream-id order. Each shard's position moves only past the events
+        across shards in event-id order. Each shard's position moves only past the events
         returned, so no event is skipped or repeated. Raises FeedCursorExpired if the
         streams were trimmed past the cursor.
 
-        Each shard gives at most `per_shard` entries (2 * limit spread over the shards, at
-        least 4): a page costs about 2 * limit + 4 * shards entries read, not limit * shards.
-        A shard that gave all it was asked for may hold more, so the page ends at the
-        earliest last entry of such a shard: what it returns is in order."""
+        Each shard gives about `per_shard` events (2 * limit spread over the shards, at
+        least 4; whole entries, so a batch entry's may add up to 99): a page costs about
+        2 * limit + 4 * shards events read, not limit * shards. A shard that gave all it was
+        asked for may hold more, so the page ends at the earliest last event of such a
+        shard: what it returns is in order. A batch entry holds many events
+        (models.entry_events); only those a page returns are made."""
         at = FeedCursor.start(len(keys.SHARDS)) if after is None else await self.feed_cursor(after)
         per_shard = max(4, -(-2 * limit // len(keys.SHARDS)))
-        batch = self._link.batch()
-        for shard, pos in zip(keys.SHARDS, at.positions, strict=True):
-            # From the position itself, inclusive: its presence proves nothing was trimmed.
-            start, count = ("-", per_shard) if pos == "0-0" else (pos, per_shard + 1)
-            batch.cmd.xrange(keys.stream(shard), start, "+", count=count)
-        replies = await batch.run(self._link.call("events"))
-        merged: list[tuple[tuple[int, int], int, str, dict[str, str]]] = []
+        calls: list[tuple[list[str], list[str | int]]] = [
+            ([keys.stream(shard)], [_start(pos), per_shard])
+            for shard, pos in zip(keys.SHARDS, at.positions, strict=True)]
+        replies = await self._scripts_each("events", self._link.scripts.feed, calls)
+        streams: list[Iterator[_Pending]] = []
         horizon: tuple[tuple[int, int], int] | None = None
-        for i, (pos, entries) in enumerate(zip(at.positions, replies, strict=True)):
-            if pos != "0-0":
-                if not entries or entries[0][0] != pos:
-                    # Its own entry was trimmed away: entries after it may have gone too
-                    # (trimming cannot say), and a feed that may skip is no feed.
-                    raise FeedCursorExpired()
-                entries = entries[1:]
-            if len(entries) == per_shard:
+        for i, (pos, (have, *raw)) in enumerate(zip(at.positions, replies, strict=True)):
+            entries = _entries(raw)
+            _check_holds(pos, entries)
+            if int(have) >= per_shard:
                 last = (stream_id_key(entries[-1][0]), i)
                 horizon = last if horizon is None else min(horizon, last)
-            merged.extend((stream_id_key(eid), i, eid, f) for eid, f in entries)
-        merged.sort()
-        taken = [m for m in merged if horizon is None or (m[0], m[1]) <= horizon][:limit]
+            streams.append(_events_after(pos, entries, i))
+        merged = heapq.merge(*streams)
+        taken = list(islice(merged if horizon is None else takewhile(lambda m: (m[0], m[1]) <= horizon, merged),
+                            limit))
         positions = list(at.positions)
         for _, i, eid, _ in taken:
             positions[i] = eid
@@ -246,29 +247,60 @@ class Feed:
         """The change feed of one event: its tickets, and scans at its lists, all in the
         event's shard, so one XRANGE. The shard also holds other events: their entries are
         read past and left out, so a page may hold fewer than `limit` (even none) while more
-        follow; the cursor has moved whenever entries were read, and a page that read
-        nothing at all returns the cursor it was given."""
+        follow; the cursor has moved past the `limit` events read (fewer at the end), and a
+        page that read nothing at all returns the cursor it was given."""
         at = FeedCursor.start(len(keys.SHARDS)) if after is None else await self.feed_cursor(after)
         shard = keys.shard_of(event_id)
         i = keys.SHARD_INDEX[shard]
         pos = at.positions[i]
-        start, count = ("-", limit) if pos == "0-0" else (pos, limit + 1)
-        async with self._link.call("events"):
-            entries: list[tuple[str, dict[str, str]]] = await self._link.redis.xrange(  # type: ignore[assignment]
-                keys.stream(shard), start, "+", count=count)
-        if pos != "0-0":
-            if not entries or entries[0][0] != pos:
-                raise FeedCursorExpired()
-            entries = entries[1:]
+        _, *raw = await self._link.run("events", self._link.scripts.feed, [keys.stream(shard)], [_start(pos), limit])
+        entries = _entries(raw)
+        _check_holds(pos, entries)
+        read = list(islice(_events_after(pos, entries, i), limit))
         positions = list(at.positions)
-        if entries:
-            positions[i] = entries[-1][0]
-        events = [Event.from_fields(eid, f) for eid, f in entries if _of_event(f, event_id)]
+        if read:
+            positions[i] = read[-1][2]
+        events = [Event.from_fields(eid, f) for _, _, eid, f in read if _of_event(f, event_id)]
         return FeedPage(events, await self._sign("feed", _pack_positions(positions)))
 
 
-def _of_event(fields: dict[str, str], event_id: str) -> bool:
-    """An entry of one of the event's tickets, or of a scan at one of its lists."""
+# An event not yet returned: (its sort key, its shard's index, its id, its fields).
+_Pending = tuple[tuple[int, int], int, str, Mapping[str, str]]
+
+
+def _start(pos: str) -> str:
+    """Where feed.lua reads a shard from: the position itself, inclusive (its entry's
+    presence proves nothing was trimmed), or the start."""
+    return "-" if pos == "0-0" else pos
+
+
+def _entries(raw: Sequence[Any]) -> list[tuple[str, dict[str, str]]]:
+    """Entries as a script returns them ([id, [field, value, ...]]) as XRANGE's parsed reply."""
+    return [(eid, dict(zip(flat[::2], flat[1::2], strict=True))) for eid, flat in raw]
+
+
+def _check_holds(pos: str, entries: Sequence[tuple[str, Mapping[str, str]]]) -> None:
+    """FeedCursorExpired unless the first entry read holds the position's event: otherwise
+    it was trimmed away, entries after it may have gone too (trimming cannot say), and a
+    feed that may skip is no feed."""
+    if pos == "0-0":
+        return
+    if not entries or first_event_key(*entries[0]) > stream_id_key(pos):
+        raise FeedCursorExpired()
+
+
+def _events_after(pos: str, entries: Iterable[tuple[str, Mapping[str, str]]], i: int) -> Iterator[_Pending]:
+    """The events of the entries, in order, after position `pos`, made one at a time."""
+    after = (-1, -1) if pos == "0-0" else stream_id_key(pos)
+    for entry_id, fields in entries:
+        for eid, f in entry_events(entry_id, fields):
+            key = stream_id_key(eid)
+            if key > after:
+                yield key, i, eid, f
+
+
+def _of_event(fields: Mapping[str, str], event_id: str) -> bool:
+    """An event of one of the event's tickets, or a scan at one of its lists."""
     ticket_id, list_id = fields.get("t", ""), fields.get("l", "")
     return (len(ticket_id) == 36 and event_of(ticket_id) == event_id) or list_id[:8] == event_id
 

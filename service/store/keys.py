@@ -76,6 +76,12 @@ def stream(shard: str) -> str:
     return f"events:{{{shard}}}"
 
 
+def batches(shard: str) -> str:
+    """The shard's stream entries that hold a batch's tickets, oldest first, with how many
+    events each holds beyond one: the stream's cap counts events (batch.lua)."""
+    return f"batches:{{{shard}}}"
+
+
 def shard_of_stream(stream_key: str) -> str:
     return stream_key[stream_key.index("{") + 1: stream_key.index("}")]
 
@@ -86,7 +92,17 @@ def unowned(shard: str) -> str:
 
 
 def history(ticket_id: str) -> str:
-    return f"history:{{{shard_of(ticket_id)}}}:{ticket_id}"
+    return history_prefix(shard_of(ticket_id)) + ticket_id
+
+
+def history_prefix(shard: str) -> str:
+    return f"history:{{{shard}}}:"
+
+
+def first_bytes(shard: str) -> frozenset[str]:
+    """The first two characters of every id of the shard."""
+    top = SHARD_INDEX[shard] << _SHARD_SHIFT
+    return frozenset(f"{top | low:02x}" for low in range(1 << _SHARD_SHIFT))
 
 
 def processed(shard: str) -> str:

@@ -27,7 +27,7 @@ def _script(name: str) -> Script:
 
 class Scripts:
     __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process", "event", "list", "checkin",
-                 "annul", "batch")
+                 "annul", "batch", "feed")
 
     def __init__(self) -> None:
         self.create = _script("create")
@@ -42,6 +42,7 @@ class Scripts:
         self.checkin = _script("checkin")
         self.annul = _script("annul")
         self.batch = _script("batch")
+        self.feed = _script("feed")
 
 
 SCRIPTS = Scripts()

@@ -190,7 +190,7 @@ class TicketStore:
             keys.place_in_shard(stream, keys.shard_of(stream[:1].hex()), 16)
         ids = new_ticket_ids(event, stream)
         shard = keys.shard_of(ids[0])
-        script_keys = [keys.index(shard), keys.stats(shard), keys.stream(shard)]
+        script_keys = [keys.index(shard), keys.stats(shard), keys.stream(shard), keys.batches(shard)]
         if event != DEFAULT_EVENT:
             script_keys.append(keys.event(event))
         first = len(script_keys) + 1
