@@ -403,3 +403,23 @@ async def test_a_feed_read_takes_the_entries_its_events_need_not_a_count_of_entr
     assert await read(ids[129], 100) == (170, [100, 100])  # the position's entry, 70 after it
     assert await read(ids[199], 1) == (100, [100, 100])  # the position is its entry's last
     assert await read(ids[450], 1000) == (49, [100])  # the end of the stream
+
+
+async def test_lag_is_what_is_left_even_after_entries_were_trimmed_unread(real_redis: Redis) -> None:
+    """Redis 7.0 counts entries trimmed before the group read them in its `lag` for good
+    (redis/redis#13957): the processor's lag, and the bench's wait for it, would never end."""
+    store = Store(real_redis, StoreConfig(replay_ttl_s=60, events_maxlen=10_000))
+    event = await store.tickets.create_event(EventSpec("Lag"))
+    for _ in range(5):
+        await store.tickets.create(spec=TicketSpec(event=event.id))
+    stream = keys.stream(keys.shard_of(event.id))
+    await store.consumer.ensure_group()
+    await store.consumer.apply(await store.consumer.read_new("c1", 1))
+    assert await store.consumer.lag() == 4
+    await real_redis.xtrim(stream, maxlen=1, approximate=False)  # three of them gone unread
+    rest = await store.consumer.read_new("c1", 10)
+    assert len(rest) == 1 and await store.consumer.lag() == 1  # delivered, not yet acknowledged
+    await store.consumer.apply(rest)
+    assert await store.consumer.lag() == 0
+    [group] = await real_redis.xinfo_groups(stream)
+    assert group["lag"] > 0  # what Redis itself says

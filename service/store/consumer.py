@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 from redis.exceptions import ResponseError
 
-from ..models import entry_events, entry_size, first_event_key
+from ..models import entry_events, entry_size, first_event_key, stream_id_key
 from . import keys
 from .link import Arg, Link
 
@@ -113,18 +113,30 @@ class StreamConsumer:
         return self._link.run("process", self._link.scripts.process, script_keys, args)
 
     async def lag(self) -> int:
-        """Entries not yet acknowledged by the group: never delivered, or delivered and pending."""
+        """Entries not yet acknowledged by the group: never delivered, or delivered and pending.
+        Redis 7.0's own `lag` stays high for good once entries were trimmed before the group
+        read them (redis/redis#13957, fixed in later versions): a group that has been handed
+        the stream's last id has nothing left to deliver, and never more than the stream holds."""
         batch = self._link.batch()
         for shard in keys.SHARDS:
             batch.cmd.xinfo_groups(keys.stream(shard))
+            batch.cmd.xinfo_stream(keys.stream(shard))
         # A stream that does not exist yet has no group, and nothing to lag behind.
         replies = await batch.run(self._link.call("xinfo"), tolerate=_no_such_key)
         lag = 0
-        for groups in replies:
-            for g in groups if isinstance(groups, list) else []:
+        for groups, stream in zip(replies[::2], replies[1::2], strict=True):
+            for g in groups if isinstance(groups, list) and isinstance(stream, dict) else []:
                 if g["name"] == self.group:
-                    lag += int(g.get("lag") or 0) + int(g["pending"])
+                    lag += int(g["pending"]) + _undelivered(g, stream)
         return lag
+
+
+def _undelivered(group: dict[str, Any], stream: dict[str, Any]) -> int:
+    if stream_id_key(group["last-delivered-id"]) >= stream_id_key(stream["last-generated-id"]):
+        return 0
+    held = int(stream["length"])
+    reported = group.get("lag")
+    return held if reported is None else min(int(reported), held)
 
 
 # Events per processor script call: a call blocks Redis while it runs, and a gate's scan
