@@ -25,7 +25,7 @@
 -- ARGV[1]  actor          API key name
 -- ARGV[2]  request_id
 -- ARGV[3]  client_ip
--- ARGV[4]  events_maxlen  approximate cap of the stream
+-- ARGV[4]  events_maxlen  cap of the stream, in events
 -- ARGV[5]  has_event      '1' for an event's tickets, '0' for the default event's
 -- ARGV[6]  first          position in KEYS of the first ticket's hash
 -- ARGV[7]  kinds          how many kinds of ticket the batch holds (k)
@@ -38,7 +38,8 @@ local actor, request_id, client_ip, events_maxlen = ARGV[1], ARGV[2], ARGV[3], A
 local has_event, first = ARGV[5] == '1', tonumber(ARGV[6])
 local index, stats, stream, batches = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local event = has_event and KEYS[5] or nil
-local PER_ENTRY = 100  -- bounds what a change-feed page reads: a page reads a few entries a shard
+-- A feed read takes whole entries: at most PER_ENTRY - 1 events a shard beyond those it needs.
+local PER_ENTRY = 100
 local n = #KEYS - first + 1
 local NAMES = {'ty', 'h', 'st', 'vf', 'vu'}
 
