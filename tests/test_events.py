@@ -423,3 +423,21 @@ async def test_lag_is_what_is_left_even_after_entries_were_trimmed_unread(real_r
     assert await store.consumer.lag() == 0
     [group] = await real_redis.xinfo_groups(stream)
     assert group["lag"] > 0  # what Redis itself says
+
+
+async def test_a_batch_trims_just_the_oldest_events_the_cap_needs(any_redis: Redis) -> None:
+    store = Store(any_redis, StoreConfig(replay_ttl_s=60, events_maxlen=300))
+    event = await store.tickets.create_event(EventSpec("Exact"))
+    spec = TicketSpec(event=event.id)
+    singles = [(await store.tickets.create(spec=spec)).ticket.id for _ in range(150)]
+    first = await issue(store, 100, 50, spec)
+    second = await issue(store, 100, 51, spec)  # 350 events: the 50 oldest singles go
+
+    async def held() -> list[str]:
+        return [e.ticket_id for e in (await store.feed.event_changes(None, event.id, 1000)).events]
+
+    assert await held() == singles[50:] + first + second
+    third = await issue(store, 120, 52, spec)  # 420: the other singles, then the first batch
+    assert await held() == second + third
+    entries = await stream_of(any_redis, first[0])
+    assert sum(entry_size(f) for _, f in entries) == 220 == len(await held())

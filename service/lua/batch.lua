@@ -19,7 +19,7 @@
 -- KEYS[1]  id index of the shard       tickets:{<shard>}
 -- KEYS[2]  counters of the shard       stats:{<shard>}
 -- KEYS[3]  event stream of the shard   events:{<shard>}
--- KEYS[4]  the stream's batch entries  batches:{<shard>}   (list of '<entry id> <extra>')
+-- KEYS[4]  the stream's batch entries  batches:{<shard>}   (list of '<entry id> <extra> <place>')
 -- KEYS[5]  the event's hash            evt:{<shard>}:<event id>   (only when ARGV[5] is '1')
 -- KEYS[..] the tickets' hashes, from position ARGV[6] on, one per ticket
 -- ARGV[1]  actor          API key name
@@ -98,50 +98,62 @@ local function older(a, b)
   return ams < bms or (ams == bms and aseq < bseq)
 end
 
+-- A listed batch entry: its id, the events it holds beyond one, and its place among every
+-- entry the stream was ever given (XINFO's entries-added when it was added).
+local function listed_at(j)
+  local listed = redis.call('LINDEX', batches, j)
+  if not listed then return nil end
+  local id, more, place = string.match(listed, '^(%S+) (%d+) (%d+)$')
+  return id, tonumber(more), tonumber(place)
+end
+
 -- Forget the listed batch entries that the stream no longer holds (every write trims it).
 local function forget_trimmed(extra)
   local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
   while head do
-    local listed = redis.call('LINDEX', batches, 0)
-    if not listed then break end
-    local id, more = string.match(listed, '^(%S+) (%d+)$')
-    if not older(id, head[1]) then break end
+    local id, more = listed_at(0)
+    if not id or not older(id, head[1]) then break end
     redis.call('LPOP', batches)
-    extra = extra - tonumber(more)
+    extra = extra - more
   end
   return extra
 end
 
 -- Trim the oldest entries until the stream's events are within the cap, the newest entry
--- kept (the next batch's ids follow on from it). Returns the events beyond one per entry.
-local function trim_to_cap(extra)
+-- kept (the next batch's ids follow on from it). Entries are counted by place, not read:
+-- the head's place is entries-added - length + 1 (the service deletes none), and every
+-- entry between two listed ones is a single event. Returns the events beyond one per entry.
+local function trim_to_cap(extra, added)
   local len = redis.call('XLEN', stream)
   local excess = len + extra - tonumber(events_maxlen)
-  local start, kept, seen = '-', nil, 0
-  while excess > 0 and not kept do
-    local head = redis.call('XRANGE', stream, start, '+', 'COUNT', 128)
-    if #head == 0 then break end
-    for _, e in ipairs(head) do
-      seen = seen + 1
-      if excess <= 0 or seen == len then kept = e[1]; break end
-      local f = e[2]
-      excess = excess - (f[1] == 'ids' and select(2, string.gsub(f[2], ',', ',')) + 1 or 1)
+  local head = added - len + 1
+  local cut, j = head, 0  -- the place of the first entry kept
+  while excess > 0 do
+    local id, more, place = listed_at(j)
+    if not id or excess <= place - cut then
+      cut = cut + excess
+      break
     end
-    start = '(' .. head[#head][1]
+    excess = excess - (place - cut) - 1 - more
+    cut, j = place + 1, j + 1
   end
-  if not kept then return extra end
-  redis.call('XTRIM', stream, 'MINID', kept)
+  cut = math.min(cut, added)
+  if cut <= head then return extra end
+  redis.call('XTRIM', stream, 'MAXLEN', len - (cut - head))
   return forget_trimmed(extra)
 end
 
--- The stream's last id: its newest entry's, or one trimmed or deleted since.
-local function last_id()
-  if redis.call('EXISTS', stream) == 0 then return nil end
+-- The stream's last id (its newest entry's, or one trimmed or deleted since), and how many
+-- entries it was ever given.
+local function stream_info()
+  if redis.call('EXISTS', stream) == 0 then return nil, 0 end
   local info = redis.call('XINFO', 'STREAM', stream)
+  local last, added
   for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then return info[i + 1] end
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+    if info[i] == 'entries-added' then added = info[i + 1] end
   end
-  return nil
+  return last, added
 end
 
 local function add_entries()
@@ -149,7 +161,7 @@ local function add_entries()
   -- of w tickets takes w of them. A refused id would fail the script after its writes.
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   local seq = -1
-  local last = last_id()
+  local last, added = stream_info()
   if last then
     local lms, lseq = id_of(last)
     if lms >= ms then ms, seq = lms, lseq end
@@ -167,13 +179,14 @@ local function add_entries()
         'ids', table.concat(made, ',', c, c + w - 1), 'e', 'created', 'ts', ts, 'a', actor,
         'r', request_id, 'ip', client_ip)
       extra = extra + w - 1
-      listed[#listed + 1] = id .. ' ' .. (w - 1)
+      listed[#listed + 1] = string.format('%s %d %d', id, w - 1, added + 1)
     end
+    added = added + 1
   end
   if extra == 0 then return end
   redis.call('RPUSH', batches, unpack(listed))
   extra = forget_trimmed(extra + tonumber(redis.call('HGET', stats, 'stream_extra') or '0'))
-  redis.call('HSET', stats, 'stream_extra', trim_to_cap(extra))
+  redis.call('HSET', stats, 'stream_extra', trim_to_cap(extra, added))
 end
 
 if #missing > 0 then
