@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from deploy.stack import ROOT, StackConfig, binary, nginx_argv, prepare, replica
 from service.models import EventSpec, ListSpec, TicketSpec
 from service.store import Store, StoreConfig, keys
 from service.store.link import Client
+from service.store.scripts import SCRIPTS, Scripts
 from tests.procs import children, free_port, free_port_run, http_status, wait_until
 from tests.stack import LocalStack
 
@@ -139,14 +141,30 @@ def measure(target: Target, scenario: str, duration_s: int, connections: int, fr
     }
 
 
+# A script's name by its sha, for telling the commands under MONITOR apart.
+SCRIPT_NAMES = {getattr(SCRIPTS, name).sha: name for name in Scripts.__slots__}
+
+
+def command_label(line: bytes) -> str:
+    """A MONITOR line's command, an EVALSHA by its script's name: `EVALSHA scan`."""
+    words = line[line.find(b"] ") + 2:].split(b" ", 2)
+    name = words[0].strip(b'"').decode(errors="replace").upper()
+    if name == "EVALSHA" and len(words) > 1:
+        sha = words[1].strip(b'"').decode(errors="replace")
+        return f"EVALSHA {SCRIPT_NAMES.get(sha, sha[:8])}"
+    return name
+
+
 class Monitor:
     """Counts the commands that the given Redis client addresses send, through MONITOR
-    (scripts' inner commands show as `lua` and are not counted: they are no round trip)."""
+    (scripts' inner commands show as `lua` and are not counted: they are no round trip),
+    and tallies them by command, so that a count over the allowance says what it was."""
 
     END = b"bench-monitor-end"
 
     def __init__(self, port: int, addrs: set[str]) -> None:
         self.port, self.addrs, self.count, self.waits = port, addrs, 0, 0
+        self.commands: Counter[str] = Counter()
         self._sock = socket.create_connection(("127.0.0.1", port))
         self._sock.sendall(b"MONITOR\r\n")
         assert self._sock.recv(5) == b"+OK\r\n"
@@ -173,6 +191,7 @@ class Monitor:
                         self.waits += 1
                     else:
                         self.count += 1
+                        self.commands[command_label(line)] += 1
 
     def stop(self) -> int:
         """Mark the end with a command of our own, and count everything before it."""
@@ -205,6 +224,10 @@ class Monitors:
         counts = [m.stop() for m in self.monitors]
         return counts, sum(m.waits for m in self.monitors)
 
+    def commands(self) -> dict[str, int]:
+        """The commands counted on all nodes, by command, most first."""
+        return dict(sum((m.commands for m in self.monitors), Counter[str]()).most_common())
+
 
 def scenario_requests(
     scenario: str, n: int, reads: list[str], fresh: list[str], list_id: str
@@ -228,9 +251,13 @@ def scenario_requests(
     return out
 
 
+ROUND_TRIP_REQUESTS = 1000
+
+
 async def round_trips(target: Target, ports: list[int], client_name: str, scenario: str,
-                      fresh: Path | None, n: int = 1000) -> float:
-    """Commands the API's Redis clients sent, per request, over exactly `n` requests."""
+                      fresh: Path | None, n: int = ROUND_TRIP_REQUESTS) -> tuple[float, dict[str, int]]:
+    """Commands the API's Redis clients sent, per request, over exactly `n` requests, and
+    those commands by command."""
     assert target.read_ids is not None
     reads = target.read_ids.read_text().split()
     requests = scenario_requests(scenario, n, reads, fresh.read_text().split() if fresh else [], target.list_id)
@@ -248,7 +275,7 @@ async def round_trips(target: Target, ports: list[int], client_name: str, scenar
 
         await asyncio.gather(*(one(m, p, b) for m, p, b in requests))
         counts, _ = await asyncio.to_thread(mon.stop)
-    return round(sum(counts) / n, 3)
+    return round(sum(counts) / n, 3), mon.commands()
 
 
 class AofCompactor:
@@ -453,7 +480,8 @@ async def run() -> dict[str, Any]:
                     if target.name not in row or run["rps"] > row[target.name]["rps"]:
                         row[target.name] = run
             fresh = await preload(store, 20_000, var_dir / "fresh-monitor", spec) if needs_fresh else None
-            row["round_trips"] = await round_trips(service, _master_ports(stack), "tickets-api", scenario, fresh)
+            row["round_trips"], row["round_trip_commands"] = await round_trips(
+                service, _master_ports(stack), "tickets-api", scenario, fresh)
             row["ratio"] = round(row["service"]["rps"] / row["baseline"]["rps"], 3)
             # Each round's own ratio: its two runs ran one after the other, so a slow spell of
             # the machine weighs on both (the best-of ratio above may pair two spells).
@@ -624,6 +652,10 @@ def main() -> None:
         failed.append("batch issue")
     if failed:
         print(f"errors or extra Redis round trips in: {', '.join(failed)}", file=sys.stderr)
+        for s in failed:
+            if s in results["scenarios"]:
+                print(f"  {s}: commands of its {ROUND_TRIP_REQUESTS} requests under MONITOR: "
+                      f"{results['scenarios'][s]['round_trip_commands']}", file=sys.stderr)
         sys.exit(1)
 
 

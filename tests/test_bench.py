@@ -1,0 +1,40 @@
+"""The bench's own instruments, where a wrong count would pass or fail a target unseen."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from bench.run import Monitors, command_label
+from service.store.scripts import SCRIPTS
+
+from .procs import RedisServer
+
+
+def test_a_monitor_line_names_its_command_and_an_evalsha_its_script() -> None:
+    line = f'1764640000.123456 [0 127.0.0.1:50000] "EVALSHA" "{SCRIPTS.scan.sha}" "1" "tickets:{{00}}"'.encode()
+    assert command_label(line) == "EVALSHA scan"
+    assert command_label(b'1764640000.1 [0 127.0.0.1:50000] "evalsha" "0123456789abcdef" "0"') == "EVALSHA 01234567"
+    assert command_label(b'1764640000.1 [0 unix:/tmp/r.sock] "ping"') == "PING"
+
+
+async def test_the_round_trip_monitor_counts_only_the_named_clients_commands(
+    redis_server: RedisServer, real_redis: Redis
+) -> None:
+    """Commands of the named client are counted and tallied by command; another client's,
+    and the commands a script makes inside Redis, are not."""
+    named = Redis(port=redis_server.port, client_name="bench-monitor-test", decode_responses=True)
+    try:
+        await named.ping()  # its connection is open, and named, when the monitor starts
+        await real_redis.script_load(SCRIPTS.scan.source)
+        mon = await Monitors.start([redis_server.port], "bench-monitor-test")
+        await real_redis.sadd("tickets:{00}", "a", "b")
+        assert await named.evalsha(SCRIPTS.scan.sha, 1, "tickets:{00}", "0", "", 10, 4, 10) == ["0", "", "a", "b"]
+        await named.set("k", "v")
+        assert await real_redis.get("k") == "v"
+        counts, waits = await asyncio.to_thread(mon.stop)
+    finally:
+        await named.aclose()
+    assert (counts, waits) == ([2], 0)
+    assert mon.commands() == {"EVALSHA scan": 1, "SET": 1}
