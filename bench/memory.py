@@ -2,10 +2,13 @@
 `GET /ticket` at 10,000 tickets against BENCH_TICKETS (default 1,000,000).
 
 It starts its own redis-server (no persistence) on a free port, loads tickets through the
-store's own create script (so each also appends its `created` event), and measures:
+store's own create script, one call a ticket (so each appends its own `created` entry, as
+POST /ticket does), and measures:
 - bytes per ticket, hash plus index: the growth of used_memory, less the event streams;
-- bytes per event: MEMORY USAGE of the streams (every element counted);
-- a page: the median time of the store's list_page, and Redis's own µs per list script call.
+- bytes per event: what deleting the streams frees, per event they held;
+- a page: the median time of the store's list_page, and Redis's own µs per list script call;
+- the same two bytes for as many tickets issued as POST /ticket/batch issues them
+  (batch.lua, 1,000 a call): one stream entry holds 100 events.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from deploy.stack import ROOT, binary
-from service.models import EventSpec, TicketSpec
+from service.models import EventSpec, Origin, TicketSpec
 from service.store import SHARDS, Store, StoreConfig, keys
 from tests.procs import free_port, wait_until
 
@@ -36,13 +39,16 @@ async def used_memory(redis: Redis) -> int:
     return int(info["used_memory"])
 
 
-async def stream_bytes(redis: Redis) -> tuple[int, int]:
-    total = events = 0
+async def drop_streams(redis: Redis) -> tuple[int, int]:
+    """Delete every shard's event stream and its list of batch entries: (the bytes that
+    freed, the entries the streams held). MEMORY USAGE of a stream is an estimate (of its
+    radix tree, and of its listpacks by their length, not their allocation): it said 93.5
+    bytes an entry where deleting the streams freed 83.6."""
+    before, entries = await used_memory(redis), 0
     for shard in SHARDS:
-        key = keys.stream(shard)
-        total += int(await redis.memory_usage(key, samples=0) or 0)
-        events += await redis.xlen(key)
-    return total, events
+        entries += await redis.xlen(keys.stream(shard))
+        await redis.delete(keys.stream(shard), keys.batches(shard))
+    return before - await used_memory(redis), entries
 
 
 async def load(store: Store, upto: int) -> None:
@@ -81,8 +87,8 @@ async def bytes_per_ticket(redis: Redis, store: Store, spec: TicketSpec, n: int)
         batch = min(5000, n - made)
         await store.tickets.create_batch(batch, spec=spec)
         made += batch
-    streams, _ = await stream_bytes(redis)
-    return round((await used_memory(redis) - empty - streams) / n, 1)
+    await drop_streams(redis)
+    return round((await used_memory(redis) - empty) / n, 1)
 
 
 async def variants(port: int, n_tickets: int) -> dict[str, float]:
@@ -102,6 +108,25 @@ async def variants(port: int, n_tickets: int) -> dict[str, float]:
         await redis.aclose()
 
 
+async def batch_issued(port: int, n_tickets: int) -> dict[str, float]:
+    """Bytes per ticket (hash plus index) and per event (the streams and their lists of batch
+    entries) of tickets issued 1,000 a call, as the API's batch route issues them."""
+    redis = Redis(port=port, decode_responses=True)
+    store = Store(redis, StoreConfig(replay_ttl_s=60, events_maxlen=n_tickets))
+    try:
+        await redis.flushall()
+        empty = await used_memory(redis)
+        specs = [TicketSpec()] * 1000
+        for _ in range(n_tickets // len(specs)):
+            await store.tickets.issue_batch(specs, origin=Origin())
+        n = (await store.tickets.stats()).total
+        streams, _ = await drop_streams(redis)  # one entry holds up to 100 events (tickets)
+        return {"tickets": n, "bytes_per_ticket": round((await used_memory(redis) - empty) / n, 1),
+                "bytes_per_event": round(streams / n, 1)}
+    finally:
+        await redis.aclose()
+
+
 async def measure(port: int, n_tickets: int) -> dict[str, Any]:
     redis = Redis(port=port, decode_responses=True)
     store = Store(redis, StoreConfig(replay_ttl_s=60, events_maxlen=n_tickets))
@@ -113,7 +138,7 @@ async def measure(port: int, n_tickets: int) -> dict[str, Any]:
         await load(store, n_tickets)
         large = await page_cost(store, redis)
         full = await used_memory(redis)
-        streams, events = await stream_bytes(redis)
+        streams, events = await drop_streams(redis)
         per_ticket = (full - empty - streams) / n_tickets
         return {
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -144,6 +169,7 @@ def main() -> None:
                        .stdout.startswith(b"PONG"), what="redis-server")
             result = asyncio.run(measure(port, n_tickets))
             result["bytes_per_ticket_of_an_event"] = asyncio.run(variants(port, n_tickets))
+            result["issued_in_batches"] = asyncio.run(batch_issued(port, n_tickets))
         finally:
             proc.terminate()
             proc.wait()
@@ -152,10 +178,11 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     of_event = result["bytes_per_ticket_of_an_event"]["event_and_type"]
-    ok = (result["bytes_per_ticket"] <= TARGET_BYTES_PER_TICKET and of_event <= TARGET_BYTES_PER_TICKET
+    of_batch = result["issued_in_batches"]["bytes_per_ticket"]
+    ok = (max(result["bytes_per_ticket"], of_event, of_batch) <= TARGET_BYTES_PER_TICKET
           and result["page_ratio"] <= TARGET_PAGE_RATIO)
-    print(f"bytes/ticket {result['bytes_per_ticket']}, of an event with a type {of_event} "
-          f"(target <= {TARGET_BYTES_PER_TICKET}), "
+    print(f"bytes/ticket {result['bytes_per_ticket']}, of an event with a type {of_event}, issued in batches "
+          f"{of_batch} (target <= {TARGET_BYTES_PER_TICKET}), "
           f"page cost ratio {result['page_ratio']} (target <= {TARGET_PAGE_RATIO}): {'ok' if ok else 'MISSED'}")
 
 
