@@ -7,8 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from . import wire
 from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, REDIS, SETTINGS, TICKETS
@@ -42,16 +41,15 @@ def _redis_ctx(injected: Client | None) -> Callable[[web.Application], AsyncIter
 
 
 async def _warn_of_old_layout(client: Client) -> None:
-    """Keys of the 16-shard layout are invisible to this version: say so at start, loudly."""
-    if not isinstance(client, Redis):
-        return
+    """Keys of an earlier layout are invisible to this version: say so at start, loudly."""
     try:
         found = await old_layout_present(client)
-    except RedisError:
+    except (RedisError, RedisClusterException):
         return  # Redis not up yet: /readyz says so
     if found:
-        log.error("Redis holds keys of the old 16-shard layout, which this version does not read: "
-                  "stop the service and run `python -m service.store.migrate` (README, Upgrading)")
+        log.error("Redis holds keys of an earlier layout (16 shards, or tickets under `tkt:`), which this "
+                  "version does not read: stop the service and run `python -m service.store.migrate` "
+                  "(README, Upgrading)")
 
 
 def _log_start(settings: Settings) -> None:

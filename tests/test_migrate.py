@@ -1,7 +1,8 @@
-"""The migration from the first layout (16 shards, tags of one hex digit) to the current
-one, on a real redis-server. Data is made by the current code, moved back into the old
-layout key by key (as the old code wrote it), then migrated: every view the API gives must be
-what it was."""
+"""The migrations from earlier layouts to the current one: from the first (16 shards, tags of
+one hex digit), on a real redis-server, and from ticket hashes under the former prefix `tkt:`,
+on a real redis-server and a real Cluster. Data is made by the current code, moved back into
+the old layout key by key (as the old code wrote it), then migrated: every view the API gives
+must be what it was."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from redis.asyncio import Redis
 from service.errors import TicketNotFound
 from service.models import EventSpec, Origin, TicketSpec, Transition
 from service.store import SHARDS, Store, keys
-from service.store.migrate import OLD_SHARDS, NotCaughtUp, migrate, old_layout_present
+from service.store.link import Client
+from service.store.migrate import OLD_SHARDS, OLD_TICKET, NotCaughtUp, migrate, old_layout_present
 
 
 def _old_tag(tag: str) -> str:
@@ -37,7 +39,7 @@ async def downgrade(redis: Redis) -> None:
         elif kind == "events" and kind_type == "stream":
             continue  # merged below, in id order
         else:
-            await redis.rename(key, old)
+            await redis.rename(key, old if kind != keys.TICKET else OLD_TICKET + old[len(kind):])
     for old_tag in OLD_SHARDS:
         entries: list[tuple[tuple[int, int], str, dict[str, str]]] = []
         for tag in SHARDS:
@@ -100,7 +102,7 @@ async def test_the_16_shard_layout_migrates_with_nothing_lost(real_redis: Redis)
     await store.consumer.ensure_group()  # as the processor does when it starts
     assert await store.consumer.read_new("p", 500) == [] and await store.consumer.lag() == 0
     kinds = Counter([k.split(":")[0] async for k in real_redis.scan_iter()])
-    assert kinds["tkt"] == 150 and kinds["history"] == 150
+    assert kinds[keys.TICKET] == 150 and kinds[OLD_TICKET] == 0 and kinds["history"] == 150
 
 
 async def test_it_refuses_while_the_processor_is_behind(real_redis: Redis) -> None:
@@ -113,3 +115,53 @@ async def test_it_refuses_while_the_processor_is_behind(real_redis: Redis) -> No
     await real_redis.xgroup_setid(f"events:{{{old_tag}}}", keys.PROCESSOR_GROUP, id="0")
     with pytest.raises(NotCaughtUp):
         await migrate(real_redis)
+
+
+async def _made_with_the_old_prefix(redis: Client) -> tuple[Store, list[str], dict[str, Any]]:
+    """Tickets of both kinds, some used, recorded; then their hashes renamed to `tkt:`."""
+    store = Store(redis)
+    event = await store.tickets.create_event(EventSpec("Before the rename", capacity=100))
+    ids = [t.id for t in await store.tickets.create_batch(90)]
+    ids += [t.id for t in await store.tickets.create_batch(20, spec=TicketSpec(event=event.id))]
+    for n, tid in enumerate(ids[:30]):
+        await store.tickets.transition(tid, Transition.INVALIDATE, origin=Origin(request_id=f"r{n}"))
+    await store.consumer.ensure_group()
+    while entries := await store.consumer.read_new("p", 500):
+        await store.consumer.apply(entries)
+    before = await views(store, ids)
+    for tid in ids:
+        await redis.rename(keys.ticket(tid), f"{OLD_TICKET}:{{{keys.shard_of(tid)}}}:{tid}")
+    return store, ids, before
+
+
+@pytest.fixture(params=["real_redis", "cluster_redis"])
+def redis_or_cluster(request: pytest.FixtureRequest) -> Client:
+    client: Client = request.getfixturevalue(request.param)
+    return client
+
+
+async def test_ticket_hashes_of_the_former_prefix_are_renamed_with_nothing_lost(redis_or_cluster: Client) -> None:
+    store, ids, before = await _made_with_the_old_prefix(redis_or_cluster)
+    assert await old_layout_present(redis_or_cluster)
+    with pytest.raises(TicketNotFound):
+        await store.tickets.get(ids[0])
+
+    report = await migrate(redis_or_cluster)
+
+    assert (report.prefixed, report.prefix_conflicts, report.renamed) == (110, [], Counter())
+    assert not await old_layout_present(redis_or_cluster)
+    assert await views(store, ids) == before
+    assert [k async for k in redis_or_cluster.scan_iter(match=f"{OLD_TICKET}:*")] == []
+    assert await migrate(redis_or_cluster) == type(report)()  # a second run has nothing to do
+
+
+async def test_a_ticket_hash_whose_new_name_is_taken_is_left_and_reported(real_redis: Redis) -> None:
+    store, ids, _ = await _made_with_the_old_prefix(real_redis)
+    await real_redis.hset(keys.ticket(ids[5]), "valid", "1")  # written by a new version started too soon
+    old_hash = await real_redis.hgetall(f"{OLD_TICKET}:{{{keys.shard_of(ids[5])}}}:{ids[5]}")
+
+    report = await migrate(real_redis)
+
+    assert report.prefixed == 109 and report.prefix_conflicts == [f"{OLD_TICKET}:{{{keys.shard_of(ids[5])}}}:{ids[5]}"]
+    assert await real_redis.hgetall(report.prefix_conflicts[0]) == old_hash  # nothing overwritten, nothing lost
+    assert (await store.tickets.get(ids[6])).id == ids[6]

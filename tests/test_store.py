@@ -50,7 +50,7 @@ async def test_ticket_is_a_hash_indexed_in_its_shard_set(store: Store) -> None:
     tid = new_ticket_id()
     await store.tickets.create(tid)
     shard = keys.shard_of(tid)
-    assert await store.redis.type(f"tkt:{{{shard}}}:{tid}") == "hash"
+    assert await store.redis.type(f"t:{{{shard}}}:{tid}") == "hash"
     assert await store.redis.sismember(f"tickets:{{{shard}}}", tid)
 
 
@@ -194,7 +194,7 @@ def test_the_64_shard_tags_sit_one_in_each_64th_of_the_cluster_slots() -> None:
 def test_a_shard_is_the_top_six_bits_of_the_first_byte() -> None:
     assert keys.shard_of("00" + "0" * 34) == keys.shard_of("03" + "0" * 34) == SHARDS[0]
     assert keys.shard_of("04" + "0" * 34) == SHARDS[1] and keys.shard_of("ff" + "0" * 34) == SHARDS[63]
-    assert keys.ticket("ab" + "0" * 34) == f"tkt:{{{SHARDS[0xab >> 2]}}}:ab" + "0" * 34
+    assert keys.ticket("ab" + "0" * 34) == f"t:{{{SHARDS[0xab >> 2]}}}:ab" + "0" * 34
     moved = keys.in_shard("ab" + "1" * 34, SHARDS[5])
     assert keys.shard_of(moved) == SHARDS[5] and moved[2:] == "1" * 34 and int(moved[:2], 16) & 3 == 0xab & 3
 

@@ -6,7 +6,7 @@
 -- KEYS[1]  the list's hash            lst:{<shard>}:<list id>
 -- KEYS[2]  counters of the shard      stats:{<shard>}
 -- KEYS[3]  event stream of the shard  events:{<shard>}
--- KEYS[4]  the ticket's hash          tkt:{<shard>}:<id>
+-- KEYS[4]  the ticket's hash          t:{<shard>}:<id>
 -- KEYS[5..] the hashes of the lists this list leaves, in the order of ARGV[8..]
 -- ARGV[1]  list_id
 -- ARGV[2]  actor          API key name: only its own scan can be annulled

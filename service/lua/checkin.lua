@@ -19,7 +19,7 @@
 -- KEYS[3]  counters of the shard      stats:{<shard>}
 -- KEYS[4]  event stream of the shard  events:{<shard>}
 -- KEYS[5]  replay record             replay:{<shard>}:<id>:<hash>  or  idem:{<shard>}:<hash>:answer
--- KEYS[6]  the ticket's hash          tkt:{<shard>}:<id>   (absent: a ticket of another event)
+-- KEYS[6]  the ticket's hash          t:{<shard>}:<id>     (absent: a ticket of another event)
 -- KEYS[7..] the hashes of the lists this list leaves, in the order of its `leaves`
 -- ARGV[1]  list_id
 -- ARGV[2]  direction     'entry' or 'exit'

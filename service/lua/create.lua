@@ -10,7 +10,7 @@
 -- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
 -- script (with replicas) covers the first answer's own write too.
 --
--- KEYS[1]  ticket hash                 tkt:{<shard>}:<id>
+-- KEYS[1]  ticket hash                 t:{<shard>}:<id>
 -- KEYS[2]  id index of the shard       tickets:{<shard>}
 -- KEYS[3]  counters of the shard       stats:{<shard>}
 -- KEYS[4]  event stream of the shard   events:{<shard>}

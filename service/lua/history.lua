@@ -1,7 +1,7 @@
 -- Read one ticket's history, as the tickets processor recorded it, and whether the ticket
 -- exists, in one step.
 --
--- KEYS[1]  ticket hash                 tkt:{<shard>}:<id>
+-- KEYS[1]  ticket hash                 t:{<shard>}:<id>
 -- KEYS[2]  history of the ticket       history:{<shard>}:<id>  (field: stream entry id)
 -- ARGV     none
 -- Returns  {exists, entry_id1, event1, entry_id2, event2, ...}

@@ -1,10 +1,14 @@
-"""Move keys of the first layout (16 shards, the hash tag one hex digit: `tkt:{a}:<id>`) to
-the current one (64 shards, keys.SHARDS), in place, on one redis-server.
+"""Move keys of earlier layouts to the current one, in place:
+- the first layout (16 shards, the hash tag one hex digit: `tkt:{a}:<id>`), on one
+  redis-server, to 64 shards (keys.SHARDS);
+- ticket hashes under the former prefix, `tkt:{ab}:<id>`, renamed to `t:{ab}:<id>` (the same
+  slot: on a Cluster too).
 
     python -m service.store.migrate            # REDIS_URL as for the service
 
-Run it with the service stopped, after the tickets processor has caught up (it refuses
-otherwise: an unprocessed entry would be processed twice or not at all). Every old shard `h`
+Run it with the service stopped. The move to 64 shards also waits for the tickets processor
+to have caught up (it refuses otherwise: an unprocessed entry would be processed twice or not
+at all). Every old shard `h`
 maps onto the 4 new shards whose index is 4h .. 4h+3 (the top 6 bits of the id's first byte
 extend its first hex digit), so each new stream takes the entries of one old stream, in
 order, under their own ids: change-feed positions stay comparable, history is kept, and the
@@ -31,10 +35,13 @@ from redis.asyncio import Redis
 from ..settings import Settings
 from . import keys
 from .client import redis_from_settings
+from .link import Client
 
 log = logging.getLogger(__name__)
 
 OLD_SHARDS = "0123456789abcdef"
+# The ticket hash's former key kind (keys.TICKET now).
+OLD_TICKET = "tkt"
 _OLD_KEY = re.compile(r"^(?P<kind>[a-z]+):\{(?P<tag>[0-9a-f])\}(?::(?P<rest>.*))?$")
 _CHUNK = 500
 
@@ -49,17 +56,60 @@ def candidates(old_tag: str) -> list[str]:
 class Report:
     renamed: Counter[str] = field(default_factory=Counter)
     stream_entries: int = 0
+    # Ticket hashes renamed from the former prefix, and those left where a key of the new
+    # name was already there (never overwritten: the operator decides).
+    prefixed: int = 0
+    prefix_conflicts: list[str] = field(default_factory=list)
 
 
 class NotCaughtUp(Exception):
     pass
 
 
-async def old_layout_present(redis: Redis) -> bool:
+async def old_layout_present(redis: Client) -> bool:
+    """Keys of an earlier layout: of the 16 shards, or ticket hashes of the former prefix."""
+    if isinstance(redis, Redis) and await sixteen_shards_present(redis):
+        return True
+    return await old_prefix_present(redis)
+
+
+async def sixteen_shards_present(redis: Redis) -> bool:
     async with redis.pipeline(transaction=False) as pipe:
         for tag in OLD_SHARDS:
             pipe.exists(f"tickets:{{{tag}}}", f"events:{{{tag}}}", f"evts:{{{tag}}}")
         return any(await pipe.execute())
+
+
+async def old_prefix_present(redis: Client) -> bool:
+    """A ticket of each shard's index, at random, under the former prefix: every ticket moves
+    at once, so one of them tells (two round trips, not a scan of the keyspace)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard in keys.SHARDS:
+            pipe.srandmember(keys.index(shard))
+        sampled = [(shard, tid) for shard, tid in zip(keys.SHARDS, await pipe.execute(), strict=True) if tid]
+    if not sampled:
+        return False
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard, tid in sampled:
+            pipe.exists(_old_ticket(shard, tid))
+        return any(await pipe.execute())
+
+
+def _old_ticket(shard: str, ticket_id: str) -> str:
+    return f"{OLD_TICKET}:{{{shard}}}:{ticket_id}"
+
+
+async def rename_old_prefix(redis: Client, report: Report) -> None:
+    """Every `tkt:{<shard>}:<id>` to `t:{<shard>}:<id>`, unless that is taken."""
+    old = [k async for k in redis.scan_iter(match=f"{OLD_TICKET}:{{*}}:*", count=1000)]
+    # redis-py's Cluster pipeline refuses RENAMENX: there, calls in flight together, within
+    # the client's connections per node.
+    chunk_size = _CHUNK if isinstance(redis, Redis) else 32
+    for start in range(0, len(old), chunk_size):
+        chunk = old[start:start + chunk_size]
+        done = await _renamenx(redis, [(key, keys.TICKET + key[len(OLD_TICKET):]) for key in chunk])
+        report.prefixed += sum(1 for d in done if d)
+        report.prefix_conflicts += [k for k, d in zip(chunk, done, strict=True) if not d]
 
 
 async def _check_caught_up(redis: Redis) -> None:
@@ -73,9 +123,25 @@ async def _check_caught_up(redis: Redis) -> None:
                                   "let the tickets processor catch up first")
 
 
-async def migrate(redis: Redis) -> Report:
-    await _check_caught_up(redis)
+async def _renamenx(redis: Client, names: list[tuple[str, str]]) -> list[bool]:
+    if isinstance(redis, Redis):
+        async with redis.pipeline(transaction=False) as pipe:
+            for old, new in names:
+                pipe.renamenx(old, new)
+            return [bool(d) for d in await pipe.execute()]
+    return [bool(d) for d in await asyncio.gather(*(redis.renamenx(old, new) for old, new in names))]
+
+
+async def migrate(redis: Client) -> Report:
     report = Report()
+    if isinstance(redis, Redis) and await sixteen_shards_present(redis):
+        await _to_64_shards(redis, report)
+    await rename_old_prefix(redis, report)
+    return report
+
+
+async def _to_64_shards(redis: Redis, report: Report) -> None:
+    await _check_caught_up(redis)
     old_keys = [k async for k in redis.scan_iter(match="*:{?}*", count=1000) if _OLD_KEY.match(k)]
     simple = [k for k in old_keys if _OLD_KEY.match(k)["kind"] in  # type: ignore[index]
               ("tkt", "history", "evt", "lst", "lsts", "replay", "idem")]
@@ -89,7 +155,6 @@ async def migrate(redis: Redis) -> Report:
         report.stream_entries += await _move_stream(redis, tag)
         await _move_processed(redis, tag)
     await _recount(redis)
-    return report
 
 
 def _move(pipe: object, key: str, report: Report) -> None:
@@ -103,9 +168,10 @@ def _move(pipe: object, key: str, report: Report) -> None:
         targets = candidates(tag)  # a scan of another event's ticket, answered in the list's shard
     else:
         targets = [keys.shard_of(ident)]
+    new_kind = keys.TICKET if kind == OLD_TICKET else kind
     for new_tag in targets[1:]:
-        pipe.copy(key, f"{kind}:{{{new_tag}}}:{rest}")  # type: ignore[attr-defined]
-    pipe.rename(key, f"{kind}:{{{targets[0]}}}:{rest}")  # type: ignore[attr-defined]
+        pipe.copy(key, f"{new_kind}:{{{new_tag}}}:{rest}")  # type: ignore[attr-defined]
+    pipe.rename(key, f"{new_kind}:{{{targets[0]}}}:{rest}")  # type: ignore[attr-defined]
     report.renamed[kind] += 1
 
 
@@ -188,18 +254,23 @@ def _any(value: object) -> Any:
 async def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     redis = redis_from_settings(Settings.from_env(), client_name="tickets-migrate")
-    if not isinstance(redis, Redis) or not await old_layout_present(redis):
-        log.info("no keys of the 16-shard layout: nothing to do")
-        await redis.aclose()
-        return 0
     try:
+        if not await old_layout_present(redis):
+            log.info("no keys of an earlier layout: nothing to do")
+            return 0
         report = await migrate(redis)
     except NotCaughtUp as exc:
         log.error("%s", exc)
         return 1
     finally:
         await redis.aclose()
-    log.info("moved %s and %d stream entries to the 64-shard layout", dict(report.renamed), report.stream_entries)
+    if report.renamed:
+        log.info("moved %s and %d stream entries to the 64-shard layout", dict(report.renamed), report.stream_entries)
+    log.info("renamed %d ticket hashes from %s: to %s:", report.prefixed, OLD_TICKET, keys.TICKET)
+    if report.prefix_conflicts:
+        log.error("left %d ticket hashes under %s: where a key of the new name exists, e.g. %s",
+                  len(report.prefix_conflicts), OLD_TICKET, report.prefix_conflicts[0])
+        return 1
     return 0
 
 
