@@ -209,6 +209,20 @@ async def client_addrs(port: int, name: str) -> set[str]:
         return {c["addr"] for c in await redis.client_list() if c.get("name") == name}
 
 
+async def until_idle(ports: list[int], name: str, idle_s: int = 2, timeout_s: float = 60) -> None:
+    """Until no connection of the named client has sent a command for `idle_s` seconds of
+    CLIENT LIST's idle, which counts ticks of the clock's whole seconds: 2 is at least one
+    whole second of quiet. wrk abandons the requests in flight when it stops
+    (nginx logs them as 499), and the workers carry them on: a list page's read after its
+    scan, counted under a MONITOR started meanwhile, made a run's list pass 2.002 commands a
+    page."""
+    async with asyncio.timeout(timeout_s):
+        for port in ports:
+            async with Redis(port=port, decode_responses=True) as redis:
+                while any(int(c["idle"]) < idle_s for c in await redis.client_list() if c.get("name") == name):
+                    await asyncio.sleep(0.1)
+
+
 class Monitors:
     """A Monitor on each of the given Redis nodes (every master of a Cluster)."""
 
@@ -262,6 +276,7 @@ async def round_trips(target: Target, ports: list[int], client_name: str, scenar
     reads = target.read_ids.read_text().split()
     requests = scenario_requests(scenario, n, reads, fresh.read_text().split() if fresh else [], target.list_id)
     headers = {"Authorization": f"Bearer {target.token}"}
+    await until_idle(ports, client_name)
     async with aiohttp.ClientSession(target.url, headers=headers) as http:
         async with http.get("/readyz") as r:  # every pooled connection is open and named
             assert r.status == 200

@@ -6,7 +6,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from bench.run import Monitors, command_label
+from bench.run import Monitors, command_label, until_idle
 from service.store.scripts import SCRIPTS
 
 from .procs import RedisServer
@@ -38,3 +38,28 @@ async def test_the_round_trip_monitor_counts_only_the_named_clients_commands(
         await named.aclose()
     assert (counts, waits) == ([2], 0)
     assert mon.commands() == {"EVALSHA scan": 1, "SET": 1}
+
+
+async def test_the_round_trip_pass_waits_for_the_named_clients_last_commands(
+    redis_server: RedisServer, real_redis: Redis
+) -> None:
+    """Requests that wrk abandoned go on in the workers: the pass starts once their Redis
+    connections have been quiet a whole second, not while they still send."""
+    named = Redis(port=redis_server.port, client_name="bench-straggler", decode_responses=True)
+    sent = 0
+
+    async def straggler() -> None:
+        nonlocal sent
+        for _ in range(8):
+            await named.incr("straggled")
+            sent += 1
+            await asyncio.sleep(0.2)
+
+    try:
+        await named.ping()
+        task = asyncio.create_task(straggler())
+        await until_idle([redis_server.port], "bench-straggler")
+        assert task.done() and sent == 8
+        assert await real_redis.get("straggled") == "8"
+    finally:
+        await named.aclose()
