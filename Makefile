@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint system clean bench bench-memory bench-profile bench-redis
+.PHONY: up test lint system clean bench bench-memory bench-profile bench-redis bench-floor
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
@@ -44,6 +44,10 @@ bench-profile: $(STAMP) system
 bench-redis: $(STAMP) system
 	bash deploy/ensure-system.sh wrk
 	$(BIN)/python -m bench.redis_costs
+
+# Each write's Redis CPU with Redis alone on a core: the floor under make bench's figures.
+bench-floor: $(STAMP) system
+	$(BIN)/python -m bench.script_floor
 
 bench-memory: $(STAMP) system
 	$(BIN)/python -m bench.memory
