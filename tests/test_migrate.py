@@ -17,6 +17,9 @@ from service.models import EventSpec, Origin, TicketSpec, Transition
 from service.store import SHARDS, Store, keys
 from service.store.link import Client
 from service.store.migrate import OLD_SHARDS, OLD_TICKET, NotCaughtUp, migrate, old_layout_present
+from service.store.migrate import main as migrate_main
+
+from .procs import RedisServer
 
 
 def _old_tag(tag: str) -> str:
@@ -165,3 +168,19 @@ async def test_a_ticket_hash_whose_new_name_is_taken_is_left_and_reported(real_r
     assert report.prefixed == 109 and report.prefix_conflicts == [f"{OLD_TICKET}:{{{keys.shard_of(ids[5])}}}:{ids[5]}"]
     assert await real_redis.hgetall(report.prefix_conflicts[0]) == old_hash  # nothing overwritten, nothing lost
     assert (await store.tickets.get(ids[6])).id == ids[6]
+
+
+async def test_the_tool_finishes_what_an_interrupted_run_left(
+    real_redis: Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every hash but one already renamed, as a run stopped part-way leaves them: the tool
+    scans for what is left rather than trusting a sample that would likely miss it."""
+    store, ids, before = await _made_with_the_old_prefix(real_redis)
+    for tid in ids[1:]:
+        await real_redis.rename(f"{OLD_TICKET}:{{{keys.shard_of(tid)}}}:{tid}", keys.ticket(tid))
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+
+    assert await migrate_main() == 0
+
+    assert [k async for k in real_redis.scan_iter(match=f"{OLD_TICKET}:*")] == []
+    assert await views(store, ids) == before

@@ -255,18 +255,19 @@ async def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     redis = redis_from_settings(Settings.from_env(), client_name="tickets-migrate")
     try:
-        if not await old_layout_present(redis):
-            log.info("no keys of an earlier layout: nothing to do")
-            return 0
+        # Not gated on old_layout_present: its sample can miss what an interrupted run left.
         report = await migrate(redis)
     except NotCaughtUp as exc:
         log.error("%s", exc)
         return 1
     finally:
         await redis.aclose()
+    if report == Report():
+        log.info("no keys of an earlier layout: nothing to do")
     if report.renamed:
         log.info("moved %s and %d stream entries to the 64-shard layout", dict(report.renamed), report.stream_entries)
-    log.info("renamed %d ticket hashes from %s: to %s:", report.prefixed, OLD_TICKET, keys.TICKET)
+    if report.prefixed:
+        log.info("renamed %d ticket hashes from %s: to %s:", report.prefixed, OLD_TICKET, keys.TICKET)
     if report.prefix_conflicts:
         log.error("left %d ticket hashes under %s: where a key of the new name exists, e.g. %s",
                   len(report.prefix_conflicts), OLD_TICKET, report.prefix_conflicts[0])
