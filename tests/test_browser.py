@@ -298,6 +298,42 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "p50_ms": round(statistics.median(values), 1), "p95_ms": round(cuts[18], 1)}
 
 
+def test_a_late_answer_for_an_earlier_pick_leaves_the_lists_of_the_event_picked(
+    browser: Browser, stack: LocalStack, api: Client
+) -> None:
+    """The page asks for the first event's lists as it opens. A gate that picks another event
+    before that answer arrives sees the lists of the event it picked, and the late answer
+    changes nothing (it used to replace them, and Start then took another event's list)."""
+    a, gate_a = api.venue("Late answer A")
+    b, gate_b = api.venue("Late answer B")
+    held: list[Route] = []
+
+    def hold_the_first(route: Route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    context = new_context(browser)
+    page = context.new_page()
+    page.route("**/event/*/list", hold_the_first)
+    page.goto(f"{stack.url}/gate/")
+    page.get_by_label("Scanner key").fill(KEYS["gate"][1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_function("() => document.getElementById('event').options.length > 0")
+    first = page.get_by_label("Event").input_value()
+    target, gate = (b, gate_b) if first == a else (a, gate_a)
+    page.get_by_label("Event").select_option(target)
+    page.wait_for_function("() => window.__gate.listLoads >= 1")  # the picked event's, the first held
+    assert len(held) == 1 and held[0].request.url.endswith(f"/event/{first}/list")
+    held[0].continue_()
+    page.wait_for_function("() => window.__gate.listLoads >= 2")
+    options = page.get_by_label("Check-in list").locator("option")
+    assert [options.nth(i).get_attribute("value") for i in range(options.count())] == [gate["id"]]
+    assert page.get_by_role("button", name="Start scanning").is_enabled()
+    context.close()
+
+
 def test_scan_to_verdict_times(browser: Browser, stack: LocalStack, api: Client) -> None:
     """From the decoded code to the painted verdict, in the page, online and offline."""
     event, gate = api.venue("Timing night", reentry=True)

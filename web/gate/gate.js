@@ -25,7 +25,7 @@ let hideTimer = null;
 let camera = { stream: null, detector: null, on: false, lastCode: "", lastAt: 0 };
 const local = { admitted: 0, refused: 0 };
 // For the browser tests and for anyone measuring: decoded code to rendered verdict.
-const gate = (window.__gate = { timings: [], verdicts: [], synced: 0, detector: null });
+const gate = (window.__gate = { timings: [], verdicts: [], synced: 0, detector: null, listLoads: 0 });
 
 function show(section) {
   for (const id of ["signin", "pick", "scanner"]) $(id).hidden = id !== section;
@@ -58,11 +58,21 @@ async function showPick() {
 
 async function loadLists() {
   const eventId = $("event").value;
-  const lists = eventId ? (await api.get(`/event/${eventId}/list`)).body : [];
-  $("list").replaceChildren(...lists.map((l) => el("option", { value: l.id, text: l.name })));
-  if (settings.list && lists.some((l) => l.id === settings.list)) $("list").value = settings.list;
-  $("start").disabled = lists.length === 0;
-  $("pick-note").textContent = lists.length ? "" : "This event has no check-in list yet.";
+  // Until this event's lists arrive, none shows: Start must not take another event's list.
+  $("list").replaceChildren();
+  $("start").disabled = true;
+  try {
+    const lists = eventId ? (await api.get(`/event/${eventId}/list`)).body : [];
+    // A late answer for an event picked before this one changes nothing: the later pick's
+    // own load fills the lists.
+    if ($("event").value !== eventId) return;
+    $("list").replaceChildren(...lists.map((l) => el("option", { value: l.id, text: l.name })));
+    if (settings.list && lists.some((l) => l.id === settings.list)) $("list").value = settings.list;
+    $("start").disabled = lists.length === 0;
+    $("pick-note").textContent = lists.length ? "" : "This event has no check-in list yet.";
+  } finally {
+    gate.listLoads += 1;
+  }
 }
 
 function startScanning(event) {
