@@ -80,17 +80,25 @@ async def views(store: Store, ids: list[str]) -> dict[str, Any]:
     }
 
 
-async def test_the_16_shard_layout_migrates_with_nothing_lost(real_redis: Redis) -> None:
-    store = Store(real_redis)
-    event = await store.tickets.create_event(EventSpec("Old times", capacity=100))
-    ids = [t.id for t in await store.tickets.create_batch(120)]
-    ids += [t.id for t in await store.tickets.create_batch(30, spec=TicketSpec(event=event.id))]
-    for n, tid in enumerate(ids[:50]):
+async def made_and_recorded(
+    redis: Client, name: str, plain: int, of_event: int, used: int
+) -> tuple[Store, list[str], dict[str, Any]]:
+    """Tickets of the default event and of an event, the first `used` of them used, all
+    recorded by the processor: (the store, their ids, every view of them)."""
+    store = Store(redis)
+    event = await store.tickets.create_event(EventSpec(name, capacity=100))
+    ids = [t.id for t in await store.tickets.create_batch(plain)]
+    ids += [t.id for t in await store.tickets.create_batch(of_event, spec=TicketSpec(event=event.id))]
+    for n, tid in enumerate(ids[:used]):
         await store.tickets.transition(tid, Transition.INVALIDATE, origin=Origin(request_id=f"r{n}"))
     await store.consumer.ensure_group()
     while entries := await store.consumer.read_new("p", 500):
         await store.consumer.apply(entries)
-    before = await views(store, ids)
+    return store, ids, await views(store, ids)
+
+
+async def test_the_16_shard_layout_migrates_with_nothing_lost(real_redis: Redis) -> None:
+    store, ids, before = await made_and_recorded(real_redis, "Old times", 120, 30, 50)
 
     await downgrade(real_redis)
     assert await old_layout_present(real_redis)
@@ -122,16 +130,7 @@ async def test_it_refuses_while_the_processor_is_behind(real_redis: Redis) -> No
 
 async def _made_with_the_old_prefix(redis: Client) -> tuple[Store, list[str], dict[str, Any]]:
     """Tickets of both kinds, some used, recorded; then their hashes renamed to `tkt:`."""
-    store = Store(redis)
-    event = await store.tickets.create_event(EventSpec("Before the rename", capacity=100))
-    ids = [t.id for t in await store.tickets.create_batch(90)]
-    ids += [t.id for t in await store.tickets.create_batch(20, spec=TicketSpec(event=event.id))]
-    for n, tid in enumerate(ids[:30]):
-        await store.tickets.transition(tid, Transition.INVALIDATE, origin=Origin(request_id=f"r{n}"))
-    await store.consumer.ensure_group()
-    while entries := await store.consumer.read_new("p", 500):
-        await store.consumer.apply(entries)
-    before = await views(store, ids)
+    store, ids, before = await made_and_recorded(redis, "Before the rename", 90, 20, 30)
     for tid in ids:
         await redis.rename(keys.ticket(tid), f"{OLD_TICKET}:{{{keys.shard_of(tid)}}}:{tid}")
     return store, ids, before
