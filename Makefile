@@ -29,7 +29,7 @@ up: $(STAMP) system
 
 test: $(STAMP) system
 	bash deploy/ensure-system.sh chromium prometheus promtool prometheus-redis-exporter mtail \
-	  podman runc mmdebstrap netavark aardvark-dns
+	  podman runc mmdebstrap netavark aardvark-dns iptables
 	$(BIN)/pytest
 
 bench: $(STAMP) system

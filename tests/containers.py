@@ -79,7 +79,7 @@ def podman(*args: str, timeout_s: float = 300, check: bool = True) -> subprocess
 
 def why_containers_cannot_run() -> str | None:
     """None when podman runs a container here; else the reason, said in full."""
-    for tool in ("podman", "mmdebstrap", "runc"):
+    for tool in ("podman", "mmdebstrap", "runc", "iptables"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (deploy/ensure-system.sh installs it as root)"
     if os.geteuid() != 0:
