@@ -19,6 +19,7 @@ cannot go on acknowledging writes that the promoted side will never see.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import subprocess
@@ -180,10 +181,12 @@ def form_cluster(ports: list[int], timeout_s: float = 60.0) -> None:
     if int(cluster_state(ports[0]).get("cluster_known_nodes", "1")) < len(ports):
         subprocess.run([binary("redis-cli"), "--cluster", "create", *(f"{HOST}:{p}" for p in ports),
                         "--cluster-replicas", "1", "--cluster-yes"], check=True, timeout=60)
-    # Ok, and every master with a replica in sync: until then it refuses writes (NOREPLICAS).
-    while not all(cluster_state(p).get("cluster_state") == "ok" for p in ports) or not _replicas_online(ports):
+    # Ok, every master with a replica in sync (until then it refuses writes: NOREPLICAS), and
+    # a write on each confirmed by its replica, as the API's writes are.
+    while (not all(cluster_state(p).get("cluster_state") == "ok" for p in ports) or not _replicas_online(ports)
+           or not _masters_confirm_writes(ports[0])):
         if time.monotonic() > deadline:
-            raise SystemExit("the cluster did not reach state ok with every replica in sync")
+            raise SystemExit("the cluster did not reach state ok with every master's writes confirmed by a replica")
         time.sleep(0.2)
     print(f"redis cluster ok on {', '.join(map(str, ports))}", flush=True)
 
@@ -200,6 +203,42 @@ def _replicas_online(ports: list[int]) -> bool:
     # and a WAIT sent before it gets no answer in time.
     return bool(masters) and all("state=online" in i.get("slave0", "")
                                  and f"offset={i.get('master_repl_offset')}," in i.get("slave0", "") for i in masters)
+
+
+def confirms_writes(port: int, key: str, timeout_ms: int = 1000) -> bool:
+    """Whether a write of `key` on the master at `port` is confirmed by a replica (WAIT 1).
+    A replica that has just loaded a diskless sync gets no commands until its first
+    REPLCONF ACK, which it sends once a second: a WAIT in that second times out though the
+    replica is online and at the master's offset."""
+    import redis  # the venv's, as the stack and the tests run this module; only for this check
+
+    try:
+        with redis.Redis(host=HOST, port=port, socket_timeout=timeout_ms / 1000 + 5) as client:
+            client.set(key, "1", px=60_000)
+            confirmed = int(client.execute_command("WAIT", 1, timeout_ms))
+            client.delete(key)
+            return confirmed >= 1
+    except redis.RedisError:
+        return False
+
+
+def _masters_confirm_writes(port: int) -> bool:
+    """Whether every master of the Cluster, as `port` sees it, has a write of one of its own
+    keys confirmed by a replica."""
+    import redis
+    from redis.crc import key_slot
+
+    try:
+        with redis.Redis(host=HOST, port=port, socket_timeout=5) as client:
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+    except redis.RedisError:
+        return False
+    keys = (f"redis-nodes:probe:{n}" for n in itertools.count())
+    for start, end, master, *_ in ranges:
+        key = next(k for k in keys if start <= key_slot(k.encode()) <= end)
+        if not confirms_writes(int(master[1]), key):
+            return False
+    return True
 
 
 def _safe_ping(port: int) -> bool:

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
+from deploy.redis_nodes import confirms_writes, form_cluster
 from service.app import create_app
 from service.errors import StoreNotReplicated
 from service.models import Origin, TicketState, Transition, new_ticket_id
@@ -21,6 +23,7 @@ from service.store.client import RediscoveringConnection
 from .conftest import AiohttpClient, Api
 from .procs import RedisServer, free_port, wait_until
 from .test_api import assert_problem
+from .topologies import RedisNodes
 
 
 @pytest.fixture
@@ -130,3 +133,33 @@ async def test_a_sentinel_connection_reconnecting_mid_command_asks_where_the_mas
         assert await conn.read_response() == "PONG" and conn.port == master.port
     finally:
         await conn.disconnect()
+
+
+def test_a_cluster_counts_as_formed_once_each_master_has_a_write_confirmed(tmp_path: Path) -> None:
+    """A replica that has just loaded its diskless sync gets no commands until its first
+    REPLCONF ACK, up to a second later, though its master calls it online and at its offset:
+    a WAIT in that second timed out, and the API's first write after the Cluster was formed
+    was a 503 (seen in CI). form_cluster waits for a write on each master to be confirmed, so
+    it holds off while a replica answers but does not confirm (paused for writes here)."""
+    nodes = RedisNodes(tmp_path / "cluster", "cluster").start()
+    ports = nodes.layout.data_ports
+    replica = next(n.name for n in nodes.data_nodes() if nodes.role(n.name) == "slave")
+    try:
+        assert all(confirms_writes(port, key, timeout_ms=100) for port, key in master_keys(nodes))
+        with redis.Redis(port=nodes.nodes[replica].port) as paused:
+            paused.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+            with pytest.raises(SystemExit, match="confirmed by a replica"):
+                form_cluster(ports, timeout_s=2)
+            paused.execute_command("CLIENT", "UNPAUSE")
+        form_cluster(ports, timeout_s=30)
+        assert all(confirms_writes(port, key, timeout_ms=100) for port, key in master_keys(nodes))
+    finally:
+        nodes.stop()
+
+
+def master_keys(nodes: RedisNodes) -> list[tuple[int, str]]:
+    """(port, a key of its own slots) of each master."""
+    with redis.Redis(port=nodes.layout.data_ports[0]) as c:
+        ranges = c.execute_command("CLUSTER", "SLOTS")
+    return [(int(master[1]), next(k for k in (f"k{n}" for n in range(10_000)) if start <= key_slot(k.encode()) <= end))
+            for start, end, master, *_ in ranges]
