@@ -8,7 +8,8 @@ declare -A package=([redis-server]=redis-server [redis-sentinel]=redis-sentinel 
                     [promtool]=prometheus)
 missing=()
 for prog in "$@"; do
-  if ! command -v "$prog" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$prog" ]; then
+  # podman's network helpers (netavark, aardvark-dns) live in /usr/lib/podman, off the PATH.
+  if ! command -v "$prog" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$prog" ] && [ ! -x "/usr/lib/podman/$prog" ]; then
     missing+=("${package[$prog]:-$prog}")
   fi
 done
