@@ -28,6 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+from redis.crc import key_slot
+
 TOPOLOGIES = ("standalone", "sentinel", "cluster")
 SENTINEL_MASTER = "tickets"
 SENTINEL_OFFSET = 5
@@ -210,8 +213,6 @@ def confirms_writes(port: int, key: str, timeout_ms: int = 1000) -> bool:
     A replica that has just loaded a diskless sync gets no commands until its first
     REPLCONF ACK, which it sends once a second: a WAIT in that second times out though the
     replica is online and at the master's offset."""
-    import redis  # the venv's, as the stack and the tests run this module; only for this check
-
     try:
         with redis.Redis(host=HOST, port=port, socket_timeout=timeout_ms / 1000 + 5) as client:
             client.set(key, "1", px=60_000)
@@ -222,23 +223,21 @@ def confirms_writes(port: int, key: str, timeout_ms: int = 1000) -> bool:
         return False
 
 
-def _masters_confirm_writes(port: int) -> bool:
-    """Whether every master of the Cluster, as `port` sees it, has a write of one of its own
-    keys confirmed by a replica."""
-    import redis
-    from redis.crc import key_slot
+def master_probes(port: int) -> list[tuple[int, str]]:
+    """(port, a key of its own slots) for each master of the Cluster, as `port` sees it."""
+    with redis.Redis(host=HOST, port=port, socket_timeout=5) as client:
+        ranges = client.execute_command("CLUSTER", "SLOTS")
+    keys = (f"redis-nodes:probe:{n}" for n in itertools.count())
+    return [(int(master[1]), next(k for k in keys if start <= key_slot(k.encode()) <= end))
+            for start, end, master, *_ in ranges]
 
+
+def _masters_confirm_writes(port: int) -> bool:
     try:
-        with redis.Redis(host=HOST, port=port, socket_timeout=5) as client:
-            ranges = client.execute_command("CLUSTER", "SLOTS")
+        probes = master_probes(port)
     except redis.RedisError:
         return False
-    keys = (f"redis-nodes:probe:{n}" for n in itertools.count())
-    for start, end, master, *_ in ranges:
-        key = next(k for k in keys if start <= key_slot(k.encode()) <= end)
-        if not confirms_writes(int(master[1]), key):
-            return False
-    return True
+    return all(confirms_writes(master, key) for master, key in probes)
 
 
 def _safe_ping(port: int) -> bool:

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 from redis.asyncio import Redis
-from redis.crc import key_slot
 
-from deploy.redis_nodes import confirms_writes, form_cluster
+from deploy.redis_nodes import confirms_writes, form_cluster, master_probes
 from service.app import create_app
 from service.errors import StoreNotReplicated
 from service.models import Origin, TicketState, Transition, new_ticket_id
@@ -145,21 +144,14 @@ def test_a_cluster_counts_as_formed_once_each_master_has_a_write_confirmed(tmp_p
     ports = nodes.layout.data_ports
     replica = next(n.name for n in nodes.data_nodes() if nodes.role(n.name) == "slave")
     try:
-        assert all(confirms_writes(port, key, timeout_ms=100) for port, key in master_keys(nodes))
+        assert all(confirms_writes(port, key, timeout_ms=100) for port, key in master_probes(ports[0]))
         with redis.Redis(port=nodes.nodes[replica].port) as paused:
             paused.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
             with pytest.raises(SystemExit, match="confirmed by a replica"):
                 form_cluster(ports, timeout_s=2)
             paused.execute_command("CLIENT", "UNPAUSE")
         form_cluster(ports, timeout_s=30)
-        assert all(confirms_writes(port, key, timeout_ms=100) for port, key in master_keys(nodes))
+        assert all(confirms_writes(port, key, timeout_ms=100) for port, key in master_probes(ports[0]))
     finally:
         nodes.stop()
 
-
-def master_keys(nodes: RedisNodes) -> list[tuple[int, str]]:
-    """(port, a key of its own slots) of each master."""
-    with redis.Redis(port=nodes.layout.data_ports[0]) as c:
-        ranges = c.execute_command("CLUSTER", "SLOTS")
-    return [(int(master[1]), next(k for k in (f"k{n}" for n in range(10_000)) if start <= key_slot(k.encode()) <= end))
-            for start, end, master, *_ in ranges]
