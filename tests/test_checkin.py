@@ -297,3 +297,66 @@ async def test_an_offline_scan_uploaded_twice_with_its_key_counts_once(any_api: 
     assert first.body["admitted"] is True and again.body == first.body
     assert again.headers["Idempotent-Replayed"] == "true"
     assert_problem(await any_api.post("/checkin", json={**body, "direction": "exit"}, headers=key), 422)
+
+
+async def annul(api: Api, ticket: str, gate: dict[str, Any]) -> Any:
+    return await api.post("/checkin/annul", json={"ticket": ticket, "list": gate["id"]})
+
+
+async def test_an_annul_never_brings_a_revoked_ticket_back(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    gate, other = await venue.list(), await venue.list(name="Other")
+    ticket = await venue.ticket()
+    assert (await venue.scan(ticket, gate))["admitted"] is True
+    assert (await any_api.post(f"/ticket/{ticket}/revoke", json={})).status == 200
+    r = await annul(any_api, ticket, gate)
+    assert r.status == 200 and r.body["inside"] == 0  # the holder did not go in
+    assert (await any_api.get(f"/ticket/{ticket}")).body["status"] == "revoked"
+    refused(await venue.scan(ticket, other), "revoked")
+    refused(await venue.scan(ticket, gate), "revoked")
+    stats = (await any_api.get("/stats")).body
+    assert (stats["valid"], stats["invalid"], stats["revoked"]) == (0, 0, 1)
+
+
+async def test_only_the_latest_scan_is_annulled_so_an_area_never_goes_below_zero(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    hall = await venue.list(name="Hall", reentry=True, capacity=3)
+    vip = await venue.list(name="VIP", reentry=True, leaves=[hall["id"]])
+    ticket = await venue.ticket()
+    await venue.scan(ticket, hall)
+    await venue.scan(ticket, vip)  # leaves the hall
+    assert await venue.inside(hall) == 0
+    r = await annul(any_api, ticket, hall)  # the hall entry was superseded by the VIP entry
+    assert_problem(r, 409)
+    assert "latest" in r.body["detail"]
+    assert await venue.inside(hall) == 0
+    await venue.scan(ticket, vip, "exit")
+    assert (await venue.inside(hall), await venue.inside(vip)) == (0, 0)
+    # Undone in order, latest first, each undo leaves counts a real sequence of scans gives.
+    assert (await annul(any_api, ticket, vip)).status == 200  # the exit: back in the VIP area
+    assert (await venue.inside(vip), await venue.inside(hall)) == (1, 0)
+    assert (await annul(any_api, ticket, vip)).status == 409  # that scan is gone; the entry was overwritten
+    others = [await venue.ticket() for _ in range(4)]
+    answers = [await venue.scan(t, hall) for t in others]
+    assert [a["admitted"] for a in answers] == [True, True, True, False]
+    assert await venue.inside(hall) == 3
+
+
+async def test_annulling_an_exit_into_a_full_area_is_refused(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    hall = await venue.list(name="Hall", reentry=True, capacity=2)
+    first, second, third = [await venue.ticket() for _ in range(3)]
+    await venue.scan(first, hall)
+    await venue.scan(second, hall)
+    await venue.scan(first, hall, "exit")
+    assert (await venue.scan(third, hall))["admitted"] is True
+    r = await annul(any_api, first, hall)
+    assert_problem(r, 409)
+    assert "full" in r.body["detail"]
+    assert await venue.inside(hall) == 2
+    # An entry that left a full area since cannot be annulled back into it either.
+    lounge = await venue.list(name="Lounge", reentry=True, leaves=[hall["id"]])
+    await venue.scan(second, lounge)
+    assert (await venue.scan(first, hall))["admitted"] is True
+    assert_problem(await annul(any_api, second, lounge), 409)
+    assert (await venue.inside(hall), await venue.inside(lounge)) == (2, 1)

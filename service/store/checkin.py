@@ -186,11 +186,18 @@ class CheckinStore:
         args: list[str | int] = [list_id, origin.actor, window_s * 1_000_000, origin.request_id, origin.client_ip,
                                  self.cfg.events_maxlen, ticket_id, *leaves]
         outcome, inside = await self._link.run("annul", self._link.scripts.annul, script_keys, args, write=True)
-        if outcome == "too_late":
-            raise NothingToAnnul(f"that scan is older than the annul window ({window_s} s)")
         if outcome != "annulled":
-            raise NothingToAnnul("no scan of this ticket on this list by this key to annul")
+            raise NothingToAnnul(_ANNUL_REFUSALS.get(outcome, _ANNUL_REFUSALS["nothing"]).format(window_s=window_s))
         return int(inside)
+
+
+# annul.lua's outcomes other than 'annulled', as the 409's detail says them.
+_ANNUL_REFUSALS = {
+    "nothing": "no scan of this ticket on this list by this key to annul",
+    "too_late": "that scan is older than the annul window ({window_s} s)",
+    "superseded": "the ticket was scanned again since: only its latest scan can be annulled",
+    "area_full": "the area the holder would be put back into is full now",
+}
 
 
 def _list_info(event_id: str, list_id: str, flat: dict[str, str]) -> ListInfo:
