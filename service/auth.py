@@ -1,6 +1,15 @@
-"""Each handler declares the permission it needs; `requires` checks the caller's API key
-against it before the handler runs. A decorator rather than a middleware: it wraps the
-handler once, at start, instead of adding a layer to every request."""
+"""Each handler declares the permission it needs, and the event whose data it touches;
+`requires` checks the caller's API key against both before the handler runs. A decorator
+rather than a middleware: it wraps the handler once, at start, instead of adding a layer to
+every request.
+
+The event rule, one for every route: a key bound to an event (a scanner key today) reads and
+writes that event's data only, and nothing that belongs to no event of its own (the default
+event's tickets). A route names its event with `scope=`: from its path or query here;
+`by_handler` when only the body says or the answer is filtered (the handler then calls
+`check_event_binding` itself); `all_events` for a route no bound key may use.
+tests/test_auth.py walks every route of the app with an unbound key, a key bound to the
+route's event and one bound to another, so a route added without a scope fails there."""
 
 from __future__ import annotations
 
@@ -13,26 +22,77 @@ from aiohttp import web
 from .appkeys import ACTOR, BOUND_EVENT, KEYRING
 from .errors import Forbidden, Unauthenticated
 from .keyring import ROLE_PERMISSIONS, Permission
+from .models import event_of, parse_ticket_id
+from .signing import token_ticket_id
 
 ANONYMOUS = "anonymous"
 
 PermissionRule = Permission | Callable[[web.Request], Permission]
 Handler = Callable[[web.Request], Any]
+# The event a request touches, from its path or query; None when it names none (a malformed
+# id is the handler's 400, not a 403 here).
+EventScope = Callable[[web.Request], str | None]
 
 
-def requires(rule: PermissionRule) -> Callable[[Handler], Handler]:
-    """Guard a handler with a permission, or with a function of the request that names one.
-    The acting key's name is left in request[ACTOR] ("anonymous" with auth off)."""
+def by_handler(request: web.Request) -> str | None:
+    """The route's event is in its body, or its answer is filtered to the bound event: the
+    handler applies the rule itself (check_event_binding)."""
+    return None
+
+
+# What a route that spans every event names as its event: no bound key may use it.
+ALL_EVENTS = "*"
+
+
+def all_events(request: web.Request) -> str | None:
+    """The route reads or writes across events (the whole feed, every ticket, /stats)."""
+    return ALL_EVENTS
+
+
+def requires(rule: PermissionRule, *, scope: EventScope | None = None) -> Callable[[Handler], Handler]:
+    """Guard a handler with a permission (or a function of the request that names one) and,
+    with `scope`, the event rule. The acting key's name is left in request[ACTOR]
+    ("anonymous" with auth off)."""
 
     def guard(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> Any:
             _authorize(request, rule)
+            if scope is not None and request[BOUND_EVENT]:
+                event = scope(request)
+                if event is not None:
+                    check_event_binding(request, event)
             return await handler(request)
 
+        guarded.event_scope = scope  # type: ignore[attr-defined]  # read by the route table's test
         return guarded
 
     return guard
+
+
+def event_in_path(request: web.Request) -> str | None:
+    return request.match_info.get("event")
+
+
+def event_in_query(request: web.Request) -> str | None:
+    return request.query.get("event")
+
+
+def ticket_event_in_path(request: web.Request) -> str | None:
+    return _ticket_event(request.match_info.get("id"))
+
+
+def ticket_event_in_query(request: web.Request) -> str | None:
+    return _ticket_event(request.query.get("id"))
+
+
+def _ticket_event(raw: str | None) -> str | None:
+    """The event of a ticket id or token as given, before it is verified: a forged token
+    names any event, but it is refused as forged right after, whatever it names."""
+    if raw is None:
+        return None
+    ticket_id = parse_ticket_id(raw) or token_ticket_id(raw)
+    return event_of(ticket_id) if ticket_id else None
 
 
 def _authorize(request: web.Request, rule: PermissionRule) -> None:
@@ -58,7 +118,7 @@ def _bearer(request: web.Request) -> str | None:
 
 
 def check_event_binding(request: web.Request, event: str) -> None:
-    """A scanner key bound to one event may not act on another's tickets or lists."""
+    """A key bound to one event may not read or act on another's tickets, lists or feed."""
     bound = request.get(BOUND_EVENT, "")
     if bound and bound != event:
-        raise Forbidden(request[ACTOR], f"scan at event {event} (bound to {bound})")
+        raise Forbidden(request[ACTOR], f"touch event {event}'s data (bound to {bound})")

@@ -12,10 +12,10 @@ from aiohttp import web
 
 from . import inputs
 from .appkeys import SETTINGS, TICKETS
-from .auth import requires
-from .errors import SigningOff
+from .auth import requires, ticket_event_in_path
+from .errors import SigningOff, TicketRevoked
 from .keyring import Permission
-from .models import Ticket, event_of
+from .models import Ticket, TicketState, event_of
 
 # M: 15% of the symbol can be lost (a crease, a glare) and it still reads; segno raises it
 # to Q or H when that fits in the same version.
@@ -37,6 +37,8 @@ async def _signed(request: web.Request) -> tuple[Ticket, str, str]:
     if key is None:
         raise SigningOff()
     ticket = await request.app[TICKETS].get(inputs.ticket_id(request, request.match_info["id"]))
+    if ticket.state is TicketState.REVOKED:  # it would be refused at every gate
+        raise TicketRevoked(ticket.id)
     return ticket, signer.sign(ticket), key.kid
 
 
@@ -48,7 +50,7 @@ async def public_keys(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "public, max-age=300"})
 
 
-@requires(Permission.READ)
+@requires(Permission.PRINT, scope=ticket_event_in_path)
 async def ticket_token(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     ticket, token, kid = await _signed(request)
@@ -58,7 +60,7 @@ async def ticket_token(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(body).encode(), content_type="application/json", headers=_NO_STORE)
 
 
-@requires(Permission.READ)
+@requires(Permission.PRINT, scope=ticket_event_in_path)
 async def ticket_qr_svg(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     ticket, token, _ = await _signed(request)
@@ -68,7 +70,7 @@ async def ticket_qr_svg(request: web.Request) -> web.Response:
     return web.Response(body=out.getvalue(), content_type="image/svg+xml", headers=_NO_STORE)
 
 
-@requires(Permission.READ)
+@requires(Permission.PRINT, scope=ticket_event_in_path)
 async def ticket_qr_png(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     _, token, _ = await _signed(request)

@@ -56,6 +56,13 @@ class ListNotFound(ServiceError):
         super().__init__(f"event {event_id} has no check-in list {list_id}")
 
 
+class TicketRevoked(ServiceError):
+    """A revoked ticket gets no token nor QR code: it would be refused at every gate."""
+
+    def __init__(self, ticket_id: str) -> None:
+        super().__init__(f"ticket {ticket_id} is revoked: it gets no token or QR code")
+
+
 class NothingToAnnul(ServiceError):
     """No scan of this caller's on that list and ticket to undo, or it is too late to."""
 

@@ -8,8 +8,17 @@ import msgspec
 from aiohttp import web
 
 from . import SERVICE_NAME, __version__, codes, inputs, metrics
-from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, SETTINGS, TICKETS
-from .auth import check_event_binding, requires
+from .appkeys import BOUND_EVENT, CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, SETTINGS, TICKETS
+from .auth import (
+    all_events,
+    by_handler,
+    check_event_binding,
+    event_in_path,
+    event_in_query,
+    requires,
+    ticket_event_in_path,
+    ticket_event_in_query,
+)
 from .bodies import AnnulBody, BatchBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
 from .errors import BadTicketToken, InvalidInput
 from .keyring import Permission
@@ -20,7 +29,6 @@ from .models import (
     Refusal,
     TicketSpec,
     Transition,
-    event_of,
     is_event_id,
     is_list_id,
 )
@@ -71,12 +79,13 @@ _EVENT_BODY = msgspec.json.Decoder(EventBody)
 _REVOKE_BODY = msgspec.json.Decoder(RevokeBody)
 
 
-@requires(Permission.CREATE)
+@requires(Permission.CREATE, scope=by_handler)
 async def create_ticket(request: web.Request) -> web.Response:
     """The seed's POST /ticket (no body: a ticket of the default event), or a ticket of an
     event, with a type, a holder, a seat and a validity window."""
     inputs.reject_unknown_params(request, ())
     body, canonical = await inputs.decode_body(request, _TICKET_BODY)
+    check_event_binding(request, body.event)
     spec = TicketSpec(body.event, body.type, body.holder, body.seat, body.valid_from, body.valid_until)
     idem = inputs.idempotency_key(request, "create\n" + canonical)
     result = await request.app[TICKETS].create(spec=spec, origin=inputs.origin(request), idempotency=idem)
@@ -88,7 +97,7 @@ _BATCH_BODY = msgspec.json.Decoder(BatchBody)
 MAX_BATCH = 1000
 
 
-@requires(Permission.CREATE)
+@requires(Permission.CREATE, scope=by_handler)
 async def create_batch(request: web.Request) -> web.Response:
     """Up to 1,000 tickets of one event in one request, all or nothing: a bad item issues
     nothing, and the answer names every bad item."""
@@ -103,6 +112,7 @@ async def create_batch(request: web.Request) -> web.Response:
     if errors:
         raise InvalidInput(f"{len(errors)} of {len(batch.tickets)} tickets are not valid; none was issued",
                            slug="malformed-body", extra={"errors": errors})
+    check_event_binding(request, event)
     made: dict[tuple[Any, ...], TicketSpec] = {}  # one spec for each kind of item, not each item
     specs = []
     for b in items:
@@ -130,7 +140,7 @@ def _batch_items(raws: list[msgspec.Raw]) -> tuple[list[TicketBody], list[dict[s
     return items, errors
 
 
-@requires(Permission.MANAGE_EVENTS)
+@requires(Permission.MANAGE_EVENTS, scope=all_events)
 async def create_event(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     body, _ = await inputs.decode_body(request, _EVENT_BODY)
@@ -145,17 +155,22 @@ def _event_id(raw: str) -> str:
     return raw
 
 
-@requires(Permission.READ_EVENT)
+@requires(Permission.READ_EVENT, scope=event_in_path)
 async def get_event(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     event = await request.app[TICKETS].get_event(_event_id(request.match_info["event"]))
     return _json(event.to_json())
 
 
-@requires(Permission.READ_EVENT)
+@requires(Permission.READ_EVENT, scope=by_handler)
 async def list_events(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ("limit", "cursor"))
     limit = inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    bound = request[BOUND_EVENT]
+    if bound:  # a bound key sees its own event only
+        if "cursor" in request.query:
+            await request.app[FEED].page_cursor(request.query["cursor"])
+        return _json([(await request.app[TICKETS].get_event(bound)).to_json()])
     page = await request.app[FEED].event_page(request.query.get("cursor"), limit)
     headers = {}
     if page.next_cursor is not None:
@@ -169,7 +184,7 @@ _CHECKIN_BODY = msgspec.json.Decoder(CheckinBody)
 _ANNUL_BODY = msgspec.json.Decoder(AnnulBody)
 
 
-@requires(Permission.MANAGE_LISTS)
+@requires(Permission.MANAGE_LISTS, scope=event_in_path)
 async def create_list(request: web.Request) -> web.Response:
     """A check-in list of an event: a gate or an area."""
     inputs.reject_unknown_params(request, ())
@@ -180,7 +195,7 @@ async def create_list(request: web.Request) -> web.Response:
     return _json(made.to_json(), status=201, headers={"Location": f"/event/{event_id}/list/{made.id}"})
 
 
-@requires(Permission.READ_EVENT)
+@requires(Permission.READ_EVENT, scope=event_in_path)
 async def event_lists(request: web.Request) -> web.Response:
     """Every check-in list of an event, with its live counters: what a gate picks from."""
     inputs.reject_unknown_params(request, ())
@@ -188,7 +203,7 @@ async def event_lists(request: web.Request) -> web.Response:
     return _json([info.to_json() for info in await request.app[CHECKIN].lists(event_id)])
 
 
-@requires(Permission.READ_EVENT)
+@requires(Permission.READ_EVENT, scope=event_in_path)
 async def get_list(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     event_id = _event_id(request.match_info["event"])
@@ -198,7 +213,7 @@ async def get_list(request: web.Request) -> web.Response:
     return _json((await request.app[CHECKIN].get_list(event_id, list_id)).to_json())
 
 
-@requires(Permission.CHECKIN)
+@requires(Permission.CHECKIN, scope=by_handler)
 async def checkin(request: web.Request) -> web.Response:
     """One scan at a gate: 200 whether or not the holder is admitted (a refusal is the
     gate's answer, with its reason), 4xx only for a malformed request or an unknown list."""
@@ -223,7 +238,7 @@ async def checkin(request: web.Request) -> web.Response:
     return _json(result.to_json(), headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
-@requires(Permission.CHECKIN)
+@requires(Permission.CHECKIN, scope=by_handler)
 async def annul_checkin(request: web.Request) -> web.Response:
     """Undo this key's own last scan of the ticket on the list, within ANNUL_WINDOW_S."""
     inputs.reject_unknown_params(request, ())
@@ -236,7 +251,7 @@ async def annul_checkin(request: web.Request) -> web.Response:
     return _json({"annulled": True, "ticket": ticket_id, "list": body.list, "inside": inside})
 
 
-@requires(Permission.REVOKE)
+@requires(Permission.REVOKE, scope=ticket_event_in_path)
 async def revoke_ticket(request: web.Request) -> web.Response:
     """A refunded or cancelled ticket: refused for ever, never valid again."""
     inputs.reject_unknown_params(request, ())
@@ -253,7 +268,11 @@ def _get_tickets_permission(request: web.Request) -> Permission:
     return Permission.READ if "id" in request.query else Permission.LIST
 
 
-@requires(_get_tickets_permission)
+def _get_tickets_scope(request: web.Request) -> str | None:
+    return ticket_event_in_query(request) if "id" in request.query else all_events(request)
+
+
+@requires(_get_tickets_permission, scope=_get_tickets_scope)
 async def get_tickets(request: web.Request) -> web.Response:
     """The seed's GET /ticket: one ticket (as a list) with ?id=, else a page of all."""
     inputs.reject_unknown_params(request, ("id", "limit", "cursor"))
@@ -278,14 +297,14 @@ async def _list_page(request: web.Request) -> web.Response:
     return _json([t.to_json() for t in page.tickets], headers=headers)
 
 
-@requires(Permission.HISTORY)
+@requires(Permission.HISTORY, scope=ticket_event_in_path)
 async def ticket_history(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     events = await request.app[TICKETS].history(inputs.ticket_id(request, request.match_info["id"]))
     return _json([e.to_json() for e in events])
 
 
-@requires(Permission.STATS)
+@requires(Permission.STATS, scope=all_events)
 async def stats(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     s = await request.app[TICKETS].stats()
@@ -307,7 +326,11 @@ def _changes_permission(request: web.Request) -> Permission:
     return Permission.READ_EVENT if "event" in request.query else Permission.EVENTS
 
 
-@requires(_changes_permission)
+def _changes_scope(request: web.Request) -> str | None:
+    return event_in_query(request) if "event" in request.query else all_events(request)
+
+
+@requires(_changes_permission, scope=_changes_scope)
 async def changes(request: web.Request) -> web.Response:
     """The change feed: every event of every ticket, in order, paged by an opaque cursor;
     with ?event=, that event's only."""
@@ -316,7 +339,6 @@ async def changes(request: web.Request) -> web.Response:
     limit = inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     if "event" in request.query:
         event_id = _event_id(request.query["event"])
-        check_event_binding(request, event_id)
         page = await feed.event_changes(request.query.get("after"), event_id, limit)
     else:
         page = await feed.events_page(request.query.get("after"), limit)
@@ -334,7 +356,10 @@ async def deprecated_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@requires(Permission.READ)
+deprecated_events.event_scope = changes.event_scope  # type: ignore[attr-defined]  # it is /changes
+
+
+@requires(Permission.READ, scope=ticket_event_in_path)
 async def get_ticket(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     ticket = await request.app[TICKETS].get(inputs.ticket_id(request, request.match_info["id"]))
@@ -342,7 +367,6 @@ async def get_ticket(request: web.Request) -> web.Response:
 
 
 async def _transition(request: web.Request, ticket_id: str, transition: Transition) -> web.Response:
-    check_event_binding(request, event_of(ticket_id))
     await inputs.empty_body(request)
     idem = inputs.idempotency_key(request, f"{transition.value}\n{ticket_id}")
     result = await request.app[TICKETS].transition(
@@ -355,7 +379,7 @@ _TRANSITION_PERMISSION = {Transition.INVALIDATE: Permission.INVALIDATE, Transiti
 
 
 def _by_query(transition: Transition) -> Any:
-    @requires(_TRANSITION_PERMISSION[transition])
+    @requires(_TRANSITION_PERMISSION[transition], scope=ticket_event_in_query)
     async def handler(request: web.Request) -> web.Response:
         inputs.reject_unknown_params(request, ("id",))
         return await _transition(request, inputs.ticket_id(request, request.query.get("id")), transition)
@@ -364,7 +388,7 @@ def _by_query(transition: Transition) -> Any:
 
 
 def _by_path(transition: Transition) -> Any:
-    @requires(_TRANSITION_PERMISSION[transition])
+    @requires(_TRANSITION_PERMISSION[transition], scope=ticket_event_in_path)
     async def handler(request: web.Request) -> web.Response:
         inputs.reject_unknown_params(request, ())
         return await _transition(request, inputs.ticket_id(request, request.match_info["id"]), transition)

@@ -34,10 +34,13 @@ class Permission(StrEnum):
     MANAGE_LISTS = "manage_lists"
     READ_EVENT = "read_event"
     MANAGE_EVENTS = "manage_events"
+    # A ticket's signed token and QR code: what a box office prints, never a gate's need.
+    PRINT = "print"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.ISSUER: frozenset({Permission.CREATE, Permission.READ, Permission.REVOKE, Permission.READ_EVENT}),
+    Role.ISSUER: frozenset({Permission.CREATE, Permission.READ, Permission.REVOKE, Permission.READ_EVENT,
+                            Permission.PRINT}),
     Role.SCANNER: frozenset({Permission.READ, Permission.INVALIDATE, Permission.HISTORY, Permission.READ_EVENT,
                              Permission.CHECKIN}),
     Role.ADMIN: frozenset(Permission),

@@ -321,7 +321,7 @@ def _paths() -> dict[str, Any]:
                 "schema": _ref("KeySet")}}}},
         }},
         "/ticket/{id}/token": {"get": {
-            "summary": "The ticket's signed token, what its QR code carries (roles: issuer, scanner, admin)",
+            "summary": "The ticket's signed token, what its QR code carries (roles: issuer, admin)",
             "parameters": [_ID_PATH],
             "security": _SECURED,
             "responses": {
@@ -329,12 +329,13 @@ def _paths() -> dict[str, Any]:
                 "400": _problem("Malformed id, or a token that does not verify"),
                 **_AUTH_ERRORS,
                 "404": _problem("No such ticket"),
+                "409": _problem("The ticket is revoked: it gets no token"),
                 "501": _problem("No signing key is configured"),
                 "503": _UNAVAILABLE,
             },
         }},
         **{f"/ticket/{{id}}/qr.{kind}": {"get": {
-            "summary": f"The ticket's QR code as {kind.upper()} (roles: issuer, scanner, admin)",
+            "summary": f"The ticket's QR code as {kind.upper()} (roles: issuer, admin)",
             "parameters": [_ID_PATH],
             "security": _SECURED,
             "responses": {
@@ -343,6 +344,7 @@ def _paths() -> dict[str, Any]:
                 "400": _problem("Malformed id, or a token that does not verify"),
                 **_AUTH_ERRORS,
                 "404": _problem("No such ticket"),
+                "409": _problem("The ticket is revoked: it gets no token"),
                 "501": _problem("No signing key is configured"),
                 "503": _UNAVAILABLE,
             },
@@ -412,7 +414,8 @@ def _paths() -> dict[str, Any]:
                                                        "list": {"type": "string"}, "inside": {"type": "integer"}}}),
                 "400": _problem("Malformed body"),
                 **_AUTH_ERRORS,
-                "409": _problem("Nothing of this key's to annul there, or too late"),
+                "409": _problem("Nothing of this key's to annul there, too late, superseded by a later scan of "
+                                "the ticket, or the area it would put the holder back into is full"),
                 "503": _UNAVAILABLE,
             },
         }},

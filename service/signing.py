@@ -63,6 +63,15 @@ def looks_like_token(text: str) -> bool:
     return text.startswith(TOKEN_PREFIX)
 
 
+def token_ticket_id(token: str) -> str | None:
+    """The ticket id a token names, read without verifying it (None for no token): to know
+    which event a request touches before the handler verifies the token."""
+    try:
+        return str(uuid.UUID(bytes=_decode(token)[3:19]))
+    except TokenRefused:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Claims:
     """What a verified token says."""

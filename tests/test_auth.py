@@ -194,3 +194,117 @@ async def test_idempotent_transition_and_reuse_for_another_request(keyed: Api) -
 async def test_bad_idempotency_key_is_400(keyed: Api, bad: str) -> None:
     r = await keyed.request("POST", "/ticket", headers={**bearer("issuer"), "Idempotency-Key": bad}, check=False)
     assert_problem(r, 400)
+
+
+# Every route the app serves, by its method and canonical path: what a call of it sends, with
+# {event}, {list}, {ticket} and {token} of the event the route touches. Public routes name no
+# key; the rest must keep the event rule (service/auth.py) for every kind of key.
+PUBLIC_ROUTES = {("GET", "/"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"),
+                 ("GET", "/metrics"), ("GET", "/keys")}
+EVENT_ROUTES: dict[tuple[str, str], list[tuple[str, dict[str, object] | None]]] = {
+    ("GET", "/stats"): [("/stats", None)],
+    ("GET", "/changes"): [("/changes?event={event}", None), ("/changes", None)],
+    ("GET", "/events"): [("/events?event={event}", None)],
+    ("POST", "/ticket"): [("/ticket", {"event": "{event}"})],
+    ("GET", "/ticket"): [("/ticket?id={ticket}", None), ("/ticket?id={token}", None), ("/ticket", None)],
+    ("POST", "/ticket/batch"): [("/ticket/batch", {"tickets": [{"event": "{event}"}]})],
+    ("POST", "/ticket/invalidate"): [("/ticket/invalidate?id={ticket}", None)],
+    ("PATCH", "/ticket/invalidate"): [("/ticket/invalidate?id={ticket}", None)],
+    ("POST", "/ticket/validate"): [("/ticket/validate?id={ticket}", None)],
+    ("PATCH", "/ticket/validate"): [("/ticket/validate?id={ticket}", None)],
+    ("POST", "/ticket/{id}/invalidate"): [("/ticket/{ticket}/invalidate", None)],
+    ("POST", "/ticket/{id}/validate"): [("/ticket/{ticket}/validate", None)],
+    ("GET", "/ticket/{id}/history"): [("/ticket/{ticket}/history", None)],
+    ("GET", "/ticket/{id}/token"): [("/ticket/{ticket}/token", None)],
+    ("GET", "/ticket/{id}/qr.svg"): [("/ticket/{ticket}/qr.svg", None)],
+    ("GET", "/ticket/{id}/qr.png"): [("/ticket/{token}/qr.png", None)],
+    ("POST", "/ticket/{id}/revoke"): [("/ticket/{ticket}/revoke", {})],
+    ("POST", "/event"): [("/event", {"name": "Another"})],
+    ("GET", "/event"): [("/event", None)],
+    ("GET", "/event/{event}"): [("/event/{event}", None)],
+    ("POST", "/event/{event}/list"): [("/event/{event}/list", {"name": "Side door"})],
+    ("GET", "/event/{event}/list"): [("/event/{event}/list", None)],
+    ("GET", "/event/{event}/list/{list}"): [("/event/{event}/list/{list}", None)],
+    ("POST", "/checkin"): [("/checkin", {"ticket": "{ticket}", "list": "{list}"}),
+                           ("/checkin", {"ticket": "{token}", "list": "{list}"})],
+    ("POST", "/checkin/annul"): [("/checkin/annul", {"ticket": "{ticket}", "list": "{list}"})],
+    ("GET", "/ticket/{id}"): [("/ticket/{ticket}", None), ("/ticket/{token}", None)],
+}
+
+
+def _route_key(method: str, canonical: str) -> tuple[str, str]:
+    return method, canonical.split(":", 1)[0].rstrip("}") + "}" if "{id:" in canonical else canonical
+
+
+def _fill(value: object, names: dict[str, str]) -> object:
+    if isinstance(value, str):
+        return value.format(**names)
+    if isinstance(value, list):
+        return [_fill(v, names) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, names) for k, v in value.items()}
+    return value
+
+
+async def test_every_route_keeps_the_event_rule_for_every_kind_of_key(aiohttp_client: AiohttpClient,
+                                                                      fake_redis: Redis) -> None:
+    """Route x key: a key bound to the route's event is answered as an unbound key of its
+    role is; a key bound to another event gets 403, on reads, tokens and writes alike; a
+    route over every event is 403 to any bound key."""
+    from .conftest import TEST_SIGNER
+
+    admin = {"Authorization": "Bearer adm-0123456789abcdef"}
+    open_api = Api(await aiohttp_client(create_app(Settings(signer=TEST_SIGNER), redis=fake_redis)))
+    names: dict[str, dict[str, str]] = {}
+    for label in ("mine", "theirs"):
+        event = (await open_api.post("/event", json={"name": label})).body["id"]
+        gate = (await open_api.post(f"/event/{event}/list", json={"name": "Gate"})).body["id"]
+        ticket = (await open_api.post("/ticket", json={"event": event})).body["id"]
+        token = (await open_api.get(f"/ticket/{ticket}/token")).body["token"]
+        names[label] = {"event": event, "list": gate, "ticket": ticket, "token": token}
+    keys = (f"ops:admin:adm-0123456789abcdef,free:scanner:free-0123456789abcdef,"
+            f"mine:scanner:mine-0123456789abcdef:{names['mine']['event']},"
+            f"theirs:scanner:theirs-0123456789abcdef:{names['theirs']['event']},"
+            f"box:issuer:box-0123456789abcdef")
+    app = create_app(Settings(keyring=KeyRing.parse(keys), signer=TEST_SIGNER), redis=fake_redis)
+    api = Api(await aiohttp_client(app))
+    served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method != "HEAD" and r.resource}
+    assert {_route_key(m, c) for m, c in served} == set(EVENT_ROUTES) | PUBLIC_ROUTES
+    for route in served:
+        handler = next(r.handler for r in app.router.routes() if (r.method, r.resource and r.resource.canonical)
+                       == route)
+        if _route_key(*route) not in PUBLIC_ROUTES:
+            assert getattr(handler, "event_scope", None) is not None, f"{route} names no event scope"
+    table: list[tuple[str, str, int, int, int]] = []
+    for (method, _), calls in EVENT_ROUTES.items():
+        for path, body in calls:
+            url = path.format(**names["mine"])
+            kw = {} if body is None else {"json": _fill(body, names["mine"])}
+            answers = {}
+            for who in ("theirs", "mine", "free"):  # the refused first: nothing may change
+                r = await api.request(method, url, headers={"Authorization": f"Bearer {who}-0123456789abcdef"},
+                                      **kw)  # type: ignore[arg-type]
+                answers[who] = r.status
+            spans_all = "{" not in path and path not in ("/ticket", "/ticket/batch", "/checkin", "/checkin/annul",
+                                                          "/event")
+            table.append((method, path, answers["free"], answers["mine"], answers["theirs"]))
+            if (method, path) == ("GET", "/event"):  # filtered to the bound event: below
+                continue
+            if spans_all or (method, path) == ("POST", "/event"):
+                assert answers["mine"] == answers["theirs"] == 403, (method, path, answers)
+                continue
+            assert answers["theirs"] == 403, (method, path, answers)
+            assert (answers["mine"] == 403) == (answers["free"] == 403), (method, path, answers)
+    # A scanner reads its own event's data, and never mints a token (the box office prints).
+    by_path = {(m, p): (free, mine) for m, p, free, mine, _ in table}
+    assert by_path[("GET", "/event/{event}")] == (200, 200)
+    assert by_path[("GET", "/ticket/{ticket}/history")] == (200, 200)
+    assert by_path[("GET", "/ticket/{ticket}/token")] == (403, 403)
+    listed = (await api.get("/event", headers={"Authorization": "Bearer mine-0123456789abcdef"})).body
+    assert [e["id"] for e in listed] == [names["mine"]["event"]]
+    box = {"Authorization": "Bearer box-0123456789abcdef"}
+    assert (await api.get(f"/ticket/{names['theirs']['ticket']}/token", headers=box)).status == 200
+    revoked = await api.post(f"/ticket/{names['theirs']['ticket']}/revoke", json={}, headers=admin)
+    assert revoked.status == 200
+    for route in ("token", "qr.svg", "qr.png"):
+        assert_problem(await api.get(f"/ticket/{names['theirs']['ticket']}/{route}", headers=box), 409)
