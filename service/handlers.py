@@ -87,8 +87,9 @@ async def create_ticket(request: web.Request) -> web.Response:
     body, canonical = await inputs.decode_body(request, _TICKET_BODY)
     check_event_binding(request, body.event)
     spec = TicketSpec(body.event, body.type, body.holder, body.seat, body.valid_from, body.valid_until)
-    idem = inputs.idempotency_key(request, "create\n" + canonical)
-    result = await request.app[TICKETS].create(spec=spec, origin=inputs.origin(request), idempotency=idem)
+    operation = "create\n" + canonical
+    idem = inputs.idempotency_key(request, operation)
+    result = await request.app[TICKETS].create(spec=spec, origin=inputs.origin(request, operation), idempotency=idem)
     headers = _write_headers(result, Location=f"/ticket/{result.ticket.id}")
     return _json(result.ticket.to_json(), status=201, headers=headers)
 
@@ -121,8 +122,10 @@ async def create_batch(request: web.Request) -> web.Response:
         if spec is None:
             spec = made[fields] = TicketSpec(*fields)
         specs.append(spec)
-    idem = inputs.idempotency_key(request, "batch\n" + canonical)
-    tickets, replayed = await request.app[TICKETS].issue_batch(specs, origin=inputs.origin(request), idempotency=idem)
+    operation = "batch\n" + canonical
+    idem = inputs.idempotency_key(request, operation)
+    tickets, replayed = await request.app[TICKETS].issue_batch(
+        specs, origin=inputs.origin(request, operation), idempotency=idem)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return _json({"tickets": [t.to_json() for t in tickets]}, status=201, headers=headers)
 
@@ -143,9 +146,9 @@ def _batch_items(raws: list[msgspec.Raw]) -> tuple[list[TicketBody], list[dict[s
 @requires(Permission.MANAGE_EVENTS, scope=all_events)
 async def create_event(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
-    body, _ = await inputs.decode_body(request, _EVENT_BODY)
+    body, canonical = await inputs.decode_body(request, _EVENT_BODY)
     spec = EventSpec(body.name, body.starts_at, body.ends_at, body.capacity)
-    event = await request.app[TICKETS].create_event(spec, origin=inputs.origin(request))
+    event = await request.app[TICKETS].create_event(spec, origin=inputs.origin(request, "event\n" + canonical))
     return _json(event.to_json(), status=201, headers={"Location": f"/event/{event.id}"})
 
 
@@ -189,9 +192,10 @@ async def create_list(request: web.Request) -> web.Response:
     """A check-in list of an event: a gate or an area."""
     inputs.reject_unknown_params(request, ())
     event_id = _event_id(request.match_info["event"])
-    body, _ = await inputs.decode_body(request, _LIST_BODY)
+    body, canonical = await inputs.decode_body(request, _LIST_BODY)
     spec = ListSpec(body.name, tuple(body.types or ()), body.reentry, body.capacity, tuple(body.leaves))
-    made = await request.app[CHECKIN].create_list(event_id, spec, origin=inputs.origin(request))
+    origin = inputs.origin(request, f"list\n{event_id}\n{canonical}")
+    made = await request.app[CHECKIN].create_list(event_id, spec, origin=origin)
     return _json(made.to_json(), status=201, headers={"Location": f"/event/{event_id}/list/{made.id}"})
 
 
@@ -226,9 +230,11 @@ async def checkin(request: web.Request) -> web.Response:
         ticket_id, refusal = "", exc.reason
     check_event_binding(request, event_of_list(body.list))
     scanned_at_us = None if body.scanned_at is None else round(body.scanned_at * 1e6)
-    idem = inputs.idempotency_key(request, "checkin\n" + canonical)
+    operation = "checkin\n" + canonical
+    idem = inputs.idempotency_key(request, operation)
     result, replayed = await request.app[CHECKIN].checkin(
-        ticket_id, body.list, Direction(body.direction), origin=inputs.origin(request), scanned_at_us=scanned_at_us,
+        ticket_id, body.list, Direction(body.direction), origin=inputs.origin(request, operation),
+        scanned_at_us=scanned_at_us,
         idempotency=idem, refusal=refusal, offline=body.offline,
     )
     if not replayed:
@@ -257,9 +263,10 @@ async def revoke_ticket(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     ticket_id = inputs.ticket_id(request, request.match_info["id"])
     body, canonical = await inputs.decode_body(request, _REVOKE_BODY)
-    idem = inputs.idempotency_key(request, f"revoke\n{ticket_id}\n{canonical}")
+    operation = f"revoke\n{ticket_id}\n{canonical}"
+    idem = inputs.idempotency_key(request, operation)
     result = await request.app[TICKETS].transition(
-        ticket_id, Transition.REVOKE, origin=inputs.origin(request), idempotency=idem, reason=body.reason
+        ticket_id, Transition.REVOKE, origin=inputs.origin(request, operation), idempotency=idem, reason=body.reason
     )
     return _json(result.ticket.to_json(), headers=_write_headers(result))
 
@@ -368,9 +375,10 @@ async def get_ticket(request: web.Request) -> web.Response:
 
 async def _transition(request: web.Request, ticket_id: str, transition: Transition) -> web.Response:
     await inputs.empty_body(request)
-    idem = inputs.idempotency_key(request, f"{transition.value}\n{ticket_id}")
+    operation = f"{transition.value}\n{ticket_id}"
+    idem = inputs.idempotency_key(request, operation)
     result = await request.app[TICKETS].transition(
-        ticket_id, transition, origin=inputs.origin(request), idempotency=idem
+        ticket_id, transition, origin=inputs.origin(request, operation), idempotency=idem
     )
     return _json(result.ticket.to_json(), headers=_write_headers(result))
 

@@ -159,16 +159,20 @@ def from_proxy(request: web.Request) -> bool:
     return bool(secret) and given is not None and hmac.compare_digest(given.encode(), secret.encode())
 
 
-def origin(request: web.Request) -> Origin:
+def origin(request: web.Request, operation: str = "") -> Origin:
     """Who is asking: the API key's name, nginx's request id (else a fresh one, which a
-    retry by the Redis client reuses) and the client address nginx saw (else the peer's)."""
+    retry by the Redis client reuses) and the client address nginx saw (else the peer's);
+    with `operation`, what the request asks (as an Idempotency-Key is bound to it), so that
+    only the same request gets a write's stored answer."""
     peer = request.remote or ""
     if from_proxy(request):
         given = request.headers.get("X-Request-Id", "")
         if _REQUEST_ID_RE.fullmatch(given):
             client_ip = request.headers.get("X-Real-IP") or peer
-            return Origin(actor=request[ACTOR], request_id=given, client_ip=client_ip[:64], forwarded=True)
-    return Origin(actor=request[ACTOR], request_id=uuid.uuid4().hex, client_ip=peer[:64], forwarded=False)
+            return Origin(actor=request[ACTOR], request_id=given, client_ip=client_ip[:64], forwarded=True,
+                          request=operation)
+    return Origin(actor=request[ACTOR], request_id=uuid.uuid4().hex, client_ip=peer[:64], forwarded=False,
+                  request=operation)
 
 
 def idempotency_key(request: web.Request, operation: str) -> IdempotencyKey | None:

@@ -197,6 +197,16 @@ class Origin:
     client_ip: str = ""
     # True when nginx gave the request id: only then can the same request arrive twice.
     forwarded: bool = False
+    # What the request asks, canonically: its operation, target and body.
+    request: str = ""
+
+    @property
+    def replay_id(self) -> str:
+        """What a write's stored answer, and any id derived from the request, are keyed by:
+        the request id *and* what the request asks. The same X-Request-Id on another request
+        (another list, another direction, another body, another event) is another request,
+        never answered with the first one's answer nor given ids that share its bits."""
+        return f"{self.request_id}\n{self.request}"
 
 
 class EventType(StrEnum):

@@ -360,3 +360,43 @@ async def test_annulling_an_exit_into_a_full_area_is_refused(any_api: Api) -> No
     assert (await venue.scan(first, hall))["admitted"] is True
     assert_problem(await annul(any_api, second, lounge), 409)
     assert (await venue.inside(hall), await venue.inside(lounge)) == (2, 1)
+
+
+async def test_a_request_id_replays_only_the_request_that_earned_it(any_api: Api) -> None:
+    """One X-Request-Id on different requests: each is decided as itself, never answered with
+    another's stored answer."""
+    venue = await Venue.open(any_api)
+    gate, hall = await venue.list(), await venue.list(name="Hall", reentry=True)
+    ticket = await venue.ticket()
+    same = {"X-Request-Id": "ab" * 16, **FROM_PROXY}
+    first = await any_api.post("/checkin", json={"ticket": ticket, "list": gate["id"]}, headers=same)
+    assert first.body["admitted"] is True
+    other = await any_api.post("/checkin", json={"ticket": ticket, "list": hall["id"]}, headers=same)
+    assert other.body["list"] == hall["id"] and other.body["admitted"] is True
+    assert "Idempotent-Replayed" not in other.headers
+    assert await venue.inside(hall) == 1  # recorded there, not a replay of the gate's answer
+    out = await any_api.post("/checkin", json={"ticket": ticket, "list": hall["id"], "direction": "exit"},
+                             headers=same)
+    assert out.body["direction"] == "exit" and out.body["admitted"] is True
+    assert await venue.inside(hall) == 0
+    # A seed transition and then a scan under one id: each its own answer, never a 500.
+    fresh = await venue.ticket()
+    assert (await any_api.post(f"/ticket/{fresh}/invalidate", headers=same)).status == 200
+    r = await any_api.post("/checkin", json={"ticket": fresh, "list": gate["id"]}, headers=same)
+    assert r.status == 200
+    refused(r.body, "already_used")
+
+
+async def test_a_request_id_on_other_bodies_makes_other_things(any_api: Api) -> None:
+    same = {"X-Request-Id": "cd" * 16, **FROM_PROXY}
+    first = await any_api.post("/event", json={"name": "Opening night"}, headers=same)
+    second = await any_api.post("/event", json={"name": "Closing night"}, headers=same)
+    assert (first.status, second.status) == (201, 201)
+    assert second.body["name"] == "Closing night" and second.body["id"] != first.body["id"]
+    again = await any_api.post("/event", json={"name": "Opening night"}, headers=same)
+    assert again.body["id"] == first.body["id"]  # the same request: the event it made
+    tickets = [await any_api.post("/ticket", json={"event": e}, headers=same) for e in (first.body["id"],
+                                                                                         second.body["id"])]
+    # An event's ticket id is its 8-digit event id and 90 random bits: none shared.
+    randoms = [t.body["id"][9:] for t in tickets]
+    assert randoms[0][5:] != randoms[1][5:]

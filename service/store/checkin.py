@@ -43,8 +43,8 @@ class CheckinStore:
         same request again (a retry after a 503) gets the list it made, not a second one."""
         mark, list_id = "", new_list_id(event_id)
         if origin.forwarded:
-            mark = keys.digest(origin.actor, origin.request_id)[:16]
-            list_id = f"{event_id}-{keys.digest('list', origin.actor, origin.request_id)[:4]}"
+            mark = keys.digest(origin.actor, origin.replay_id)[:16]
+            list_id = f"{event_id}-{keys.digest('list', origin.actor, origin.replay_id)[:4]}"
         leaves = list(spec.leaves)
         for other in leaves:  # a list of another event lives in another slot: never sent
             if event_of_list(other) != event_id:
@@ -154,7 +154,7 @@ class CheckinStore:
             record, ttl_s = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id, shard), \
                 self.cfg.idempotency_ttl_s
         else:
-            record, ttl_s = keys.replay(ticket_id, origin.actor, origin.request_id, shard), self.cfg.replay_ttl_s
+            record, ttl_s = keys.replay(ticket_id, origin.actor, origin.replay_id, shard), self.cfg.replay_ttl_s
         script_keys = [keys.check_in_list(list_id), keys.event(event), keys.stats(shard), keys.stream(shard), record]
         if same_event:
             script_keys += [keys.ticket(ticket_id), *(keys.check_in_list(lid) for lid in leaves)]

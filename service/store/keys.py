@@ -115,11 +115,12 @@ def processed(shard: str) -> str:
     return f"processed:{{{shard}}}"
 
 
-def replay(ticket_id: str, actor: str, request_id: str, shard: str | None = None) -> str:
-    """A write's first answer under nginx's request id, scoped to the caller too: a request
-    id alone, if it ever leaked, must not hand one caller another's answer. In the ticket's
-    shard, unless told (a scan of another event's ticket is answered in the list's)."""
-    return f"replay:{{{shard or shard_of(ticket_id)}}}:{ticket_id}:{digest(actor, request_id)}"
+def replay(ticket_id: str, actor: str, replay_id: str, shard: str | None = None) -> str:
+    """A write's first answer under nginx's request id and what the request asks
+    (Origin.replay_id), scoped to the caller too: a request id alone, if it ever leaked, must
+    not hand one caller another's answer. In the ticket's shard, unless told (a scan of
+    another event's ticket is answered in the list's)."""
+    return f"replay:{{{shard or shard_of(ticket_id)}}}:{ticket_id}:{digest(actor, replay_id)}"
 
 
 def idempotency_shard(actor: str, key: str) -> str:

@@ -99,7 +99,7 @@ class TicketStore:
         request to another replica, so the re-sent create finds the ticket it made."""
         if not origin.forwarded:
             return new_ticket_id(event)
-        digest = await self._secret.mac("ticket-id", f"{origin.actor}\n{origin.request_id}")
+        digest = await self._secret.mac("ticket-id", f"{origin.actor}\n{origin.replay_id}")
         return new_ticket_id(event, digest[:16])
 
     def _origin_args(self, origin: Origin) -> list[str | int]:
@@ -182,7 +182,7 @@ class TicketStore:
             await self._bind(idempotency)
             seed = f"key\n{idempotency.actor}\n{idempotency.key}"
         elif origin.forwarded:
-            seed = f"request\n{origin.actor}\n{origin.request_id}"
+            seed = f"request\n{origin.actor}\n{origin.replay_id}"
         else:
             seed = f"random\n{new_ticket_id()}"
         stream = bytearray(await self._secret.expand("batch-tickets", seed, 16 * len(specs)))
@@ -238,8 +238,8 @@ class TicketStore:
         same request again (a retry after a 503) gets the event it made, not a second one."""
         mark, event_id = "", new_event_id()
         if origin.forwarded:
-            mark = keys.digest(origin.actor, origin.request_id)[:16]
-            event_id = keys.digest("event", origin.actor, origin.request_id)[:8]
+            mark = keys.digest(origin.actor, origin.replay_id)[:16]
+            event_id = keys.digest("event", origin.actor, origin.replay_id)[:8]
         args = [event_id, spec.name, _us(spec.starts_at), _us(spec.ends_at),
                 "" if spec.capacity is None else spec.capacity, mark]
         script_keys = [keys.event(event_id), keys.event_index(keys.shard_of(event_id))]
@@ -266,7 +266,7 @@ class TicketStore:
         (from the same caller), or the same idempotency key, gets the first answer back,
         refusal included, with no second event."""
         if idempotency is None:
-            record = keys.replay(ticket_id, origin.actor, origin.request_id)
+            record = keys.replay(ticket_id, origin.actor, origin.replay_id)
             ttl_s = self.cfg.replay_ttl_s
         else:
             await self._bind(idempotency)
