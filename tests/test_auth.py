@@ -306,5 +306,5 @@ async def test_every_route_keeps_the_event_rule_for_every_kind_of_key(aiohttp_cl
     assert (await api.get(f"/ticket/{names['theirs']['ticket']}/token", headers=box)).status == 200
     revoked = await api.post(f"/ticket/{names['theirs']['ticket']}/revoke", json={}, headers=admin)
     assert revoked.status == 200
-    for route in ("token", "qr.svg", "qr.png"):
-        assert_problem(await api.get(f"/ticket/{names['theirs']['ticket']}/{route}", headers=box), 409)
+    for kind in ("token", "qr.svg", "qr.png"):
+        assert_problem(await api.get(f"/ticket/{names['theirs']['ticket']}/{kind}", headers=box), 409)
