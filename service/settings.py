@@ -90,6 +90,9 @@ class Settings:
     events_maxlen: int = 25_000
     # How long a gate may annul its own last scan (the turnstile did not turn).
     annul_window_s: int = 60
+    # How old an offline device's scan may be when it is uploaded and still be judged at its
+    # own time; an older one is judged as of this long ago (a gate offline for a day).
+    offline_max_age_s: int = 24 * 3600
     # Empty: auth is off (the seed's behaviour), loudly.
     keyring: KeyRing = KeyRing()
     # The secret nginx sends in X-Proxy-Auth. Only a request that carries it has its
@@ -127,6 +130,7 @@ class Settings:
             idempotency_ttl_s=env_int(env, "IDEMPOTENCY_TTL_S", d.idempotency_ttl_s, 1),
             events_maxlen=env_int(env, "EVENTS_MAXLEN", d.events_maxlen, 1),
             annul_window_s=env_int(env, "ANNUL_WINDOW_S", d.annul_window_s, 1),
+            offline_max_age_s=env_int(env, "OFFLINE_MAX_AGE_S", d.offline_max_age_s, 1),
             keyring=KeyRing.parse(secret_text(env, "API_KEYS")),
             proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
             signer=TicketSigner.parse(secret_text(env, "TICKET_SIGNING_KEYS")),

@@ -102,7 +102,7 @@ async def test_an_events_window_bounds_its_tickets_and_an_offline_scan_keeps_its
     gate = await venue.list()
     refused(await venue.scan(await venue.ticket(), gate), "expired")
     # A device that was offline scanned it while the event ran: that time decides.
-    late = await venue.scan(await venue.ticket(), gate, scanned_at=now - 5000)
+    late = await venue.scan(await venue.ticket(), gate, scanned_at=now - 5000, offline=True)
     assert late["admitted"] is True
 
 
@@ -400,3 +400,45 @@ async def test_a_request_id_on_other_bodies_makes_other_things(any_api: Api) -> 
     # An event's ticket id is its 8-digit event id and 90 random bits: none shared.
     randoms = [t.body["id"][9:] for t in tickets]
     assert randoms[0][5:] != randoms[1][5:]
+
+
+async def test_a_devices_clock_is_believed_only_for_an_offline_upload_and_only_within_bounds(any_api: Api) -> None:
+    now = time.time()
+    venue = await Venue.open(any_api, starts_at=now - 7200, ends_at=now - 1800)
+    gate = await venue.list()
+    # Online, the holder is at the gate now: a clock an hour behind does not admit them.
+    refused(await venue.scan(await venue.ticket(), gate, scanned_at=now - 3600), "expired")
+    # Offline, within the day an upload is believed: its time decides.
+    assert (await venue.scan(await venue.ticket(), gate, scanned_at=now - 3600, offline=True))["admitted"]
+    # Offline, three days back is judged as of a day ago (OFFLINE_MAX_AGE_S): after the event
+    # that ran from five to two days ago had ended.
+    past = Venue(any_api, (await any_api.post("/event", json={
+        "name": "Last week", "starts_at": now - 5 * 86400, "ends_at": now - 2 * 86400})).body)
+    old = await past.scan(await past.ticket(), await past.list(), scanned_at=now - 3 * 86400, offline=True)
+    assert old["conflict"] is True and old["reason"] == "expired"
+    # A clock ten days ahead is judged now: a ticket valid from tomorrow was not valid yet.
+    soon = Venue(any_api, (await any_api.post("/event", json={"name": "Tomorrow", "starts_at": now + 86400})).body)
+    later_gate = await soon.list()
+    ahead = await soon.scan(await soon.ticket(), later_gate, scanned_at=now + 10 * 86400, offline=True)
+    assert ahead["conflict"] is True and ahead["reason"] == "too_early"
+    refused(await soon.scan(await soon.ticket(), later_gate, scanned_at=now + 10 * 86400), "too_early")
+
+
+async def test_another_gates_upload_at_the_same_time_is_a_conflict_not_a_retry(aiohttp_client: AiohttpClient,
+                                                                             fake_redis: Redis) -> None:
+    keys = "g1:scanner:gate-one-0123456789,g2:scanner:gate-two-0123456789,ops:admin:ops-admin-0123456789"
+    api = Api(await aiohttp_client(create_app(Settings(keyring=KeyRing.parse(keys)), redis=fake_redis)))
+    admin, g1, g2 = ({"Authorization": f"Bearer {s}"} for s in
+                     ("ops-admin-0123456789", "gate-one-0123456789", "gate-two-0123456789"))
+    event = (await api.post("/event", json={"name": "Show"}, headers=admin)).body
+    gate = (await api.post(f"/event/{event['id']}/list", json={"name": "Gate"}, headers=admin)).body
+    ticket = (await api.post("/ticket", json={"event": event["id"]}, headers=admin)).body["id"]
+    scanned_at = round(time.time() - 3, 6)
+    scan = {"ticket": ticket, "list": gate["id"], "scanned_at": scanned_at}
+    assert (await api.post("/checkin", json=scan, headers=g1)).body["admitted"] is True
+    other = (await api.post("/checkin", json={**scan, "offline": True}, headers=g2)).body
+    assert other["conflict"] is True and other["reason"] == "already_used"
+    own = (await api.post("/checkin", json={**scan, "offline": True}, headers=g1)).body
+    assert own["admitted"] is True and own["conflict"] is False
+    counts = (await api.get(f"/event/{event['id']}/list/{gate['id']}", headers=admin)).body
+    assert (counts["admitted"], counts["conflicts"]) == (1, 1)

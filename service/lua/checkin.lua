@@ -23,7 +23,9 @@
 -- KEYS[7..] the hashes of the lists this list leaves, in the order of its `leaves`
 -- ARGV[1]  list_id
 -- ARGV[2]  direction     'entry' or 'exit'
--- ARGV[3]  scanned_at    integer microseconds when an offline device scanned, '' for now
+-- ARGV[3]  scanned_at    integer microseconds when the device scanned, '' for none: recorded;
+--                        judged only for an offline upload, and then no later than now and
+--                        no earlier than now - ARGV[12] (a device's clock is not believed)
 -- ARGV[4]  actor         API key name
 -- ARGV[5]  request_id
 -- ARGV[6]  client_ip
@@ -35,8 +37,9 @@
 -- ARGV[11] offline       '1' when the device already admitted the holder while offline and
 --                        uploads the scan now: a refusal is then a conflict (the holder is
 --                        in), recorded as checkin_conflict and counted in `conflicts`;
---                        unless the scan itself had landed (same scan time): then admitted,
---                        recording nothing again
+--                        unless the scan itself had landed (this key's last scan here, with
+--                        the same scan time): then admitted, recording nothing again
+-- ARGV[12] offline_max_age_us  how far back an offline upload's scan time is believed
 -- Returns  {admitted, reason, inside, used_at, used_list, ts, valid, ty, h, st, vf, vu}, or
 --          {0, 'no_list'} when the list does not exist (nothing recorded)
 --          admitted: 1 or 0; reason: '' when admitted, else a refusal code; inside: the
@@ -47,7 +50,7 @@
 --          first element is then 'replayed:1' or 'replayed:0' in place of admitted.
 local list_id, direction, scanned_at = ARGV[1], ARGV[2], ARGV[3]
 local actor, request_id, client_ip, events_maxlen, ticket_id = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local ttl_s, forced, offline = ARGV[9], ARGV[10] or '', ARGV[11] == '1'
+local ttl_s, forced, offline, max_age_us = ARGV[9], ARGV[10] or '', ARGV[11] == '1', tonumber(ARGV[12])
 local list, event, stats, stream, record, ticket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local FIELDS = {'ts', 'valid', 'ty', 'h', 'st', 'vf', 'vu'}
 local SEP = '\31'
@@ -63,10 +66,21 @@ end
 
 local now = redis.call('TIME')
 local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
--- The scan's time as the integer string it came as, for what is stored, and as a number for
+-- The time the scan is judged at: now, for a scan online (the holder is at the gate now, and
+-- a phone's clock may be wrong); for an offline upload the device's time, within bounds: no
+-- later than now (a clock ahead would admit tickets not yet valid), no earlier than the
+-- oldest upload believed. Kept as an integer string for what is stored, and as a number for
 -- comparing: Lua turns a number into a string with 14 significant digits, and microseconds
 -- since the epoch have 16 ('x|' .. 1796159714820747 is 'x|1.7961597148207e+15').
-local at_text = scanned_at ~= '' and scanned_at or now_us
+local at_text = now_us
+if offline and scanned_at ~= '' then
+  local claimed, oldest = tonumber(scanned_at), tonumber(now_us) - max_age_us
+  if claimed < oldest then
+    at_text = string.format('%.0f', oldest)
+  elseif claimed < tonumber(now_us) then
+    at_text = scanned_at
+  end
+end
 local at_us = tonumber(at_text)
 local cfg = redis.call('HMGET', list, 'types', 'reentry', 'capacity', 'leaves', 'inside')
 if not cfg[2] then
@@ -149,10 +163,11 @@ elseif direction == 'entry' then
   if reason == '' then undo = admit() end
   if offline and scanned_at ~= '' and (reason == 'already_used' or reason == 'already_inside') then
     -- The device's own scan already landed (its answer was lost to a timeout), and this
-    -- upload is that scan again: the same scan time on this list's admission.
+    -- upload is that scan again: this list's last admission is this key's, at the same scan
+    -- time. Another gate's scan at the same time is another holder: a conflict.
     local last = redis.call('HGET', ticket, 'last:' .. list_id) or ''
-    if (reason == 'already_used' and tonumber(used_at) == at_us)
-        or string.match(last, '^entry|.*|' .. scanned_at .. '$') then
+    local dir, who, at = string.match(last, '^(%a+)|%d+|([^|]*)|%d|[^|]*|%d|%d|(%d*)$')
+    if dir == 'entry' and who == actor and at == scanned_at then
       reason, uploaded = '', true
     end
   end

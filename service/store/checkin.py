@@ -160,7 +160,7 @@ class CheckinStore:
             script_keys += [keys.ticket(ticket_id), *(keys.check_in_list(lid) for lid in leaves)]
         args = [list_id, direction.value, "" if scanned_at_us is None else scanned_at_us, origin.actor,
                 origin.request_id, origin.client_ip, self.cfg.events_maxlen, ticket_id, ttl_s,
-                refusal.value if refusal else "", "1" if offline else ""]
+                refusal.value if refusal else "", "1" if offline else "", self.cfg.offline_max_age_s * 1_000_000]
         admitted, reason, *rest = await self._link.run(
             "checkin", self._link.scripts.checkin, script_keys, args, write=True)
         if reason == "no_list":

@@ -17,6 +17,7 @@ class StoreConfig:
     # None: 1 where the client's topology has replicas (Sentinel, Cluster), 0 standalone.
     min_replicas_ack: int | None = None
     wait_timeout_ms: int = 500
+    offline_max_age_s: int = 24 * 3600
 
     @classmethod
     def from_settings(cls, s: Settings) -> StoreConfig:
@@ -24,5 +25,5 @@ class StoreConfig:
             replay_ttl_s=s.replay_ttl_s, idempotency_ttl_s=s.idempotency_ttl_s,
             events_maxlen=s.events_maxlen, timeout_ms=s.redis_timeout_ms,
             max_concurrent=s.redis_max_connections, min_replicas_ack=s.redis_min_replicas_ack,
-            wait_timeout_ms=s.redis_wait_timeout_ms,
+            wait_timeout_ms=s.redis_wait_timeout_ms, offline_max_age_s=s.offline_max_age_s,
         )
