@@ -346,9 +346,9 @@ async def changes(request: web.Request) -> web.Response:
     limit = inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     if "event" in request.query:
         event_id = _event_id(request.query["event"])
-        page = await feed.event_changes(request.query.get("after"), event_id, limit)
+        page = await feed.event_changes(request.query.get("after") or None, event_id, limit)
     else:
-        page = await feed.events_page(request.query.get("after"), limit)
+        page = await feed.events_page(request.query.get("after") or None, limit)
     nxt = request.rel_url.update_query(limit=limit, after=page.next_cursor)
     return _json([e.to_json() for e in page.events], headers={"Link": f'<{nxt}>; rel="next"'})
 

@@ -442,3 +442,24 @@ async def test_another_gates_upload_at_the_same_time_is_a_conflict_not_a_retry(a
     assert own["admitted"] is True and own["conflict"] is False
     counts = (await api.get(f"/event/{event['id']}/list/{gate['id']}", headers=admin)).body
     assert (counts["admitted"], counts["conflicts"]) == (1, 1)
+
+
+async def test_a_code_nobody_issued_is_unknown_whatever_its_prefix(any_api: Api) -> None:
+    venue = await Venue.open(any_api)
+    gate = await venue.list()
+    for made_up in ("00000000-0000-4000-8000-000000000000", new_ticket_id("0badf00d"), new_ticket_id(venue.id)):
+        refused(await venue.scan(made_up, gate), "unknown_ticket")
+    other = await Venue.open(any_api, name="Elsewhere")
+    refused(await venue.scan(await other.ticket(), gate), "wrong_event")
+    counts = (await any_api.get(f"/event/{venue.id}/list/{gate['id']}")).body["refused"]
+    assert (counts["unknown_ticket"], counts["wrong_event"]) == (3, 1)
+
+
+@pytest.mark.parametrize("path", ["/changes?after=", "/events?after=", "/changes?event={event}&after="])
+async def test_an_empty_feed_cursor_means_from_the_start(any_api: Api, path: str) -> None:
+    venue = await Venue.open(any_api)
+    await venue.ticket()
+    url = path.format(event=venue.id)
+    given, start = await any_api.get(url), await any_api.get(url.replace("after=", "").rstrip("&?"))
+    assert given.status == start.status == 200
+    assert given.body == start.body and given.body

@@ -441,3 +441,21 @@ async def test_a_batch_trims_just_the_oldest_events_the_cap_needs(any_redis: Red
     assert await held() == second + third
     entries = await stream_of(any_redis, first[0])
     assert sum(entry_size(f) for _, f in entries) == 220 == len(await held())
+
+
+async def test_a_scan_of_an_id_nobody_issued_leaves_no_history(store: Store) -> None:
+    """Scans of made-up ids are counted and stay in the feed, but write no history: one that
+    no read shows and nothing trims would let anyone grow Redis without bound."""
+    from service.models import Direction, ListSpec
+
+    event = await store.tickets.create_event(EventSpec("Gala"))
+    gate_list = await store.checkin.create_list(event.id, ListSpec("Gate"))
+    made_up = [new_ticket_id(event.id), new_ticket_id("0badf00d"), new_ticket_id()]
+    for n, ticket_id in enumerate(made_up):
+        result, _ = await store.checkin.checkin(ticket_id, gate_list.id, Direction.ENTRY, origin=gate(n))
+        assert result.reason is not None and result.reason.value == "unknown_ticket"
+    await store.consumer.ensure_group()
+    assert await store.consumer.apply(await store.consumer.read_new("c1", 1600)) == 3
+    assert [await store.redis.exists(keys.history(t)) for t in made_up] == [0, 0, 0]
+    assert (await store.tickets.stats()).processed["checkin_refused"] == 3
+    assert await store.consumer.lag() == 0

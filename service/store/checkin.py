@@ -149,6 +149,8 @@ class CheckinStore:
         leaves = await self._leaves(list_id)
         shard = keys.shard_of(list_id)
         same_event = refusal is None and event_of(ticket_id) == event
+        if refusal is None and not same_event:
+            refusal = await self._not_of_this_event(ticket_id)
         if idempotency is not None:
             await bind(self._link, idempotency, self.cfg.idempotency_ttl_s)
             record, ttl_s = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id, shard), \
@@ -173,6 +175,14 @@ class CheckinStore:
                                int(inside), int(used_at) / 1e6 if used_at else None, used_list or None,
                                conflict=offline and not admitted)
         return result, replayed
+
+    async def _not_of_this_event(self, ticket_id: str) -> Refusal:
+        """A scan of an id that is not of the list's event: a ticket of another event, or a
+        code nobody issued. Its hash lives in another slot than the list's, so it is asked
+        apart: a second round trip, on this path only."""
+        async with self._link.call("ticket_exists"):
+            exists = await self.redis.exists(keys.ticket(ticket_id))
+        return Refusal.WRONG_EVENT if exists else Refusal.UNKNOWN_TICKET
 
     async def annul(self, ticket_id: str, list_id: str, *, origin: Origin, window_s: int) -> int:
         """Undo this caller's own last scan of the ticket on the list; its occupancy after."""

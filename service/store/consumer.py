@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 from redis.exceptions import ResponseError
 
-from ..models import entry_events, entry_size, first_event_key, stream_id_key
+from ..models import Refusal, entry_events, entry_size, first_event_key, stream_id_key
 from . import keys
 from .link import Arg, Link
 
@@ -105,8 +105,11 @@ class StreamConsumer:
                 _add_batch_entry(shard, e, script_keys, args)
                 continue
             ticket_id = e.fields.get("t", "")
-            # Only a ticket of this shard has its history here (one slot per script).
-            owned = len(ticket_id) == 36 and keys.shard_of(ticket_id) == shard
+            # Only a ticket of this shard has its history here (one slot per script), and only
+            # one that exists: a scan of an id nobody issued would leave a history that no
+            # read shows and nothing trims.
+            owned = (len(ticket_id) == 36 and keys.shard_of(ticket_id) == shard
+                     and e.fields.get("why") != Refusal.UNKNOWN_TICKET.value)
             if owned:
                 script_keys.append(keys.history(ticket_id))
             args += [e.entry_id, e.fields["e"], _encode(e.fields), len(script_keys) if owned else 0]
