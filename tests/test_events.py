@@ -15,10 +15,12 @@ from redis.asyncio import Redis
 
 from service.errors import FeedCursorExpired, StoreUnavailable, TransitionRefused
 from service.models import (
+    Direction,
     Event,
     EventSpec,
     EventType,
     IdempotencyKey,
+    ListSpec,
     Origin,
     TicketSpec,
     Transition,
@@ -446,8 +448,6 @@ async def test_a_batch_trims_just_the_oldest_events_the_cap_needs(any_redis: Red
 async def test_a_scan_of_an_id_nobody_issued_leaves_no_history(store: Store) -> None:
     """Scans of made-up ids are counted and stay in the feed, but write no history: one that
     no read shows and nothing trims would let anyone grow Redis without bound."""
-    from service.models import Direction, ListSpec
-
     event = await store.tickets.create_event(EventSpec("Gala"))
     gate_list = await store.checkin.create_list(event.id, ListSpec("Gate"))
     made_up = [new_ticket_id(event.id), new_ticket_id("0badf00d"), new_ticket_id()]

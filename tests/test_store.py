@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import asyncio
 import binascii
 import os
+import time
 import uuid
 from typing import Any
 
