@@ -463,3 +463,16 @@ async def test_an_empty_feed_cursor_means_from_the_start(any_api: Api, path: str
     given, start = await any_api.get(url), await any_api.get(url.replace("after=", "").rstrip("&?"))
     assert given.status == start.status == 200
     assert given.body == start.body and given.body
+
+
+async def test_a_plain_invalidate_uses_a_ticket_at_every_single_entry_list(any_api: Api) -> None:
+    """Found by tests/test_model.py: a ticket admitted at a re-entry area, then used by the
+    seed's plain invalidate, was admitted at a single-entry gate."""
+    venue = await Venue.open(any_api)
+    hall, door = await venue.list(name="Hall", reentry=True), await venue.list(name="Door")
+    ticket = await venue.ticket()
+    assert (await venue.scan(ticket, hall))["admitted"] is True
+    assert (await any_api.post(f"/ticket/{ticket}/invalidate")).status == 200
+    refused(await venue.scan(ticket, door), "already_used")
+    assert (await any_api.post(f"/ticket/{ticket}/validate")).status == 200
+    assert (await venue.scan(ticket, door))["admitted"] is True

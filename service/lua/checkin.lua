@@ -9,6 +9,7 @@
 --   a:<list>    when the ticket was first admitted on the list (integer microseconds)
 --   in:<list>   '1' while inside the list's area
 --   u1          '<list>|<us>' of the ticket's first admission on any list
+--   p           '1' while the seed's plain invalidate has it used (transition.lua)
 --   last:<list> the last admitted scan on the list, for annul (and an upload's own scan):
 --               '<dir>|<us>|<actor>|<flipped valid>|<lists left>|<set a:>|<set u1>|<scanned_at>'
 -- List hash counters: inside, admitted, exits, r:<reason> per refusal reason, and conflicts
@@ -119,8 +120,11 @@ local function decide_entry()
       used_at, used_list = first, list_id
       return 'already_used'
     end
-    if t[2] == '0' and not redis.call('HGET', ticket, 'u1') then
-      return 'already_used'  -- used at a plain (seed) scan: no list, no time
+    if t[2] == '0' then
+      local seen = redis.call('HMGET', ticket, 'u1', 'p')
+      if not seen[1] or seen[2] == '1' then
+        return 'already_used'  -- used at a plain (seed) scan: no list, no time
+      end
     end
   end
   if cfg[3] ~= '' and tonumber(cfg[5]) >= tonumber(cfg[3]) then return 'area_full' end

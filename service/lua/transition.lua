@@ -51,7 +51,14 @@ end
 local COUNTER = {['1'] = 'valid', ['0'] = 'invalid', r = 'revoked'}
 local outcome, event, now_valid = 'conflict', transition .. '_refused', cur[2]
 if cur[2] ~= target and cur[2] ~= 'r' then
-  redis.call('HSET', KEYS[1], 'valid', target)
+  if transition == 'invalidate' then
+    -- 'p': used by a plain scan, a single-entry scan without a list (checkin.lua refuses it
+    -- at every single-entry list as already_used, whatever lists admitted it before).
+    redis.call('HSET', KEYS[1], 'valid', target, 'p', '1')
+  else
+    redis.call('HSET', KEYS[1], 'valid', target)
+    if transition == 'validate' then redis.call('HDEL', KEYS[1], 'p') end
+  end
   outcome, event, now_valid = 'ok', transition .. 'd', target
   redis.call('HINCRBY', KEYS[3], COUNTER[cur[2]], -1)
   redis.call('HINCRBY', KEYS[3], COUNTER[target], 1)
