@@ -5,6 +5,15 @@
 -- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
 -- script (with replicas) covers the first answer's own write too.
 --
+-- Invariants kept (README "Check-in invariants"; tests/test_model.py checks them): a revoked
+-- ticket is never admitted; 0 <= inside <= capacity; a single-entry list admits a ticket
+-- once; every counter moves with the change it counts; an answer is replayed only to the
+-- request that earned it (the record's key is the caller's request id and what it asks);
+-- a device's clock is believed only for an offline upload, within bounds.
+-- Must change together: annul.lua (it undoes what this records), transition.lua (`valid`,
+-- `p`), store/checkin.py (KEYS, ARGV), web/gate/book.js (the offline twin of decide_entry),
+-- tests/test_model.py (the reference model).
+--
 -- Ticket hash fields this script keeps (see create.lua for the rest):
 --   a:<list>    when the ticket was first admitted on the list (integer microseconds)
 --   in:<list>   '1' while inside the list's area
