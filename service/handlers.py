@@ -217,6 +217,27 @@ async def get_list(request: web.Request) -> web.Response:
     return _json((await request.app[CHECKIN].get_list(event_id, list_id)).to_json())
 
 
+@requires(Permission.CHECKIN, scope=event_in_path)
+async def list_book(request: web.Request) -> web.Response:
+    """An offline gate's book of the event for its list, from the tickets themselves."""
+    inputs.reject_unknown_params(request, ("limit", "cursor"))
+    event_id = _event_id(request.match_info["event"])
+    list_id = request.match_info["list"]
+    if not is_list_id(list_id):
+        raise InvalidInput(f"{list_id[:64]!r} is not a list id", slug="malformed-list-id")
+    limit = inputs.bounded_int(request.query.get("limit"), "limit", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+    await request.app[CHECKIN].get_list(event_id, list_id)  # 404 for a list the event lacks
+    page = await request.app[FEED].book_page(event_id, list_id, request.query.get("cursor"), limit)
+    headers = {}
+    if page.next_cursor is not None:
+        headers["Link"] = f'<{request.rel_url.update_query(limit=limit, cursor=page.next_cursor)}>; rel="next"'
+    tickets = [{"id": e.ticket_id, "status": e.state.value, "plain_used": e.plain_used,
+                "used_at": None if e.used_at_us is None else e.used_at_us / 1e6, "inside": e.inside}
+               for e in page.entries]
+    return _json({"tickets": tickets, "changes_after": page.changes_after, "next": page.next_cursor},
+                 headers=headers)
+
+
 @requires(Permission.CHECKIN, scope=by_handler)
 async def checkin(request: web.Request) -> web.Response:
     """One scan at a gate: 200 whether or not the holder is admitted (a refusal is the
@@ -465,6 +486,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/event/{event}/list", create_list)
     r.add_get("/event/{event}/list", event_lists)
     r.add_get("/event/{event}/list/{list}", get_list)
+    r.add_get("/event/{event}/list/{list}/book", list_book)
     r.add_post("/checkin", checkin)
     r.add_post("/checkin/annul", annul_checkin)
     # The id pattern leaves out the words of the routes above, so `GET /ticket/invalidate` is

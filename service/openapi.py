@@ -385,6 +385,37 @@ def _paths() -> dict[str, Any]:
                 "503": _UNAVAILABLE,
             },
         }},
+        "/event/{event}/list/{list}/book": {"get": {
+            "summary": "An offline gate's book of the event, for its list (roles: scanner, admin)",
+            "description": (
+                "Read from the tickets themselves, not the change feed (whose oldest entries a busy shard "
+                "trims): every ticket of the event that is revoked, used, or admitted at or inside the list. "
+                "Then read `/changes?event=` from `changes_after`, a position taken before the first page."),
+            "parameters": [_EVENT_PATH, {"name": "list", "in": "path", "required": True,
+                                         "schema": {"type": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}$"}},
+                           _LIMIT, _CURSOR],
+            "security": _SECURED,
+            "responses": {
+                "200": _ok("A page of the book", {
+                    "type": "object", "required": ["tickets", "changes_after", "next"],
+                    "properties": {
+                        "changes_after": {"type": "string", "description": "The feed cursor to read on from"},
+                        "next": {"type": ["string", "null"], "description": "The cursor of the next page"},
+                        "tickets": {"type": "array", "items": {
+                            "type": "object", "required": ["id", "status", "plain_used", "used_at", "inside"],
+                            "properties": {
+                                "id": {"type": "string"}, "status": {"enum": ["valid", "used", "revoked"]},
+                                "plain_used": {"type": "boolean"},
+                                "used_at": {"type": ["number", "null"],
+                                            "description": "Its first admission at the list (seconds)"},
+                                "inside": {"type": "boolean"}}}}}}, {
+                    "Link": {"description": "rel=next while more remain", "schema": {"type": "string"}}}),
+                "400": _problem("Malformed event or list id, limit or cursor"),
+                **_AUTH_ERRORS,
+                "404": _problem("No such list in this event"),
+                "503": _UNAVAILABLE,
+            },
+        }},
         "/checkin": {"post": {
             "summary": "One scan at a gate (roles: scanner, admin)",
             "description": (

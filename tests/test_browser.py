@@ -535,3 +535,80 @@ def test_the_page_reads_tokens_as_the_service_does(browser: Browser, stack: Loca
     assert got == [expected for _, expected in cases]
     assert sum(isinstance(e, str) and e != "verified" for _, e in cases) >= 15
     page.context.close()
+
+
+def test_the_gate_reads_its_book_from_the_tickets_and_refuses_a_revoked_ticket_offline(
+        browser: Browser, stack: LocalStack, api: Client) -> None:
+    event, gate = api.venue("Book night")
+    (revoked, revoked_token), (used, used_token) = api.ticket(event), api.ticket(event)
+    api.call("POST", f"/ticket/{revoked}/revoke", "box", {})
+    api.call("POST", "/checkin", "gate2", {"ticket": used, "list": gate["id"]})
+    context = new_context(browser)
+    page = context.new_page()
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    open_gate(page, stack, event, gate)
+    assert any(f"/list/{gate['id']}/book" in url for url in asked)
+    context.set_offline(True)
+    assert scan_typed(page, revoked_token)["reason"] == "revoked"
+    dismiss(page)
+    assert scan_typed(page, used_token)["reason"] == "already_used"
+    dismiss(page)
+    context.close()
+
+
+def test_signing_out_uploads_or_forgets_what_the_gate_holds(browser: Browser, stack: LocalStack, api: Client) -> None:
+    event, gate = api.venue("Sign-out night")
+    tickets = [api.ticket(event) for _ in range(2)]
+    context = new_context(browser)
+    page = context.new_page()
+    open_gate(page, stack, event, gate)
+    context.set_offline(True)
+    assert scan_typed(page, tickets[0][1])["kind"] == "offline"
+    dismiss(page)
+    # Offline, the queued scan cannot go up: the person is asked, and says no.
+    page.locator("#change").click()
+    asked: list[str] = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_function("() => !document.querySelector('#pick').hidden")
+    assert asked and "not uploaded" in asked[0]
+    assert page.locator("#signin").is_hidden()
+    # Online again, signing out uploads the queue first, then forgets every book.
+    context.set_offline(False)
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_selector("#signin", state="visible")
+    assert api.call("GET", f"/event/{event}/list/{gate['id']}", "gate")["admitted"] == 1
+    books = page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('tickets.gate.book.'))")
+    assert books == []
+    context.close()
+
+
+def test_the_book_keeps_a_ticket_used_after_an_annulled_exit(browser: Browser, stack: LocalStack,
+                                                             api: Client) -> None:
+    """web/gate/book.js: entry, exit and an annulled exit at a single-entry list leave the
+    ticket used (and the holder inside): an offline gate refuses it."""
+    event, gate = api.venue("Annul night")
+    ticket, token = api.ticket(event)
+    jwks = api.call("GET", "/keys", "gate")
+    page = new_context(browser).new_page()
+    page.goto(f"{stack.url}/gate/")
+    got = page.evaluate("""async ([jwks, list, event, ticket, token]) => {
+        const { Book } = await import('/gate/book.js');
+        const memory = new Map();
+        const storage = { getItem: (k) => memory.get(k) ?? null, setItem: (k, v) => memory.set(k, v) };
+        const book = new Book(list.id, storage);
+        book.setKeys(jwks);
+        book.state.list = list;
+        book.state.event = { id: event };
+        const change = (type, direction) => ({ type, ticket_id: ticket, list: list.id, direction, timestamp: 1 });
+        for (const [type, direction] of [["checkin", "entry"], ["checkin", "exit"], ["checkin_annulled", "exit"]]) {
+          book.apply(change(type, direction));
+        }
+        const afterExit = await book.decide(token, "entry", Date.now() / 1000);
+        book.apply(change("checkin_annulled", "entry"));
+        const afterEntry = await book.decide(token, "entry", Date.now() / 1000);
+        return [afterExit.reason, !!book.state.inside[ticket], afterEntry.admitted];
+    }""", [jwks, gate, event, ticket, token])
+    assert got == ["already_used", False, True]
+    page.context.close()

@@ -6,6 +6,7 @@ one outcome."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -476,3 +477,36 @@ async def test_a_plain_invalidate_uses_a_ticket_at_every_single_entry_list(any_a
     refused(await venue.scan(ticket, door), "already_used")
     assert (await any_api.post(f"/ticket/{ticket}/validate")).status == 200
     assert (await venue.scan(ticket, door))["admitted"] is True
+
+
+async def test_a_gates_book_comes_from_the_tickets_so_a_flood_cannot_trim_a_revocation_away(
+        aiohttp_client: AiohttpClient, any_redis: Redis, settings: Settings) -> None:
+    """Refusals flooded a shard's stream past a revocation, and a gate that built its offline
+    book from the feed then admitted the revoked ticket. The book is read from the tickets."""
+    api = Api(await aiohttp_client(create_app(dataclasses.replace(settings, events_maxlen=50), redis=any_redis)))
+    venue = await Venue.open(api)
+    gate = await venue.list(reentry=True)
+    revoked, used, untouched = await venue.ticket(), await venue.ticket(), await venue.ticket()
+    assert (await api.post(f"/ticket/{revoked}/revoke", json={})).status == 200
+    assert (await venue.scan(used, gate))["admitted"] is True
+    for _ in range(400):  # junk from one key: codes nobody issued
+        refused(await venue.scan(new_ticket_id(venue.id), gate), "unknown_ticket")
+    feed = (await api.get("/changes", params={"event": venue.id, "limit": 1000})).body
+    assert revoked not in {c["ticket_id"] for c in feed if c["type"] == "revoked"}  # trimmed away
+    pages, cursor = [], None
+    while True:
+        r = await api.get(f"/event/{venue.id}/list/{gate['id']}/book",
+                          params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        assert r.status == 200
+        pages.append(r.body)
+        cursor = r.body["next"]
+        if cursor is None:
+            break
+    book = {t["id"]: t for page in pages for t in page["tickets"]}
+    assert book[revoked]["status"] == "revoked"
+    assert book[used]["inside"] is True and book[used]["used_at"] is not None
+    assert untouched not in book
+    # The feed takes over where the book's first page stood: nothing after it is missed.
+    assert (await api.post(f"/ticket/{untouched}/revoke", json={})).status == 200
+    after = (await api.get("/changes", params={"event": venue.id, "after": pages[0]["changes_after"]})).body
+    assert [c["ticket_id"] for c in after if c["type"] == "revoked"] == [untouched]

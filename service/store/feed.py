@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 
 from ..errors import BadCursor, FeedCursorExpired
 from ..models import (
+    STATES_BY_CODE,
     Event,
     EventInfo,
     FeedCursor,
     PageCursor,
     Ticket,
+    TicketState,
     entry_events,
     event_of,
     first_event_key,
@@ -39,6 +41,7 @@ _SCAN_COUNT = 128
 _MAC_BYTES = 12
 _U64 = 2**64
 _SCAN_RE = re.compile(r"^[0-9]{1,20}$")
+_ENTRY_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 T = TypeVar("T")
 
 
@@ -58,6 +61,26 @@ class EventPage:
 class FeedPage:
     events: list[Event]
     next_cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookEntry:
+    """What an offline gate must know of one ticket of its event, for its list."""
+
+    ticket_id: str
+    state: TicketState
+    plain_used: bool  # used by the seed's plain invalidate: refused at every single-entry list
+    used_at_us: int | None  # its first admission at the list
+    inside: bool  # inside the list's area now
+
+
+@dataclass(frozen=True, slots=True)
+class BookPage:
+    entries: list[BookEntry]
+    # Where the event's change feed takes over from the tickets read: a position taken before
+    # the first page was read, so that no change made meanwhile is missed.
+    changes_after: str
+    next_cursor: str | None
 
 
 def _b64(raw: bytes) -> str:
@@ -262,6 +285,59 @@ class Feed:
             positions[i] = read[-1][2]
         events = [Event.from_fields(eid, f) for _, _, eid, f in read if _of_event(f, event_id)]
         return FeedPage(events, await self._sign("feed", _pack_positions(positions)))
+
+
+    async def book_page(self, event_id: str, list_id: str, cursor: str | None, limit: int) -> BookPage:
+        """An offline gate's book of the event, read from the tickets themselves rather than
+        the change feed (whose entries a busy shard trims: a gate that built its book from
+        what is left would miss the revocations trimmed away): every ticket of the event
+        that is revoked, used, or admitted at or inside the list. Pages walk the event's
+        shard's index (the shard also holds other events' tickets, read past); each answers
+        the feed position to read the event's changes from once the book is read, taken
+        before its first page."""
+        shard = keys.shard_of(event_id)
+        if cursor is None:
+            scan, after, tail = 0, "", await self._tail(shard)
+        else:
+            scan, after, tail = await self._book_cursor(cursor)
+        next_scan, resume_after, *ids = await self._link.run(
+            "book", self._link.scripts.scan, [keys.index(shard)],
+            [scan, after, limit, limit // _SCAN_COUNT + 4, _SCAN_COUNT])
+        positions = ["0-0"] * len(keys.SHARDS)
+        positions[keys.SHARD_INDEX[shard]] = tail
+        changes_after = await self._sign("feed", _pack_positions(positions))
+        entries = await self._book_entries([i for i in ids if event_of(i) == event_id], list_id)
+        done = next_scan == "0" and not resume_after
+        nxt = None if done else await self._sign("book", f"{next_scan}.{resume_after}.{tail}".encode())
+        return BookPage(entries, changes_after, nxt)
+
+    async def _tail(self, shard: str) -> str:
+        async with self._link.call("book_tail"):
+            last = await self._link.redis.xrevrange(keys.stream(shard), count=1)
+        return str(last[0][0]) if last else "0-0"
+
+    async def _book_cursor(self, token: str) -> tuple[int, str, str]:
+        payload = await self._verify("book", token)
+        parts = payload.split(".") if payload else []
+        if (len(parts) != 3 or not _SCAN_RE.fullmatch(parts[0]) or int(parts[0]) >= _U64
+                or not (parts[1] == "" or parse_ticket_id(parts[1]) == parts[1]) or not _ENTRY_RE.fullmatch(parts[2])):
+            raise BadCursor("cursor")
+        return int(parts[0]), parts[1], parts[2]
+
+    async def _book_entries(self, ids: Sequence[str], list_id: str) -> list[BookEntry]:
+        if not ids:
+            return []
+        batch = self._link.batch()
+        for ticket_id in ids:
+            batch.cmd.hmget(keys.ticket(ticket_id), ["valid", "p", f"a:{list_id}", f"in:{list_id}"])
+        out = []
+        for ticket_id, (valid, plain, first, inside) in zip(ids, await batch.run(self._link.call("book_read")),
+                                                              strict=True):
+            if valid is None or (valid == "1" and not first and inside != "1"):
+                continue  # gone, or nothing a gate needs: valid and never admitted here
+            out.append(BookEntry(ticket_id, STATES_BY_CODE[valid], plain == "1", int(first) if first else None,
+                                 inside == "1"))
+        return out
 
 
 # An event not yet returned: (its sort key, its shard's index, its id, its fields).

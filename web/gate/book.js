@@ -1,6 +1,6 @@
 // What a gate knows for its offline checks, kept on the device: the list and its event, the
-// public keys, the tickets used, inside and revoked (from the event's change feed while
-// online, and from its own offline admissions), the queue of scans to upload, and the
+// public keys, the tickets used, inside and revoked (read from the service's tickets, then
+// kept up from the event's change feed while online, and from its own offline admissions), the queue of scans to upload, and the
 // conflicts found when they were. One localStorage entry per list.
 import { TokenError, verifyToken, publicKeysOf, looksLikeToken } from "./token.js";
 
@@ -63,7 +63,15 @@ export class Book {
         }
         break;
       case "checkin_annulled":
-        if (here) { delete s.used[id]; delete s.inside[id]; }
+        // An annulled exit puts the holder back inside and leaves the ticket used; an annulled
+        // entry (at a single-entry list always the first) undoes both.
+        if (!here) break;
+        if (change.direction === "exit") {
+          s.inside[id] = 1;
+        } else {
+          delete s.used[id];
+          delete s.inside[id];
+        }
         break;
       case "revoked":
         s.revoked[id] = 1;
@@ -77,6 +85,22 @@ export class Book {
       default:
         break;
     }
+  }
+
+  // The book read from the service's tickets (GET .../book): what it says replaces what this
+  // device had, but for its own offline admissions not yet uploaded; the change feed takes
+  // over from `changesAfter`.
+  load(tickets, changesAfter) {
+    const s = this.state;
+    s.used = {}; s.inside = {}; s.revoked = {}; s.plainUsed = {};
+    for (const t of tickets) {
+      if (t.status === "revoked") s.revoked[t.id] = 1;
+      if (t.plain_used) s.plainUsed[t.id] = 1;
+      if (t.used_at !== null) s.used[t.id] = { at: t.used_at, list: s.listId };
+      if (t.inside) s.inside[t.id] = 1;
+    }
+    for (const scan of s.queue) this.noteOffline(scan, scan.ticketId);
+    s.cursor = changesAfter;
   }
 
   // The offline verdict for a scanned code, as the service would decide it with what this
@@ -122,6 +146,12 @@ export class Book {
 
   // An admission this device made offline: known at once for its next scans, and queued.
   admitOffline(scan, ticketId) {
+    this.noteOffline(scan, ticketId);
+    this.state.queue.push({ ...scan, ticketId });
+    this.save();
+  }
+
+  noteOffline(scan, ticketId) {
     const s = this.state;
     if (scan.direction === "entry") {
       if (!s.used[ticketId]) s.used[ticketId] = { at: scan.scanned_at, list: s.listId, here: true };
@@ -129,7 +159,12 @@ export class Book {
     } else {
       delete s.inside[ticketId];
     }
-    s.queue.push({ ...scan, ticketId });
-    this.save();
+  }
+}
+
+// Forget every list's book on this device: a gate signed out leaves nothing for the next key.
+export function forgetBooks(storage = window.localStorage) {
+  for (const key of Object.keys(storage)) {
+    if (key.startsWith("tickets.gate.book.")) storage.removeItem(key);
   }
 }

@@ -2,7 +2,7 @@
 // two metres, keep working offline. See README, "The gate page".
 import { Api, Problem, Unreachable, nextLink, formatTime, el } from "../shared/api.js";
 import { tryKey } from "../shared/signin.js";
-import { Book, message } from "./book.js";
+import { Book, forgetBooks, message } from "./book.js";
 
 const SETTINGS_KEY = "tickets.gate";
 // How long a scan waits for the service before the gate decides offline.
@@ -292,16 +292,32 @@ async function sync() {
   }
 }
 
+// The book from the service's tickets: on the first sync, and whenever the change feed was
+// trimmed past this device's cursor (the feed alone would miss what was trimmed away).
+async function readBook() {
+  const tickets = [];
+  let cursor = null, changesAfter = null;
+  do {
+    const q = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+    const r = await api.get(`/event/${settings.event}/list/${settings.list}/book?limit=1000${q}`);
+    changesAfter = changesAfter ?? r.body.changes_after;
+    tickets.push(...r.body.tickets);
+    cursor = r.body.next;
+  } while (cursor);
+  book.load(tickets, changesAfter);
+  gate.bookReads = (gate.bookReads || 0) + 1;
+}
+
 async function pullChanges() {
+  if (!book.state.cursor) await readBook();
   for (let page = 0; page < FEED_PAGES_PER_SYNC; page++) {
-    const after = book.state.cursor ? `&after=${encodeURIComponent(book.state.cursor)}` : "";
+    const after = `&after=${encodeURIComponent(book.state.cursor)}`;
     let r;
     try {
       r = await api.get(`/changes?event=${settings.event}&limit=1000${after}`);
     } catch (err) {
-      if (err instanceof Problem && err.status === 410) {  // trimmed past the cursor: read again
-        book.state.cursor = null;
-        $("book-note").textContent = "The change feed was trimmed: this device's copy may miss old scans.";
+      if (err instanceof Problem && err.status === 410) {  // trimmed past the cursor: read the book again
+        await readBook();
         continue;
       }
       throw err;
@@ -444,9 +460,20 @@ document.addEventListener("keydown", (event) => {
 });
 $("camera-toggle").addEventListener("click", () => (camera.on ? stopCamera() : startCamera()));
 $("change").addEventListener("click", () => { stopCamera(); clearInterval(syncTimer); showPick(); });
-$("signout").addEventListener("click", () => {
+// Signing out hands the device to the next key: this key's queued scans go up first (or are
+// given up, if the person says so), and no book stays behind for the next key to upload.
+$("signout").addEventListener("click", async () => {
   stopCamera();
   clearInterval(syncTimer);
+  if (book && book.state.queue.length) {
+    try { await uploadQueue(); } catch { /* offline: asked below */ }
+    const left = book.state.queue.length;
+    if (left && !window.confirm(`${left} scan(s) admitted offline are not uploaded yet and will be lost. Sign out?`)) {
+      return;  // kept: Start scanning picks up where it was
+    }
+  }
+  forgetBooks();
+  book = null;
   localStorage.removeItem(SETTINGS_KEY);
   settings = null;
   show("signin");
