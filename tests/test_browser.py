@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import segno
 from PIL import Image
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Playwright, Route, sync_playwright
 
 from .procs import wait_until
 from .stack import LocalStack
@@ -569,7 +569,12 @@ def test_signing_out_uploads_or_forgets_what_the_gate_holds(browser: Browser, st
     # Offline, the queued scan cannot go up: the person is asked, and says no.
     page.locator("#change").click()
     asked: list[str] = []
-    page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+
+    def decline(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", decline)
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_function("() => !document.querySelector('#pick').hidden")
     assert asked and "not uploaded" in asked[0]
