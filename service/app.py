@@ -10,7 +10,8 @@ from aiohttp import web
 from redis.exceptions import RedisClusterException, RedisError
 
 from . import wire
-from .appkeys import CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, REDIS, SETTINGS, TICKETS
+from .appkeys import BUDGET, CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, REDIS, SETTINGS, TICKETS
+from .budget import Budget
 from .handlers import setup_routes
 from .keyring import describe
 from .middleware import edge_middleware
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, redis: Client | None = None) ->
     )
     app[SETTINGS] = settings
     app[KEYRING] = settings.keyring
+    app[BUDGET] = Budget(settings.budget_per_key, settings.budget_per_worker)
     _log_start(settings)
     app[OPENAPI_BODY] = json.dumps(build_openapi()).encode()
     app.cleanup_ctx.append(_redis_ctx(redis))

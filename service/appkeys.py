@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .budget import Budget
 from .keyring import KeyRing
 from .settings import Settings
 from .store import CheckinStore, Feed, StreamConsumer, TicketStore
@@ -17,6 +18,8 @@ CONSUMER = web.AppKey("consumer", StreamConsumer)
 CHECKIN = web.AppKey("checkin", CheckinStore)
 OPENAPI_BODY = web.AppKey("openapi_body", bytes)
 KEYRING = web.AppKey("keyring", KeyRing)
+# What expensive requests each key, and all keys, may have in flight on this worker.
+BUDGET = web.AppKey("budget", Budget)
 # The acting API key's name ("anonymous" with auth off), for the audit trail.
 ACTOR = web.RequestKey("actor", str)
 # The one event a bound scanner key may scan ("" for any).

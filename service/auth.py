@@ -19,7 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import ACTOR, BOUND_EVENT, KEYRING
+from .appkeys import ACTOR, BOUND_EVENT, BUDGET, KEYRING
+from .budget import Cost
 from .errors import Forbidden, Unauthenticated
 from .keyring import ROLE_PERMISSIONS, Permission
 from .models import event_of, parse_ticket_id
@@ -49,10 +50,13 @@ def all_events(request: web.Request) -> str | None:
     return ALL_EVENTS
 
 
-def requires(rule: PermissionRule, *, scope: EventScope | None = None) -> Callable[[Handler], Handler]:
-    """Guard a handler with a permission (or a function of the request that names one) and,
-    with `scope`, the event rule. The acting key's name is left in request[ACTOR]
-    ("anonymous" with auth off)."""
+def requires(
+    rule: PermissionRule, *, scope: EventScope | None = None, cost: Cost | None = None
+) -> Callable[[Handler], Handler]:
+    """Guard a handler with a permission (or a function of the request that names one),
+    with `scope`, the event rule, and with `cost`, the caller's budget of expensive work
+    (service/budget.py). The acting key's name is left in request[ACTOR] ("anonymous" with
+    auth off)."""
 
     def guard(handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -62,7 +66,10 @@ def requires(rule: PermissionRule, *, scope: EventScope | None = None) -> Callab
                 event = scope(request)
                 if event is not None:
                     check_event_binding(request, event)
-            return await handler(request)
+            if cost is None:
+                return await handler(request)
+            with request.app[BUDGET].hold(request[ACTOR], cost(request)):
+                return await handler(request)
 
         guarded.event_scope = scope  # type: ignore[attr-defined]  # read by the route table's test
         return guarded

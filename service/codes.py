@@ -13,6 +13,7 @@ from aiohttp import web
 from . import inputs
 from .appkeys import SETTINGS, TICKETS
 from .auth import requires, ticket_event_in_path
+from .budget import PNG_COST, SVG_COST, TOKEN_COST, fixed
 from .errors import SigningOff, TicketRevoked
 from .keyring import Permission
 from .models import Ticket, TicketState, event_of
@@ -50,7 +51,7 @@ async def public_keys(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "public, max-age=300"})
 
 
-@requires(Permission.PRINT, scope=ticket_event_in_path)
+@requires(Permission.PRINT, scope=ticket_event_in_path, cost=fixed(TOKEN_COST))
 async def ticket_token(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     ticket, token, kid = await _signed(request)
@@ -60,7 +61,7 @@ async def ticket_token(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(body).encode(), content_type="application/json", headers=_NO_STORE)
 
 
-@requires(Permission.PRINT, scope=ticket_event_in_path)
+@requires(Permission.PRINT, scope=ticket_event_in_path, cost=fixed(SVG_COST))
 async def ticket_qr_svg(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     ticket, token, _ = await _signed(request)
@@ -70,7 +71,7 @@ async def ticket_qr_svg(request: web.Request) -> web.Response:
     return web.Response(body=out.getvalue(), content_type="image/svg+xml", headers=_NO_STORE)
 
 
-@requires(Permission.PRINT, scope=ticket_event_in_path)
+@requires(Permission.PRINT, scope=ticket_event_in_path, cost=fixed(PNG_COST))
 async def ticket_qr_png(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     _, token, _ = await _signed(request)

@@ -63,6 +63,19 @@ class TicketRevoked(ServiceError):
         super().__init__(f"ticket {ticket_id} is revoked: it gets no token or QR code")
 
 
+class OverBudget(ServiceError):
+    """A key with as much expensive work in flight on this worker as its budget allows."""
+
+    def __init__(self, key_name: str, budget: int) -> None:
+        super().__init__(f"key {key_name!r} has expensive requests in flight up to this worker's budget "
+                         f"({budget} items); retry when they are answered")
+
+
+class WorkerBusy(ServiceError):
+    """A Redis call that timed out waiting for one of this worker's connections: the worker is
+    busy with its own work, and Redis may be fine."""
+
+
 class NothingToAnnul(ServiceError):
     """No scan of this caller's on that list and ticket to undo, or it is too late to."""
 

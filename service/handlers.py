@@ -20,6 +20,7 @@ from .auth import (
     ticket_event_in_query,
 )
 from .bodies import AnnulBody, BatchBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
+from .budget import STATS_COST, fixed, page_cost
 from .errors import BadTicketToken, InvalidInput
 from .keyring import Permission
 from .models import (
@@ -165,7 +166,7 @@ async def get_event(request: web.Request) -> web.Response:
     return _json(event.to_json())
 
 
-@requires(Permission.READ_EVENT, scope=by_handler)
+@requires(Permission.READ_EVENT, scope=by_handler, cost=page_cost(DEFAULT_PAGE_SIZE))
 async def list_events(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ("limit", "cursor"))
     limit = inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -217,7 +218,7 @@ async def get_list(request: web.Request) -> web.Response:
     return _json((await request.app[CHECKIN].get_list(event_id, list_id)).to_json())
 
 
-@requires(Permission.CHECKIN, scope=event_in_path)
+@requires(Permission.CHECKIN, scope=event_in_path, cost=page_cost(MAX_PAGE_SIZE))
 async def list_book(request: web.Request) -> web.Response:
     """An offline gate's book of the event for its list, from the tickets themselves."""
     inputs.reject_unknown_params(request, ("limit", "cursor"))
@@ -296,11 +297,15 @@ def _get_tickets_permission(request: web.Request) -> Permission:
     return Permission.READ if "id" in request.query else Permission.LIST
 
 
+def _get_tickets_cost(request: web.Request) -> int:
+    return 1 if "id" in request.query else page_cost(DEFAULT_PAGE_SIZE)(request)
+
+
 def _get_tickets_scope(request: web.Request) -> str | None:
     return ticket_event_in_query(request) if "id" in request.query else all_events(request)
 
 
-@requires(_get_tickets_permission, scope=_get_tickets_scope)
+@requires(_get_tickets_permission, scope=_get_tickets_scope, cost=_get_tickets_cost)
 async def get_tickets(request: web.Request) -> web.Response:
     """The seed's GET /ticket: one ticket (as a list) with ?id=, else a page of all."""
     inputs.reject_unknown_params(request, ("id", "limit", "cursor"))
@@ -332,7 +337,7 @@ async def ticket_history(request: web.Request) -> web.Response:
     return _json([e.to_json() for e in events])
 
 
-@requires(Permission.STATS, scope=all_events)
+@requires(Permission.STATS, scope=all_events, cost=fixed(STATS_COST))
 async def stats(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     s = await request.app[TICKETS].stats()
@@ -358,7 +363,7 @@ def _changes_scope(request: web.Request) -> str | None:
     return event_in_query(request) if "event" in request.query else all_events(request)
 
 
-@requires(_changes_permission, scope=_changes_scope)
+@requires(_changes_permission, scope=_changes_scope, cost=page_cost(DEFAULT_PAGE_SIZE))
 async def changes(request: web.Request) -> web.Response:
     """The change feed: every event of every ticket, in order, paged by an opaque cursor;
     with ?event=, that event's only."""

@@ -33,6 +33,8 @@ REDIS_LATENCY = Histogram("tickets_redis_call_duration_seconds", "Redis round-tr
                           buckets=_BUCKETS_S)
 REDIS_ERRORS = Counter("tickets_redis_errors_total", "Redis calls that failed, by operation and kind",
                        ["op", "kind"])
+WORKER_BUSY = Counter("tickets_worker_busy_total",
+                      "Redis calls that timed out waiting for a connection of their worker (busy, not Redis)", ["op"])
 TOKENS_REFUSED = Counter("tickets_token_refused_total",
                          "Ticket tokens (QR codes) that did not verify, by reason: copies altered, forgeries",
                          ["reason"])

@@ -592,7 +592,8 @@ _GATEWAY_RESPONSES = {
     "415": _problem("An encoded body (Content-Encoding): bodies are taken as sent"),
     "500": _problem("An unexpected error, logged as a defect"),
     "429": {
-        "description": "Over the per-client rate limit (nginx)",
+        "description": "Over the per-client rate limit (nginx), or over the key's budget of expensive "
+                       "work in flight on a replica (over-budget: pages, the feed, /stats, tokens, QR codes)",
         "headers": {"Retry-After": {"schema": {"type": "string"}}},
         "content": {PROBLEM: {"schema": _ref("Problem")}},
     },

@@ -20,6 +20,7 @@ from .errors import (
     InvalidInput,
     ListNotFound,
     NothingToAnnul,
+    OverBudget,
     SigningOff,
     SoldOut,
     StoreDefect,
@@ -31,6 +32,7 @@ from .errors import (
     TransitionRefused,
     Unauthenticated,
     UnsupportedMediaType,
+    WorkerBusy,
 )
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,16 @@ def _not_replicated(request: web.Request, exc: StoreNotReplicated) -> web.Respon
     )
 
 
+def _over_budget(request: web.Request, exc: OverBudget) -> web.Response:
+    return problem(429, "over-budget", "Too Many Requests", str(exc), headers=_retry_after(request))
+
+
+def _busy(request: web.Request, exc: WorkerBusy) -> web.Response:
+    return problem(503, "worker-busy", "Service busy",
+                   "this replica is busy with other requests; nothing was sent to the ticket store. Retry it",
+                   headers=_retry_after(request))
+
+
 def _out_of_memory(request: web.Request, exc: StoreOutOfMemory) -> web.Response:
     return problem(507, "store-out-of-memory", "Insufficient Storage",
                    "the ticket store is out of memory (Redis maxmemory): nothing was written. "
@@ -143,6 +155,8 @@ ERROR_TABLE: dict[type[BaseException], Mapper] = {
     ListNotFound: _plain(404, "list-not-found", "Check-in list not found"),
     NothingToAnnul: _plain(409, "nothing-to-annul", "Nothing to annul"),
     TicketRevoked: _plain(409, "ticket-revoked", "Ticket revoked"),
+    OverBudget: _over_budget,
+    WorkerBusy: _busy,
     TransitionRefused: _refused,
     Unauthenticated: _unauthenticated,
     Forbidden: _plain(403, "forbidden", "Forbidden"),

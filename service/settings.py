@@ -93,6 +93,10 @@ class Settings:
     # How old an offline device's scan may be when it is uploaded and still be judged at its
     # own time; an older one is judged as of this long ago (a gate offline for a day).
     offline_max_age_s: int = 24 * 3600
+    # Expensive work (pages by their `limit`, tokens and QR codes by their CPU, service/budget.py)
+    # that one key, and all keys, may have in flight on a worker: 4 pages of 1,000 a key.
+    budget_per_key: int = 4000
+    budget_per_worker: int = 16000
     # Empty: auth is off (the seed's behaviour), loudly.
     keyring: KeyRing = KeyRing()
     # The secret nginx sends in X-Proxy-Auth. Only a request that carries it has its
@@ -131,6 +135,8 @@ class Settings:
             events_maxlen=env_int(env, "EVENTS_MAXLEN", d.events_maxlen, 1),
             annul_window_s=env_int(env, "ANNUL_WINDOW_S", d.annul_window_s, 1),
             offline_max_age_s=env_int(env, "OFFLINE_MAX_AGE_S", d.offline_max_age_s, 1),
+            budget_per_key=env_int(env, "BUDGET_PER_KEY", d.budget_per_key, 1),
+            budget_per_worker=env_int(env, "BUDGET_PER_WORKER", d.budget_per_worker, 1),
             keyring=KeyRing.parse(secret_text(env, "API_KEYS")),
             proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
             signer=TicketSigner.parse(secret_text(env, "TICKET_SIGNING_KEYS")),

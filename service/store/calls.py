@@ -11,7 +11,7 @@ from types import TracebackType
 from redis import exceptions as rx
 
 from .. import metrics
-from ..errors import StoreDefect, StoreError, StoreOutOfMemory, StoreUnavailable
+from ..errors import StoreDefect, StoreError, StoreOutOfMemory, StoreUnavailable, WorkerBusy
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,20 @@ class RedisCall:
             return
         try:
             await self.slots.acquire()
-        except BaseException as exc:  # the timeout fired while waiting for a connection
-            await self._leave(exc)
+        except BaseException as exc:
+            await self._busy(exc)
             raise
+
+    async def _busy(self, exc: BaseException) -> None:
+        """The timeout fired while the call waited for one of this worker's connections, all
+        busy with its other calls: the worker is busy, which says nothing of Redis."""
+        try:
+            if self._timeout is not None:
+                await self._timeout.__aexit__(type(exc), exc, None)
+        except TimeoutError:
+            metrics.WORKER_BUSY.labels(self.op).inc()
+            raise WorkerBusy(f"every Redis connection of this worker stayed busy for {self.timeout_s:g} s "
+                             f"({self.op})") from None
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
