@@ -255,7 +255,8 @@ class CheckinMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.redis = self.make_redis()
         _run(self.loop, self.redis.flushall())
-        self.store = Store(self.redis, StoreConfig(replay_ttl_s=600))
+        # Generous timeouts: the subject is what is decided, not how fast (a loaded CI machine).
+        self.store = Store(self.redis, StoreConfig(replay_ttl_s=600, timeout_ms=20_000))
         self.model = Venue(time.time())
         self.requests = itertools.count()
         self.sent: list[tuple[dict[str, Any], Answer]] = []
