@@ -67,7 +67,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    await request.app[TICKETS].ping()
+    await request.app[TICKETS].ready()  # a write would succeed: not just a PING answered
     return _json({"status": "ready"})
 
 

@@ -120,8 +120,9 @@ def _paths() -> dict[str, Any]:
     return {
         "/": {"get": {"summary": "Heartbeat", "responses": {"200": _ok("Service name and version", _ref("Index"))}}},
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _ok("The process runs", _ref("Status"))}}},
-        "/readyz": {"get": {"summary": "Readiness", "responses": {
-            "200": _ok("Redis answers", _ref("Status")), "503": _UNAVAILABLE}}},
+        "/readyz": {"get": {"summary": "Readiness: a write would succeed now", "responses": {
+            "200": _ok("A probe was written on every Redis master, confirmed by its replicas where they must "
+                       "confirm", _ref("Status")), "503": _UNAVAILABLE}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": _ok("OpenAPI 3.1 document", {"type": "object"})}}},
         "/ticket": {

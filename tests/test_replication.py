@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from deploy.redis_nodes import confirms_writes, form_cluster, master_probes
 from service.app import create_app
@@ -18,6 +19,7 @@ from service.models import Origin, TicketState, Transition, new_ticket_id
 from service.settings import Settings
 from service.store import Store, StoreConfig, keys
 from service.store.client import RediscoveringConnection
+from service.store.link import Client
 
 from .conftest import AiohttpClient, Api
 from .procs import RedisServer, free_port, wait_until
@@ -155,3 +157,32 @@ def test_a_cluster_counts_as_formed_once_each_master_has_a_write_confirmed(tmp_p
     finally:
         nodes.stop()
 
+
+
+async def test_ready_means_a_write_would_succeed(aiohttp_client: AiohttpClient, client: Redis) -> None:
+    """A master with no replica answers PING, but a write that replicas must confirm fails:
+    not ready. The same master where no replica must confirm: ready."""
+    must_confirm = Settings.from_env({"REDIS_MIN_REPLICAS_ACK": "1", "REDIS_WAIT_TIMEOUT_MS": "50"})
+    api = Api(await aiohttp_client(create_app(must_confirm, redis=client)))
+    assert await client.ping()
+    r = await api.get("/readyz")
+    assert_problem(r, 503)
+    assert r.body["type"].endswith("store-not-replicated")
+    alone = Api(await aiohttp_client(create_app(Settings.from_env({"REDIS_MIN_REPLICAS_ACK": "0"}), redis=client)))
+    assert (await alone.get("/readyz")).status == 200
+
+
+async def test_ready_on_a_cluster_writes_on_every_master(aiohttp_client: AiohttpClient, cluster_redis: Client) -> None:
+    api = Api(await aiohttp_client(create_app(Settings(), redis=cluster_redis)))
+    assert (await api.get("/readyz")).status == 200
+    assert isinstance(cluster_redis, RedisCluster)
+    probes = [keys.ready_probe(s) for s in keys.SHARDS]
+    written = [p for p in probes if await cluster_redis.exists(p)]
+    def master(key: str) -> str:
+        node = cluster_redis.get_node_from_key(key)
+        assert node is not None
+        return str(node.name)
+
+    masters = {master(p) for p in probes}
+    assert len(masters) == 3 and len(written) == 3
+    assert {master(p) for p in written} == masters

@@ -97,6 +97,12 @@ def unowned(shard: str) -> str:
     return f"unowned:{{{shard}}}"
 
 
+def ready_probe(shard: str) -> str:
+    """What /readyz writes (and lets expire) to learn that a write on the shard's master
+    would succeed now."""
+    return f"ready:{{{shard}}}"
+
+
 def history(ticket_id: str) -> str:
     return history_prefix(shard_of(ticket_id)) + ticket_id
 

@@ -3,6 +3,7 @@ script call that also counts it and appends its event."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from .idempotency import bind
 from .link import Link
 from .secret import DeploymentSecret
 
+# How long a readiness probe's key lives: long enough to outlive the probes' own interval.
+READY_PROBE_TTL_S = 60
 _STAT_FIELDS = ("total", "valid", "invalid", "revoked", "refused")
 # The ticket hash's fields, in the order every script answers them.
 TICKET_FIELDS = ("ts", "valid", "ty", "h", "st", "vf", "vu")
@@ -319,3 +322,18 @@ class TicketStore:
         """Raise StoreUnavailable unless Redis answers."""
         async with self._link.call("ping"):
             await self.redis.ping()
+
+    async def ready(self) -> None:
+        """Raise unless a write would succeed now: a probe key written on every master (one
+        shard of each), confirmed by its replicas where they must confirm. A master that
+        answers PING can still refuse writes, or have them go unconfirmed (a Cluster in the
+        second after a full resync, a master that lost its replicas)."""
+        async with self._link.call("ready"):
+            await self._link.ready()  # a Cluster's slot map, to know each shard's master
+        probes: dict[str, str] = {}
+        for shard in keys.SHARDS:
+            key = keys.ready_probe(shard)
+            node = self._link.node_of(key)
+            probes.setdefault("" if node is None else node.name, key)
+        await asyncio.gather(*(self._link.command("ready", key, ("SET", key, "1", "EX", READY_PROBE_TTL_S), write=True)
+                               for key in probes.values()))
