@@ -155,7 +155,7 @@ async def create_event(request: web.Request) -> web.Response:
 
 def _event_id(raw: str) -> str:
     if not is_event_id(raw):
-        raise InvalidInput(f"{raw[:64]!r} is not an event id (8 hex digits)", slug="malformed-event-id")
+        raise InvalidInput("the event id is not one (8 hex digits)", slug="malformed-event-id")
     return raw
 
 
@@ -214,7 +214,8 @@ async def get_list(request: web.Request) -> web.Response:
     event_id = _event_id(request.match_info["event"])
     list_id = request.match_info["list"]
     if not is_list_id(list_id):
-        raise InvalidInput(f"{list_id[:64]!r} is not a list id", slug="malformed-list-id")
+        raise InvalidInput("the list id is not one (its event's 8 hex digits, a dash and 4 more)",
+                           slug="malformed-list-id")
     return _json((await request.app[CHECKIN].get_list(event_id, list_id)).to_json())
 
 
@@ -225,7 +226,8 @@ async def list_book(request: web.Request) -> web.Response:
     event_id = _event_id(request.match_info["event"])
     list_id = request.match_info["list"]
     if not is_list_id(list_id):
-        raise InvalidInput(f"{list_id[:64]!r} is not a list id", slug="malformed-list-id")
+        raise InvalidInput("the list id is not one (its event's 8 hex digits, a dash and 4 more)",
+                           slug="malformed-list-id")
     limit = inputs.bounded_int(request.query.get("limit"), "limit", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
     await request.app[CHECKIN].get_list(event_id, list_id)  # 404 for a list the event lacks
     page = await request.app[FEED].book_page(event_id, list_id, request.query.get("cursor"), limit)

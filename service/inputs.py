@@ -72,7 +72,7 @@ def ticket_claims(request: web.Request, raw: str | None) -> tuple[str, Claims | 
         return claims.ticket_id, claims
     parsed = parse_ticket_id(raw)
     if parsed is None:
-        raise InvalidInput(f"{raw[:64]!r} is neither a ticket id (a UUID) nor a ticket's token", slug="malformed-id")
+        raise InvalidInput("the ticket id is neither a ticket id (a UUID) nor a ticket's token", slug="malformed-id")
     return parsed, None
 
 

@@ -24,6 +24,7 @@ from . import metrics
 from .appkeys import CHECKIN
 from .errors import StoreError
 from .models import entry_size
+from .observability import SERVER_HEADER
 from .settings import Settings, env_int
 from .store import SHARDS, CheckinStore, Store, StoreConfig, StreamConsumer, StreamEntry
 from .store.client import redis_from_settings
@@ -192,9 +193,14 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def _name_server(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_HEADER
+
+
 async def _serve_metrics(host: str, port: int, checkin: CheckinStore) -> web.AppRunner:
     app = web.Application()
     app[CHECKIN] = checkin
+    app.on_response_prepare.append(_name_server)  # not aiohttp's "Python/3.x aiohttp/3.x"
     app.router.add_get("/metrics", _metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 import pytest
 from redis import exceptions as rx
 from redis.asyncio import Redis
@@ -13,10 +14,14 @@ from redis.asyncio import Redis
 from service import metrics
 from service.appkeys import TICKETS
 from service.errors import StoreDefect, StoreError, StoreOutOfMemory, StoreUnavailable
+from service.processor import _serve_metrics
+from service.store import Store
 from service.store.calls import meaning
 from service.store.scripts import Scripts, script_from
 
 from .conftest import Api
+from .procs import free_port
+from .test_api import assert_problem
 
 
 @pytest.mark.parametrize(("raised", "meant"), [
@@ -86,3 +91,24 @@ async def test_an_empty_script_cache_is_reloaded_transparently(real_api: Api, re
     await real_redis.script_flush()  # what a restarted or promoted Redis has
     assert (await real_api.post(f"/ticket/{made['id']}/invalidate")).status == 200
     assert (await real_api.post("/ticket")).status == 201
+
+
+@pytest.mark.parametrize("path", [
+    "/event/EVIL-MARKER", "/event/0badf00d/list/EVIL-MARKER", "/ticket/EVIL-MARKER", "/ticket?id=EVIL-MARKER",
+])
+async def test_a_malformed_id_is_refused_without_echoing_it(api: Api, path: str) -> None:
+    r = await api.get(path)
+    assert_problem(r, 400)
+    assert "EVIL" not in r.raw.decode()
+
+
+async def test_the_processors_metrics_name_no_version(fake_redis: Redis) -> None:
+    port = free_port()
+    runner = await _serve_metrics("127.0.0.1", port, Store(fake_redis).checkin)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/metrics", "/elsewhere"):
+                async with http.get(f"http://127.0.0.1:{port}{path}") as r:
+                    assert r.headers["Server"] == "tickets", path
+    finally:
+        await runner.cleanup()
