@@ -29,6 +29,7 @@ pytestmark = pytest.mark.e2e
 URL = "http://127.0.0.1:8080"  # docker-compose.yml publishes 8080, as a user runs it
 PROJECT = f"tickets-compose-test-{os.getpid()}"
 GRACE_S = 30  # docker-compose.yml's stop_grace_period for the api
+REDIS_PASSWORD = "compose0test0redis0password0123"
 
 
 def _skip_reason() -> str | None:
@@ -45,7 +46,8 @@ if REASON is not None:
 
 
 def compose(*args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**podman_env(), "PROXY_SECRET": "compose0test0proxy0secret0123456789"}
+    env = {**podman_env(), "PROXY_SECRET": "compose0test0proxy0secret0123456789",
+           "REDIS_PASSWORD": REDIS_PASSWORD}
     done = subprocess.run([sys.executable, "-m", "podman_compose", "-p", PROJECT, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout_s)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

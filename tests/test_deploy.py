@@ -55,7 +55,7 @@ def test_redis_service_has_aof_volume_and_healthcheck(compose: dict[str, Any]) -
     assert "--appendonly" in redis["command"] and "yes" in redis["command"]
     assert any(v.endswith(":/data") for v in redis["volumes"])
     assert redis["volumes"][0].split(":")[0] in compose["volumes"]
-    assert "redis-cli" in redis["healthcheck"]["test"]
+    assert "redis-cli" in " ".join(redis["healthcheck"]["test"])  # a shell line now: with REDISCLI_AUTH
 
 
 def test_api_service_scales(compose: dict[str, Any]) -> None:
@@ -297,3 +297,32 @@ def test_the_kubernetes_nginx_uses_the_shared_files_and_passes_nginx_t(tmp_path:
     done = subprocess.run([binary("nginx"), "-t", "-q", "-c", str(etc / "nginx.conf"), "-p", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_every_redis_requires_a_password_and_every_client_has_it(compose: dict[str, Any]) -> None:
+    """The compose network is not trusted (the replicas check PROXY_SECRET for that reason),
+    and Redis holds the secret ticket ids derive from: no Redis of any deployment answers
+    without the password, and everything that talks to one has it."""
+    services = compose["services"]
+    assert "--requirepass" in services["redis"]["command"]
+    assert "REDISCLI_AUTH" in " ".join(services["redis"]["healthcheck"]["test"])
+    for name in ("api", "processor", "redis-exporter"):
+        assert services[name]["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?"), name
+    merged = _merged(compose, yaml.safe_load((ROOT / "deploy" / "compose.sentinel.yml").read_text()))["services"]
+    for name in ("redis", "redis-replica-1", "redis-replica-2"):
+        script = merged[name]["command"][0]
+        assert '--requirepass "$$REDIS_PASSWORD" --masterauth "$$REDIS_PASSWORD"' in script, name
+        assert merged[name]["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?"), name
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = merged[name]["command"][0]
+        assert "requirepass $$REDIS_PASSWORD" in script and "sentinel auth-pass tickets" in script, name
+    for name in ("api", "processor"):
+        assert merged[name]["environment"]["REDIS_SENTINEL_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    values = yaml.safe_load((K8S / "redis-values.yaml").read_text())
+    assert values["auth"]["enabled"] is True and values["auth"].get("sentinel", True) is True
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in _k8s_docs()}
+    for name in ("tickets-api", "tickets-processor"):
+        [container] = docs[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        for var in ("REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"):
+            assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "tickets-redis", (name, var)
