@@ -154,12 +154,19 @@ async def test_entering_an_area_leaves_the_one_it_names(any_api: Api) -> None:
     assert (await venue.scan(ticket, floor))["admitted"] is True
 
 
-async def test_annul_undoes_the_last_scan_once_by_its_own_key_only(aiohttp_client: AiohttpClient,
-                                                                    fake_redis: Redis) -> None:
+async def two_gates(aiohttp_client: AiohttpClient, redis: Redis) -> tuple[Api, dict[str, str], dict[str, str],
+                                                                         dict[str, str]]:
+    """The API with auth on: (api, an admin's headers, gate one's, gate two's)."""
     keys = "g1:scanner:gate-one-0123456789,g2:scanner:gate-two-0123456789,ops:admin:ops-admin-0123456789"
-    api = Api(await aiohttp_client(create_app(Settings(keyring=KeyRing.parse(keys)), redis=fake_redis)))
+    api = Api(await aiohttp_client(create_app(Settings(keyring=KeyRing.parse(keys)), redis=redis)))
     admin, g1, g2 = ({"Authorization": f"Bearer {s}"} for s in
                      ("ops-admin-0123456789", "gate-one-0123456789", "gate-two-0123456789"))
+    return api, admin, g1, g2
+
+
+async def test_annul_undoes_the_last_scan_once_by_its_own_key_only(aiohttp_client: AiohttpClient,
+                                                                    fake_redis: Redis) -> None:
+    api, admin, g1, g2 = await two_gates(aiohttp_client, fake_redis)
     event = (await api.post("/event", json={"name": "Show"}, headers=admin)).body
     floor = (await api.post(f"/event/{event['id']}/list", json={"name": "Floor", "reentry": True}, headers=admin)).body
     gate = (await api.post(f"/event/{event['id']}/list", json={"name": "Gate", "capacity": 10,
@@ -427,10 +434,7 @@ async def test_a_devices_clock_is_believed_only_for_an_offline_upload_and_only_w
 
 async def test_another_gates_upload_at_the_same_time_is_a_conflict_not_a_retry(aiohttp_client: AiohttpClient,
                                                                              fake_redis: Redis) -> None:
-    keys = "g1:scanner:gate-one-0123456789,g2:scanner:gate-two-0123456789,ops:admin:ops-admin-0123456789"
-    api = Api(await aiohttp_client(create_app(Settings(keyring=KeyRing.parse(keys)), redis=fake_redis)))
-    admin, g1, g2 = ({"Authorization": f"Bearer {s}"} for s in
-                     ("ops-admin-0123456789", "gate-one-0123456789", "gate-two-0123456789"))
+    api, admin, g1, g2 = await two_gates(aiohttp_client, fake_redis)
     event = (await api.post("/event", json={"name": "Show"}, headers=admin)).body
     gate = (await api.post(f"/event/{event['id']}/list", json={"name": "Gate"}, headers=admin)).body
     ticket = (await api.post("/ticket", json={"event": event["id"]}, headers=admin)).body["id"]
