@@ -186,7 +186,7 @@ def test_processor_and_monitoring_services(compose: dict[str, Any]) -> None:
     assert services["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
     for name in ("prometheus", "redis-exporter", "mtail", "grafana"):
         assert services[name]["profiles"] == ["monitoring"]
-    assert services["redis-exporter"]["command"] == ["--redis.addr="]  # multi-target
+    assert "exec /redis_exporter --redis.addr= " in services["redis-exporter"]["command"][0]  # multi-target
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
     assert jobs["tickets-api"]["dns_sd_configs"][0]["names"] == ["api"]
@@ -306,8 +306,18 @@ def test_every_redis_requires_a_password_and_every_client_has_it(compose: dict[s
     services = compose["services"]
     assert "--requirepass" in services["redis"]["command"]
     assert "REDISCLI_AUTH" in " ".join(services["redis"]["healthcheck"]["test"])
-    for name in ("api", "processor", "redis-exporter"):
+    for name in ("api", "processor"):
         assert services[name]["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?"), name
+    # The exporter's /scrape takes any target: the password is mapped to the one node scraped,
+    # and never in the environment variable it would send to every target.
+    exporter = services["redis-exporter"]
+    assert "REDIS_PASSWORD" not in exporter["environment"]
+    assert exporter["environment"]["TICKETS_REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    scraped = [t for job in yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())[
+        "scrape_configs"] if job["job_name"] == "redis" for t in job["static_configs"][0]["targets"]]
+    assert scraped and all(f'"{t}": ' in exporter["command"][0] for t in scraped)
+    script = exporter["command"][0]
+    assert "--redis.password-file=" in script and "unset TICKETS_REDIS_PASSWORD" in script
     merged = _merged(compose, yaml.safe_load((ROOT / "deploy" / "compose.sentinel.yml").read_text()))["services"]
     for name in ("redis", "redis-replica-1", "redis-replica-2"):
         script = merged[name]["command"][0]
