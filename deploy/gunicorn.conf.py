@@ -8,7 +8,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = os.environ.get("WORKER_CLASS", "aiohttp.GunicornUVLoopWebWorker")
 # Longer than nginx's upstream keepalive_timeout (60 s), so that nginx always closes an idle
 # upstream connection first and never sends a request down one the worker just closed.
-keepalive = 75
+# It also closes a connection that has not sent a whole request this long after it opened: a
+# client that trickles its header reaches no further (README, Limits and bad input).
+keepalive = int(os.environ.get("KEEPALIVE_S", "75"))
 # A worker that stops answering its master for this long is replaced.
 timeout = 30
 # SIGTERM: stop accepting, finish in-flight requests, exit within this (less than compose's

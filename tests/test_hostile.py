@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +154,30 @@ def test_nginx_allow_is_what_the_replicas_route(stack: LocalStack, path: str) ->
     assert status == 405
     served = set(replica["allow"].split(","))
     assert set(nginx["allow"].split(",")) == served | ({"UPDATE"} if "PATCH" in served else set())
+
+
+def test_a_replica_closes_a_trickled_header_at_its_keepalive(tmp_path: Path) -> None:
+    """A client that reaches a replica directly and sends a header line a second never gets
+    further: the connection is closed at gunicorn's keepalive after it opened (75 s deployed;
+    2 s here), however many bytes trickle in."""
+    stack = LocalStack(tmp_path / "trickle", replicas=1, env={"KEEPALIVE_S": "2"}).start()
+    try:
+        port = int(stack.replica_url(0).rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            opened = time.monotonic()
+            closed_after = None
+            for n in range(10):  # at most 10 s: a line a second, until the replica closes
+                try:
+                    s.sendall(f"X-Slow-{n}: a\r\n".encode())
+                    if s.recv(1) == b"":
+                        closed_after = time.monotonic() - opened
+                        break
+                except TimeoutError:
+                    continue
+                except (ConnectionResetError, BrokenPipeError):
+                    closed_after = time.monotonic() - opened
+                    break
+        assert closed_after is not None and closed_after < 5, closed_after
+    finally:
+        stack.stop()
