@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None, redis: Client | None = None) ->
     )
     app[SETTINGS] = settings
     app[KEYRING] = settings.keyring
-    app[BUDGET] = Budget(settings.budget_per_key, settings.budget_per_worker)
+    app[BUDGET] = Budget(settings.budget_per_key, settings.budget_per_worker, settings.budget_wait_ms / 1000)
     _log_start(settings)
     app[OPENAPI_BODY] = json.dumps(build_openapi()).encode()
     app.cleanup_ctx.append(_redis_ctx(redis))

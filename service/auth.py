@@ -68,7 +68,7 @@ def requires(
                     check_event_binding(request, event)
             if cost is None:
                 return await handler(request)
-            with request.app[BUDGET].hold(request[ACTOR], cost(request)):
+            async with request.app[BUDGET].hold(request[ACTOR], cost(request)):
                 return await handler(request)
 
         guarded.event_scope = scope  # type: ignore[attr-defined]  # read by the route table's test

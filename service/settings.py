@@ -97,6 +97,8 @@ class Settings:
     # that one key, and all keys, may have in flight on a worker: 4 pages of 1,000 a key.
     budget_per_key: int = 4000
     budget_per_worker: int = 16000
+    # How long a request over its key's budget waits for room before its 429.
+    budget_wait_ms: int = 1000
     # Empty: auth is off (the seed's behaviour), loudly.
     keyring: KeyRing = KeyRing()
     # The secret nginx sends in X-Proxy-Auth. Only a request that carries it has its
@@ -137,6 +139,7 @@ class Settings:
             offline_max_age_s=env_int(env, "OFFLINE_MAX_AGE_S", d.offline_max_age_s, 1),
             budget_per_key=env_int(env, "BUDGET_PER_KEY", d.budget_per_key, 1),
             budget_per_worker=env_int(env, "BUDGET_PER_WORKER", d.budget_per_worker, 1),
+            budget_wait_ms=env_int(env, "BUDGET_WAIT_MS", d.budget_wait_ms, 0),
             keyring=KeyRing.parse(secret_text(env, "API_KEYS")),
             proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
             signer=TicketSigner.parse(secret_text(env, "TICKET_SIGNING_KEYS")),
