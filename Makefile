@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint system clean bench bench-memory bench-profile bench-redis bench-floor
+.PHONY: up test lint system clean bench bench-memory bench-profile bench-redis bench-floor bench-starve
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
@@ -48,6 +48,10 @@ bench-redis: $(STAMP) system
 # Each write's Redis CPU with Redis alone on a core: the floor under make bench's figures.
 bench-floor: $(STAMP) system
 	$(BIN)/python -m bench.script_floor
+
+# One key's flood of expensive reads against another key's plain reads (bench/starve.py).
+bench-starve: $(STAMP) system
+	$(BIN)/python -m bench.starve
 
 bench-memory: $(STAMP) system
 	$(BIN)/python -m bench.memory
