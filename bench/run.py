@@ -394,8 +394,19 @@ def machine() -> dict[str, Any]:
             "wrk": version([binary("wrk"), "-v"])}
 
 
+def measured_commit() -> str:
+    """The commit the run measures, with `+changes` when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=BENCH.parent, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+                     else "")
+
+
 def markdown(results: dict[str, Any]) -> str:
-    rows = ["| scenario | service req/s | baseline req/s | ratio | median round ratio | ratio per round | × seed "
+    rows = [f"Measured at commit {results.get('commit', 'unknown')}, {results['date']}.", "",
+            "| scenario | service req/s | baseline req/s | ratio | median round ratio | ratio per round | × seed "
             "| p50 ms | p99 ms | errors | Redis round trips/req | CPU µs/req: nginx / api / redis / processor "
             "| steal %, most of a run |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
@@ -467,7 +478,7 @@ async def run() -> dict[str, Any]:
             **redis_groups, "processor": [stack.processor.pid],
         }, read_ids=await preload(store, 1000, var_dir / "read-baseline"), list_id=gate.id)
         results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                                   "machine": machine(),
+                                   "commit": measured_commit(), "machine": machine(),
                                    "duration_s": duration_s, "connections": connections, "rounds": rounds,
                                    "replicas": stack.cfg.replicas, "workers_per_replica": stack.cfg.web_concurrency,
                                    "worker_class": os.environ.get("WORKER_CLASS", "aiohttp.GunicornUVLoopWebWorker"),
