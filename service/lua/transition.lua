@@ -7,6 +7,13 @@
 -- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
 -- script (with replicas) covers the first answer's own write too.
 --
+-- Invariants kept (README "Check-in invariants"; tests/test_model.py checks them): a revoked
+-- ticket never changes state again; the shard's valid/invalid/revoked counters move with
+-- every change; a plain invalidate marks the ticket (`p`) so that no single-entry list admits
+-- it, and a validate clears the mark; an answer is replayed only to the request that earned it.
+-- Must change together: checkin.lua (it reads `valid` and `p`), annul.lua (it restores
+-- `valid` only while its own flip holds), tests/test_model.py.
+--
 -- KEYS[1]  ticket hash                 t:{<shard>}:<id>
 -- KEYS[2]  replay record               replay:{<shard>}:<id>:<hash>  or  idem:{<shard>}:<hash>:answer
 -- KEYS[3]  counters of the shard       stats:{<shard>}
