@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -252,6 +253,7 @@ class CheckinMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        RAN["sequences"] += 1
         self.loop = asyncio.new_event_loop()
         self.redis = self.make_redis()
         _run(self.loop, self.redis.flushall())
@@ -278,6 +280,7 @@ class CheckinMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.model.holders) < MAX_TICKETS)
     @rule(target=tickets, kind=st.sampled_from(["general", "vip"]), expired=st.booleans())
     def create(self, kind: str, expired: bool) -> str:
+        RAN["create"] += 1
         until = self.model.start_s + EXPIRED_S if expired else None
         made = _run(self.loop, self.store.tickets.create(spec=TicketSpec(self.event, kind, valid_until=until)))
         self.model.issue(made.ticket.id, kind, expired)
@@ -286,6 +289,7 @@ class CheckinMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.model.holders) < MAX_TICKETS)
     @rule(size=st.integers(1, 3))
     def batch(self, size: int) -> None:
+        RAN["batch"] += 1
         specs = [TicketSpec(self.event, "general")] * size
         made, _ = _run(self.loop, self.store.tickets.issue_batch(specs, origin=self._origin("box", "batch")))
         for t in made:
@@ -295,6 +299,7 @@ class CheckinMachine(RuleBasedStateMachine):
           direction=st.sampled_from(["entry", "entry", "exit"]), actor=st.sampled_from(ACTORS),
           claim=st.one_of(st.none(), st.sampled_from(OFFLINE_CLAIMS_S)), offline=st.booleans())
     def scan(self, ticket: str, gate: str, direction: str, actor: str, claim: int | None, offline: bool) -> None:
+        RAN["scan"] += 1
         ticket_id = new_ticket_id(self.event) if ticket == "made-up" else ticket
         offline = offline and claim is not None
         call = {"ticket_id": ticket_id, "list_id": self.model.gates[gate].id, "direction": Direction(direction),
@@ -312,16 +317,17 @@ class CheckinMachine(RuleBasedStateMachine):
             assert result.ticket.state.value != "revoked"  # a holder may always leave
         return Answer(result.admitted, result.reason.value if result.reason else None, result.conflict)
 
+    @precondition(lambda self: bool(self.sent))
     @rule(data=st.data())
     def resend(self, data: st.DataObject) -> None:
         """nginx re-sends a scan it already sent: the first answer, nothing decided again."""
-        if not self.sent:
-            return
+        RAN["resend"] += 1
         call, first = data.draw(st.sampled_from(self.sent))
         assert self._checkin(call, replayed=True) == first
 
     @rule(ticket=tickets, gate=st.sampled_from(["door", "vip", "hall", "lounge"]), actor=st.sampled_from(ACTORS))
     def annul(self, ticket: str, gate: str, actor: str) -> None:
+        RAN["annul"] += 1
         expected = self.model.annul(ticket, gate, actor)
         try:
             _run(self.loop, self.store.checkin.annul(ticket, self.model.gates[gate].id,
@@ -333,6 +339,7 @@ class CheckinMachine(RuleBasedStateMachine):
 
     @rule(ticket=tickets, transition=st.sampled_from(list(Transition)))
     def transition(self, ticket: str, transition: Transition) -> None:
+        RAN["transition"] += 1
         expected = self.model.transition(ticket, transition)
         try:
             _run(self.loop, self.store.tickets.transition(ticket, transition, origin=self._origin("ops", "t")))
@@ -343,6 +350,7 @@ class CheckinMachine(RuleBasedStateMachine):
 
     @invariant()
     def counters_are_the_models(self) -> None:
+        RAN["steps"] += 1  # an invariant is checked after every step
         lists = {i.id: i for i in _run(self.loop, self.store.checkin.lists(self.event))}
         for g in self.model.gates.values():
             got = lists[g.id]
@@ -361,22 +369,29 @@ _ANNUL_WORDS = {"nothing": "by this key to annul", "too_late": "older than", "su
                 "area_full": "is full"}
 
 
-def _examples() -> int:
-    return int(os.environ.get("MODEL_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "25"))
+# What a run went through, for its report (a long run prints it: pytest -s).
+RAN = Counter[str]()
 
 
-def _check(make_redis: Callable[[], Redis]) -> None:
+def _check(make_redis: Callable[[], Redis], backend: str) -> None:
     machine: type[CheckinMachine] = type("Machine", (CheckinMachine,), {"make_redis": staticmethod(make_redis)})
     machine.TestCase.settings = settings(
-        max_examples=_examples(), stateful_step_count=40, deadline=None, derandomize=False,
+        max_examples=EXAMPLES, stateful_step_count=40, deadline=None, derandomize=False,
         suppress_health_check=list(HealthCheck))
+    RAN.clear()
+    started = time.monotonic()
     machine.TestCase().runTest()
+    print(f"\nmodel on {backend}: {RAN['sequences']} sequences, {RAN['steps']} steps ({dict(RAN)}), "
+          f"{time.monotonic() - started:.0f} s, nothing found")
 
 
+# A long run takes about a second a sequence on a real redis-server.
+@pytest.mark.timeout(max(600, 2 * EXAMPLES))
 def test_the_model_on_fakeredis() -> None:
-    _check(lambda: fakeredis.FakeAsyncRedis(decode_responses=True))
+    _check(lambda: fakeredis.FakeAsyncRedis(decode_responses=True), "fakeredis")
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(max(600, 2 * EXAMPLES))
 def test_the_model_on_a_real_redis(redis_server: RedisServer) -> None:
-    _check(lambda: Redis.from_url(redis_server.url, decode_responses=True))
+    _check(lambda: Redis.from_url(redis_server.url, decode_responses=True), "redis-server")
