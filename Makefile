@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
-# none is started. Every port derives from PORT (README, Running locally).
+# none is started. Every port derives from PORT (docs/deploy.md#local-stack-make-up).
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)

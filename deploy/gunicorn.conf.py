@@ -4,12 +4,12 @@ import os
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-# uvloop: 18% more single-ticket GETs through the whole stack (make bench, see README).
+# uvloop: 18% more single-ticket GETs through the whole stack (make bench, docs/performance.md).
 worker_class = os.environ.get("WORKER_CLASS", "aiohttp.GunicornUVLoopWebWorker")
 # Longer than nginx's upstream keepalive_timeout (60 s), so that nginx always closes an idle
 # upstream connection first and never sends a request down one the worker just closed.
 # It also closes a connection that has not sent a whole request this long after it opened: a
-# client that trickles its header reaches no further (README, Limits and bad input).
+# client that trickles its header reaches no further (docs/trust.md#limits-and-bad-input).
 keepalive = int(os.environ.get("KEEPALIVE_S", "75"))
 # A worker that stops answering its master for this long is replaced.
 timeout = 30

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS_DIR / "alerts.yml"
 MTAIL_DIR = ROOT / "deploy" / "mtail"
-# Offsets from PORT of the local stack's monitoring (README, Monitoring).
+# Offsets from PORT of the local stack's monitoring (docs/operations.md#monitoring).
 PROMETHEUS_OFFSET = 60
 REDIS_EXPORTER_OFFSET = 61
 MTAIL_OFFSET = 62

@@ -49,7 +49,7 @@ class StackConfig:
     redis_topology: str = "standalone"
     rate_limit_rps: int = 1000
     rate_limit_burst: int = 2000
-    # always: an acknowledged write survives a power loss of the Redis host (README, Durability).
+    # always: an acknowledged write survives a power loss of the Redis host (docs/redis.md#durability).
     redis_appendfsync: str = "always"
     # None: PORT plus the offsets above.
     api_port_set: int | None = None
@@ -169,7 +169,7 @@ def signing_keys_file(cfg: StackConfig) -> Path:
 
 
 def redis_argv(cfg: StackConfig) -> list[str]:
-    """The standalone redis-server, with AOF fsynced before every reply (README, Durability)."""
+    """The standalone redis-server, with AOF fsynced before every reply (docs/redis.md#durability)."""
     return RedisLayout("standalone", cfg.redis_port, cfg.var_dir, cfg.redis_appendfsync).nodes()[0].argv
 
 

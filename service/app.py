@@ -50,7 +50,7 @@ async def _warn_of_old_layout(client: Client) -> None:
     if found:
         log.error("Redis holds keys of an earlier layout (16 shards, or tickets under `tkt:`), which this "
                   "version does not read: stop the service and run `python -m service.store.migrate` "
-                  "(README, Upgrading)")
+                  "(docs/redis.md#upgrading)")
 
 
 def _log_start(settings: Settings) -> None:

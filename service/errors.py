@@ -36,7 +36,7 @@ class SigningOff(ServiceError):
 
     def __init__(self) -> None:
         super().__init__("this service has no ticket signing key: set TICKET_SIGNING_KEYS or "
-                         "TICKET_SIGNING_KEYS_FILE (README, Signed tickets)")
+                         "TICKET_SIGNING_KEYS_FILE (docs/checkin.md#signed-tickets)")
 
 
 class TicketNotFound(ServiceError):

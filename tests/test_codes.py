@@ -136,7 +136,7 @@ def test_bad_key_files_are_refused_at_start() -> None:
 
 def test_the_qr_code_of_a_usual_ticket_is_small() -> None:
     """Version 6 (41 modules) for a ticket with a short type; 7 with a validity window too.
-    The figures are in the README; this holds them."""
+    The figures are in docs/checkin.md#signed-tickets; this holds them."""
     for fields, version in (({"type": "vip"}, 6), ({"type": "general", "valid_from": 1.9e9,
                                                       "valid_until": 1.91e9}, 7)):
         qr = segno.make_qr(TEST_SIGNER.sign(_ticket(**fields)), error="m")

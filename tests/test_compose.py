@@ -130,7 +130,7 @@ def stack() -> Iterator[None]:
         built = build_standin(image)
         print(f"COMPOSE stand-in {image.tag}: {'built' if built else 'kept'}")
     build_wheelhouse()
-    key = ROOT / "ticket-signing.pem"  # docker-compose.yml's secret file, made as README says
+    key = ROOT / "ticket-signing.pem"  # docker-compose.yml's secret file, made as docs/deploy.md#docker-compose says
     made_key = not key.exists()
     if made_key:
         key.write_text(TicketSigner.generate_pem())

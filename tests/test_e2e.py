@@ -251,3 +251,16 @@ async def test_metrics_are_not_public(stack: LocalStack, http: aiohttp.ClientSes
     async with http.get(stack.url + "/metrics") as r:
         assert r.status == 404
         assert r.headers["Content-Type"].startswith("application/problem+json")
+
+
+def test_the_readme_tour_admits_once_then_refuses(stack: LocalStack) -> None:
+    """The README's quick tour, as written, against the stack: the first scan admits, the
+    second is refused as already used."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    tour = readme.split("## A quick tour", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    assert "api=http://127.0.0.1:8080" in tour
+    out = subprocess.run(["bash", "-c", tour.replace("api=http://127.0.0.1:8080", f"api={stack.url}")],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    first, second = (json.loads(line) for line in out.splitlines() if line.strip())
+    assert first["admitted"] is True
+    assert second["admitted"] is False and second["reason"] == "already_used"

@@ -3,7 +3,7 @@ in plain Python, and a Hypothesis state machine that drives random sequences of 
 batches, scans (entry, exit, online and offline with chosen clocks), annulments,
 revocations, the seed's invalidate and validate, and re-sent requests through the store, on
 fakeredis and on a real redis-server. Every answer is checked against the model, and after
-every step the invariants (docs: README "Check-in invariants") against Redis itself:
+every step the invariants (docs/checkin.md#check-in-invariants) against Redis itself:
 
 - a revoked ticket is never admitted;
 - 0 <= inside <= capacity for every area, and inside is the count of holders in it;
@@ -16,7 +16,7 @@ every step the invariants (docs: README "Check-in invariants") against Redis its
 `make test` runs a short run per backend; MODEL_EXAMPLES=10000 runs a long one.
 
 Must change together: service/lua/checkin.lua, annul.lua and transition.lua (what the model
-mirrors), and the README's Check-in section (what it promises).
+mirrors), and docs/checkin.md#check-in-invariants (what it promises).
 """
 
 from __future__ import annotations

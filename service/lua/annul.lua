@@ -3,7 +3,7 @@
 -- areas it checked the holder out of, the ticket's first admission and its `valid`), and an
 -- event records the annulment. Only the last scan, only once, only by the key that made it.
 --
--- Invariants kept (docs: README "Check-in invariants"; checkin.lua keeps the same ones):
+-- Invariants kept (docs/checkin.md#check-in-invariants; checkin.lua keeps the same ones):
 --   * only the ticket's latest admitted scan on any list is undone: a later one (an exit, an
 --     entry elsewhere that left this area) was decided on this one's outcome, so undoing this
 --     one alone would leave counts that no sequence of scans gives ('superseded');

@@ -5,7 +5,7 @@
 -- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
 -- script (with replicas) covers the first answer's own write too.
 --
--- Invariants kept (README "Check-in invariants"; tests/test_model.py checks them): a revoked
+-- Invariants kept (docs/checkin.md#check-in-invariants; tests/test_model.py checks them): a revoked
 -- ticket is never admitted; 0 <= inside <= capacity; a single-entry list admits a ticket
 -- once; every counter moves with the change it counts; an answer is replayed only to the
 -- request that earned it (the record's key is the caller's request id and what it asks);

@@ -7,7 +7,7 @@
 -- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
 -- script (with replicas) covers the first answer's own write too.
 --
--- Invariants kept (README "Check-in invariants"; tests/test_model.py checks them): a revoked
+-- Invariants kept (docs/checkin.md#check-in-invariants; tests/test_model.py checks them): a revoked
 -- ticket never changes state again; the shard's valid/invalid/revoked counters move with
 -- every change; a plain invalidate marks the ticket (`p`) so that no single-entry list admits
 -- it, and a validate clears the mark; an answer is replayed only to the request that earned it.

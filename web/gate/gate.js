@@ -1,5 +1,5 @@
 // The gate: scan a ticket (camera, keyboard-wedge scanner or typed), show the verdict from
-// two metres, keep working offline. See README, "The gate page".
+// two metres, keep working offline. See docs/pages.md#the-gate-page-gate.
 import { Api, Problem, Unreachable, nextLink, formatTime, el } from "../shared/api.js";
 import { tryKey } from "../shared/signin.js";
 import { Book, forgetBooks, message } from "./book.js";
