@@ -4,7 +4,9 @@ real nginx, gunicorn's settings, and `make up`'s process runner end to end."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import runpy
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -153,8 +155,13 @@ def test_compose_nginx_config_passes_nginx_t_bar_the_resolve_parameter(tmp_path:
 
 
 def test_gunicorn_keepalive_outlives_nginx_upstream_keepalive() -> None:
-    gunicorn_conf = (ROOT / "deploy" / "gunicorn.conf.py").read_text()
-    keepalive_s = int(re.search(r"^keepalive = (\d+)", gunicorn_conf, re.M).group(1))  # type: ignore[union-attr]
+    # The deployed value: gunicorn's config read as gunicorn reads it, KEEPALIVE_S unset.
+    saved = os.environ.pop("KEEPALIVE_S", None)
+    try:
+        keepalive_s = int(runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))["keepalive"])
+    finally:
+        if saved is not None:
+            os.environ["KEEPALIVE_S"] = saved
     for conf in (NGINX_DIR / "compose.conf", NGINX_DIR / "local.conf.template"):
         nginx_s = int(re.search(r"keepalive_timeout (\d+)s;", conf.read_text()).group(1))  # type: ignore[union-attr]
         assert keepalive_s > nginx_s
