@@ -632,7 +632,7 @@ async def layout_costs(
         await store.feed.list_page(None, 100)
 
     async def feed() -> None:
-        await store.feed.events_page(None, 100)
+        await store.feed.changes_page(None, 100)
 
     async def stats() -> None:
         await store.tickets.stats()

@@ -376,9 +376,9 @@ async def changes(request: web.Request) -> web.Response:
         event_id = _event_id(request.query["event"])
         page = await feed.event_changes(request.query.get("after") or None, event_id, limit)
     else:
-        page = await feed.events_page(request.query.get("after") or None, limit)
+        page = await feed.changes_page(request.query.get("after") or None, limit)
     nxt = request.rel_url.update_query(limit=limit, after=page.next_cursor)
-    return _json([e.to_json() for e in page.events], headers={"Link": f'<{nxt}>; rel="next"'})
+    return _json([e.to_json() for e in page.changes], headers={"Link": f'<{nxt}>; rel="next"'})
 
 
 async def deprecated_events(request: web.Request) -> web.StreamResponse:

@@ -209,7 +209,7 @@ class Origin:
         return f"{self.request_id}\n{self.request}"
 
 
-class EventType(StrEnum):
+class ChangeType(StrEnum):
     CREATED = "created"
     INVALIDATED = "invalidated"
     VALIDATED = "validated"
@@ -269,12 +269,12 @@ _REFUSAL_MESSAGES = {
 }
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """One change of a ticket (or refused attempt), as the event stream records it."""
+class Change:
+    """One change of a ticket (or refused attempt), as its shard's stream records it."""
 
     id: str  # its stream id, "<ms>-<seq>": its entry's, or one of a batch entry's (entry_events)
     ticket_id: str
-    type: EventType
+    type: ChangeType
     timestamp: float
     actor: str
     request_id: str
@@ -296,9 +296,9 @@ class Event:
         }
 
     @classmethod
-    def from_fields(cls, entry_id: str, f: Mapping[str, str]) -> Event:
+    def from_fields(cls, entry_id: str, f: Mapping[str, str]) -> Change:
         at = f.get("at")
-        return cls(entry_id, f["t"], EventType(f["e"]), int(f["ts"]) / 1e6, f["a"], f["r"], f["ip"], f.get("why"),
+        return cls(entry_id, f["t"], ChangeType(f["e"]), int(f["ts"]) / 1e6, f["a"], f["r"], f["ip"], f.get("why"),
                    f.get("l"), f.get("d"), int(at) / 1e6 if at else None, f.get("off") == "1")
 
 

@@ -11,7 +11,7 @@ import msgspec
 from . import SERVICE_NAME, __version__
 from .bodies import AnnulBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
 from .handlers import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from .models import EventType, Refusal, TicketState
+from .models import ChangeType, Refusal, TicketState
 from .signing import MAX_TOKEN_CHARS, TOKEN_PREFIX
 
 JSON = "application/json"
@@ -547,7 +547,7 @@ def _schemas() -> dict[str, Any]:
                 "event_id": {"type": "string",
                              "description": "Stream id, <ms>-<seq>, in order (a batch's tickets: consecutive ones)"},
                 "ticket_id": {"type": "string"},
-                "type": {"type": "string", "enum": [t.value for t in EventType]},
+                "type": {"type": "string", "enum": [t.value for t in ChangeType]},
                 "timestamp": {"type": "number", "description": "Redis server time of the event"},
                 "actor": {"type": "string", "description": "API key name, or anonymous"},
                 "request_id": {"type": "string"},

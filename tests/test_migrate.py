@@ -69,7 +69,7 @@ async def views(store: Store, ids: list[str]) -> dict[str, Any]:
         listed += [t.id for t in page.tickets]
         if (cursor := page.next_cursor) is None:
             break
-    feed = (await store.feed.events_page(None, 10_000)).events
+    feed = (await store.feed.changes_page(None, 10_000)).changes
     return {
         "tickets": [await store.tickets.get(t) for t in ids],
         # Entry ids may differ: the old layout's one stream per 4 new ones numbered them anew.

@@ -390,7 +390,7 @@ async def test_a_signed_cursor_out_of_range_is_refused_before_redis(store: Store
 async def test_a_signed_feed_cursor_out_of_range_is_refused(store: Store, payload: bytes) -> None:
     token = await store.feed._sign("feed", payload)
     with pytest.raises(BadCursor):
-        await store.feed.events_page(token, 10)
+        await store.feed.changes_page(token, 10)
 
 
 async def test_a_feed_cursor_of_64_busy_shards_fits_a_url(store: Store) -> None:
@@ -405,7 +405,7 @@ async def test_a_cursor_the_service_did_not_issue_is_refused(store: Store, token
     with pytest.raises(BadCursor):
         await store.feed.list_page(token, 10)
     with pytest.raises(BadCursor):
-        await store.feed.events_page(token, 10)
+        await store.feed.changes_page(token, 10)
 
 
 async def test_a_page_cursor_is_not_a_feed_cursor(store: Store) -> None:
@@ -414,7 +414,7 @@ async def test_a_page_cursor_is_not_a_feed_cursor(store: Store) -> None:
     page = await store.feed.list_page(None, 1)
     assert page.next_cursor is not None
     with pytest.raises(BadCursor):
-        await store.feed.events_page(page.next_cursor, 10)
+        await store.feed.changes_page(page.next_cursor, 10)
     assert len((await store.feed.list_page(page.next_cursor, 10)).tickets) == 2
 
 

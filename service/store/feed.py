@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from ..errors import BadCursor, FeedCursorExpired
 from ..models import (
     STATES_BY_CODE,
-    Event,
+    Change,
     EventInfo,
     FeedCursor,
     PageCursor,
@@ -59,7 +59,7 @@ class EventPage:
 
 @dataclass(frozen=True, slots=True)
 class FeedPage:
-    events: list[Event]
+    changes: list[Change]
     next_cursor: str
 
 
@@ -230,7 +230,7 @@ class Feed:
         replies = await batch.run(self._link.call("event_read"))
         return [event_from(i, values) for i, values in zip(ids, replies, strict=True) if values[0] is not None]
 
-    async def events_page(self, after: str | None, limit: int) -> FeedPage:
+    async def changes_page(self, after: str | None, limit: int) -> FeedPage:
         """The next `limit` events after cursor `after` (one this service issued), merged
         across shards in event-id order. Each shard's position moves only past the events
         returned, so no event is skipped or repeated. Raises FeedCursorExpired if the
@@ -263,8 +263,8 @@ class Feed:
         positions = list(at.positions)
         for _, i, eid, _ in taken:
             positions[i] = eid
-        events = [Event.from_fields(eid, f) for _, _, eid, f in taken]
-        return FeedPage(events, await self._sign("feed", _pack_positions(positions)))
+        changes = [Change.from_fields(eid, f) for _, _, eid, f in taken]
+        return FeedPage(changes, await self._sign("feed", _pack_positions(positions)))
 
     async def event_changes(self, after: str | None, event_id: str, limit: int) -> FeedPage:
         """The change feed of one event: its tickets, and scans at its lists, all in the
@@ -283,8 +283,8 @@ class Feed:
         positions = list(at.positions)
         if read:
             positions[i] = read[-1][2]
-        events = [Event.from_fields(eid, f) for _, _, eid, f in read if _of_event(f, event_id)]
-        return FeedPage(events, await self._sign("feed", _pack_positions(positions)))
+        changes = [Change.from_fields(eid, f) for _, _, eid, f in read if _of_event(f, event_id)]
+        return FeedPage(changes, await self._sign("feed", _pack_positions(positions)))
 
 
     async def book_page(self, event_id: str, list_id: str, cursor: str | None, limit: int) -> BookPage:

@@ -14,10 +14,10 @@ from ..models import (
     DEFAULT_EVENT,
     STATE_CODES,
     STATES_BY_CODE,
-    Event,
+    Change,
+    ChangeType,
     EventInfo,
     EventSpec,
-    EventType,
     IdempotencyKey,
     Origin,
     Ticket,
@@ -293,14 +293,14 @@ class TicketStore:
     async def _bind(self, idempotency: IdempotencyKey) -> None:
         await bind(self._link, idempotency, self.cfg.idempotency_ttl_s)
 
-    async def history(self, ticket_id: str) -> list[Event]:
+    async def history(self, ticket_id: str) -> list[Change]:
         """The ticket's events as the tickets processor recorded them, oldest first."""
         exists, *flat = await self._link.run(
             "history", self._link.scripts.history, [keys.ticket(ticket_id), keys.history(ticket_id)], [])
         if not exists:
             raise TicketNotFound(ticket_id)
         entries = sorted(zip(flat[::2], flat[1::2], strict=True), key=lambda kv: stream_id_key(kv[0]))
-        return [Event.from_fields(entry_id, json.loads(raw)) for entry_id, raw in entries]
+        return [Change.from_fields(entry_id, json.loads(raw)) for entry_id, raw in entries]
 
     async def stats(self) -> Stats:
         """Exact totals (kept by the same scripts that change tickets) and the processor's
@@ -311,7 +311,7 @@ class TicketStore:
             batch.cmd.hgetall(keys.processed(shard))
         replies = await batch.run(self._link.call("stats"))
         totals = [sum(int(r[i] or 0) for r in replies[::2]) for i in range(len(_STAT_FIELDS))]
-        processed: dict[str, int] = {t.value: 0 for t in EventType}
+        processed: dict[str, int] = {t.value: 0 for t in ChangeType}
         for counts in replies[1::2]:
             for name, n in counts.items():
                 processed[name] = processed.get(name, 0) + int(n)

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from service.errors import FeedCursorExpired, StoreUnavailable, TransitionRefused
 from service.models import (
+    Change,
+    ChangeType,
     Direction,
-    Event,
     EventSpec,
-    EventType,
     IdempotencyKey,
     ListSpec,
     Origin,
@@ -49,10 +49,10 @@ async def all_events(store: Store) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     cursor = None
     while True:
-        page = await store.feed.events_page(cursor, 7)
-        if not page.events:
+        page = await store.feed.changes_page(cursor, 7)
+        if not page.changes:
             return out
-        out.extend((e.ticket_id, e.type.value, e.actor) for e in page.events)
+        out.extend((e.ticket_id, e.type.value, e.actor) for e in page.changes)
         cursor = page.next_cursor
 
 
@@ -62,14 +62,14 @@ async def test_every_change_and_refusal_is_an_event_with_its_origin(store: Store
     with pytest.raises(TransitionRefused):
         await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(3))
     await store.tickets.transition(tid, Transition.VALIDATE, origin=gate(4))
-    page = await store.feed.events_page(None, 100)
-    assert [(e.type, e.actor) for e in page.events] == [
-        (EventType.CREATED, "gate1"), (EventType.INVALIDATED, "gate2"),
-        (EventType.INVALIDATE_REFUSED, "gate3"), (EventType.VALIDATED, "gate4"),
+    page = await store.feed.changes_page(None, 100)
+    assert [(e.type, e.actor) for e in page.changes] == [
+        (ChangeType.CREATED, "gate1"), (ChangeType.INVALIDATED, "gate2"),
+        (ChangeType.INVALIDATE_REFUSED, "gate3"), (ChangeType.VALIDATED, "gate4"),
     ]
-    e = page.events[1]
+    e = page.changes[1]
     assert (e.ticket_id, e.request_id, e.client_ip) == (tid, "req-2", "10.0.0.2")
-    assert all(ev.timestamp >= page.events[0].timestamp for ev in page.events)
+    assert all(ev.timestamp >= page.changes[0].timestamp for ev in page.changes)
 
 
 async def test_replays_add_no_event_and_no_count(store: Store) -> None:
@@ -100,16 +100,16 @@ async def test_feed_pages_equal_the_full_ordered_list(store: Store) -> None:
     for tid in ids[::2]:
         await store.tickets.transition(tid, Transition.INVALIDATE, origin=gate(1))
     paged = await all_events(store)
-    whole = await store.feed.events_page(None, 1000)
-    assert paged == [(e.ticket_id, e.type.value, e.actor) for e in whole.events]
+    whole = await store.feed.changes_page(None, 1000)
+    assert paged == [(e.ticket_id, e.type.value, e.actor) for e in whole.changes]
     assert len(paged) == 45 and len(set(paged)) == 45
-    ordered = [e.id for e in whole.events]
+    ordered = [e.id for e in whole.changes]
     assert ordered == sorted(ordered, key=lambda i: tuple(map(int, i.split("-"))))
     # Polling from the end returns nothing new, then exactly what came after.
     end = whole.next_cursor
-    assert (await store.feed.events_page(end, 10)).events == []
+    assert (await store.feed.changes_page(end, 10)).changes == []
     await store.tickets.transition(ids[1], Transition.INVALIDATE, origin=gate(9))
-    assert [(e.ticket_id, e.actor) for e in (await store.feed.events_page(end, 10)).events] == [(ids[1], "gate9")]
+    assert [(e.ticket_id, e.actor) for e in (await store.feed.changes_page(end, 10)).changes] == [(ids[1], "gate9")]
 
 
 async def test_processor_records_history_and_counts_once(store: Store) -> None:
@@ -123,8 +123,8 @@ async def test_processor_records_history_and_counts_once(store: Store) -> None:
     assert await store.consumer.apply(entries) == 0  # delivered twice: counted once
     history = await store.tickets.history(tid)
     assert [(e.type, e.actor) for e in history] == [
-        (EventType.CREATED, "gate1"), (EventType.INVALIDATED, "gate2"),
-        (EventType.INVALIDATE_REFUSED, "gate3"),
+        (ChangeType.CREATED, "gate1"), (ChangeType.INVALIDATED, "gate2"),
+        (ChangeType.INVALIDATE_REFUSED, "gate3"),
     ]
     s = await store.tickets.stats()
     assert s.processed["created"] == 1 and s.processed["invalidate_refused"] == 1
@@ -144,7 +144,7 @@ async def test_crash_mid_batch_then_claim_loses_and_doubles_nothing(store: Store
     s = await store.tickets.stats()
     assert s.processed["created"] == 40 and await store.consumer.lag() == 0
     for tid in ids:
-        assert [e.type for e in await store.tickets.history(tid)] == [EventType.CREATED]
+        assert [e.type for e in await store.tickets.history(tid)] == [ChangeType.CREATED]
 
 
 class FailsOnce(StreamConsumer):
@@ -200,17 +200,17 @@ async def test_history_of_unknown_ticket_is_not_found(store: Store) -> None:
 async def test_trimmed_feed_cursor_expires(real_redis: Redis) -> None:
     store = Store(real_redis, StoreConfig(replay_ttl_s=60, events_maxlen=1))
     first = (await store.tickets.create(ticket_id="a" + "0" * 7 + "-0000-4000-8000-" + "0" * 12)).ticket.id
-    page = await store.feed.events_page(None, 1)
-    assert page.events[0].ticket_id == first
+    page = await store.feed.changes_page(None, 1)
+    assert page.changes[0].ticket_id == first
     # MAXLEN ~ trims whole nodes; exact trimming makes the same gap deterministically.
     stream = keys.stream(keys.shard_of(first))
     await real_redis.xadd(stream, {"t": first, "e": "created", "ts": "1", "a": "x", "r": "", "ip": ""})
     await real_redis.xadd(stream, {"t": first, "e": "created", "ts": "1", "a": "x", "r": "", "ip": ""})
     await real_redis.xtrim(stream, maxlen=1, approximate=False)
     with pytest.raises(FeedCursorExpired):
-        await store.feed.events_page(page.next_cursor, 10)
+        await store.feed.changes_page(page.next_cursor, 10)
     # From the start, a reader gets what the streams still hold.
-    assert len((await store.feed.events_page(None, 100)).events) == 1
+    assert len((await store.feed.changes_page(None, 100)).changes) == 1
 
 
 async def test_a_rush_at_one_event_is_read_a_whole_batch_at_a_time(store: Store) -> None:
@@ -265,13 +265,13 @@ async def stream_of(redis: Redis, ticket_id: str) -> list[tuple[str, dict[str, s
     return await redis.xrange(keys.stream(keys.shard_of(ticket_id)))  # type: ignore[return-value]
 
 
-async def whole_feed(store: Store, limit: int = 1000) -> list[Event]:
+async def whole_feed(store: Store, limit: int = 1000) -> list[Change]:
     """Every event, page after page (a page holds about 2 * limit events spread over the
     shards: fewer than `limit` when they are all in one)."""
-    out: list[Event] = []
+    out: list[Change] = []
     cursor = None
-    while (page := await store.feed.events_page(cursor, limit)).events:
-        out += page.events
+    while (page := await store.feed.changes_page(cursor, limit)).changes:
+        out += page.changes
         cursor = page.next_cursor
     return out
 
@@ -283,7 +283,7 @@ async def test_a_batch_is_an_entry_per_hundred_tickets_and_an_event_per_ticket(s
     events = await whole_feed(store)
     assert [e.ticket_id for e in events] == ids
     assert {(e.type, e.actor, e.request_id, e.client_ip) for e in events} == {
-        (EventType.CREATED, "box1", "batch-1", "10.0.1.1")}
+        (ChangeType.CREATED, "box1", "batch-1", "10.0.1.1")}
     # Each ticket's event has its own id, in order, and an entry's own id is its last event's.
     event_ids = [e.id for e in events]
     assert sorted(event_ids, key=stream_id_key) == event_ids and len(set(event_ids)) == 250
@@ -307,8 +307,8 @@ async def test_feed_pages_cross_batch_entries_without_gaps_or_repeats(store: Sto
     # The event's own change feed, in pages of 40, from a cursor inside an entry on.
     seen: list[str] = []
     cursor = None
-    while (page := await store.feed.event_changes(cursor, event.id, 40)).events:
-        seen += [e.ticket_id for e in page.events]
+    while (page := await store.feed.event_changes(cursor, event.id, 40)).changes:
+        seen += [e.ticket_id for e in page.changes]
         cursor = page.next_cursor
     assert seen == [t for t, _, _ in paged]
 
@@ -323,7 +323,7 @@ async def test_the_processor_records_each_ticket_of_a_batch_entry_once(store: St
     feed = {e.ticket_id: e.id for e in await whole_feed(store)}
     for tid in [*ids[::37], ids[-1]]:
         [recorded] = await store.tickets.history(tid)
-        assert (recorded.type, recorded.id, recorded.actor) == (EventType.CREATED, feed[tid], "box6")
+        assert (recorded.type, recorded.id, recorded.actor) == (ChangeType.CREATED, feed[tid], "box6")
     assert (await store.tickets.stats()).processed["created"] == 300
     assert await store.consumer.lag() == 0
 
@@ -350,7 +350,7 @@ async def test_the_streams_cap_counts_each_ticket_of_a_batch_entry(any_redis: Re
     entries = await stream_of(any_redis, batches[0][0])
     assert sum(entry_size(f) for _, f in entries) <= 300
     # What was trimmed is the oldest, whole entries: the newest batches are all there.
-    held = [e.ticket_id for e in (await store.feed.event_changes(None, event.id, 1000)).events]
+    held = [e.ticket_id for e in (await store.feed.event_changes(None, event.id, 1000)).changes]
     assert held[-200:] == batches[3] + batches[4] and len(held) >= 201
     with pytest.raises(FeedCursorExpired):  # the cursor's entry is gone
         await store.feed.event_changes(cursor, event.id, 10)
@@ -386,7 +386,7 @@ async def test_a_batch_takes_ids_after_the_streams_last_even_when_that_entry_is_
     await any_redis.xadd(stream, {"t": "x", "e": "created", "ts": "1", "a": "x", "r": "", "ip": ""}, id=ahead)
     await any_redis.xdel(stream, ahead)
     ids = await issue(store, 150, 30, spec)
-    changes = (await store.feed.event_changes(None, event.id, 1000)).events
+    changes = (await store.feed.event_changes(None, event.id, 1000)).changes
     assert [e.ticket_id for e in changes] == ids
     assert stream_id_key(changes[0].id) == (stream_id_key(ahead)[0], 8)
 
@@ -401,7 +401,7 @@ async def test_a_feed_read_takes_the_entries_its_events_need_not_a_count_of_entr
         return have, [entry_size(dict(zip(f[::2], f[1::2], strict=True))) for _, f in entries]
 
     assert await read("-", 150) == (200, [100, 100])
-    ids = [e.id for e in (await store.feed.event_changes(None, event.id, 500)).events]
+    ids = [e.id for e in (await store.feed.event_changes(None, event.id, 500)).changes]
     assert await read(ids[129], 100) == (170, [100, 100])  # the position's entry, 70 after it
     assert await read(ids[199], 1) == (100, [100, 100])  # the position is its entry's last
     assert await read(ids[450], 1000) == (49, [100])  # the end of the stream
@@ -436,7 +436,7 @@ async def test_a_batch_trims_just_the_oldest_events_the_cap_needs(any_redis: Red
     second = await issue(store, 100, 51, spec)  # 350 events: the 50 oldest singles go
 
     async def held() -> list[str]:
-        return [e.ticket_id for e in (await store.feed.event_changes(None, event.id, 1000)).events]
+        return [e.ticket_id for e in (await store.feed.event_changes(None, event.id, 1000)).changes]
 
     assert await held() == singles[50:] + first + second
     third = await issue(store, 120, 52, spec)  # 420: the other singles, then the first batch
