@@ -25,6 +25,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bench.commit import measured_commit
 from deploy.stack import ROOT, binary
 from service.models import EventSpec, Origin, TicketSpec
 from service.store import SHARDS, Store, StoreConfig, keys
@@ -173,7 +174,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
-    out = ROOT / "bench" / "results" / f"memory-{result['date'][:10]}.json"
+    result["commit"] = measured_commit()
+    out = ROOT / "bench" / "results" / f"memory-{result['date'][:10]}-{result['commit']}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -3,9 +3,9 @@ bench scenario through nginx, with every production feature on (the same stack a
 bench`).
 
 For each scenario (BENCH_PROFILE_SCENARIOS, default get,create) it writes, beside the bench's
-results, `profile-<date>-<label>-<scenario>.txt` (py-spy's collapsed stacks: flamegraph.pl or
-speedscope draw them) and `.md`, a summary: the share of the worker's busy samples by layer
-(aiohttp, redis-py, the service, ...) and the functions with the most samples of their own.
+results, `profile-<date>-<commit>-<label>-<scenario>.md`, a summary: the share of the worker's busy samples by layer
+(aiohttp, redis-py, the service, ...) and the functions with the most samples of their own; the
+raw collapsed stacks (py-spy's, for flamegraph.pl or speedscope) stay in the run's var/ folder.
 PROFILE_LABEL names the run (e.g. before, after); BENCH_PROFILE_DURATION_S its length.
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from bench.commit import measured_commit
 from deploy.stack import ROOT
 from service.models import EventSpec, ListSpec, TicketSpec
 from service.store import Store, StoreConfig
@@ -112,7 +113,7 @@ async def profile() -> None:
                         read_ids=await preload(store, 1000, var_dir / "read"), list_id=gate.id)
         assert stack.replicas[0] is not None
         worker = children(stack.replicas[0].pid)[0]
-        stamp = dt.date.today().isoformat()
+        stamp = f"{dt.date.today().isoformat()}-{measured_commit()}"
         for scenario in scenarios:
             fresh = None
             if scenario in ("invalidate", "checkin", "mix"):
@@ -121,15 +122,17 @@ async def profile() -> None:
             await settle(store, target, 32)
             connections = 4 if scenario == "batch" else 32  # as make bench runs each
             out = BENCH / "results" / f"profile-{stamp}-{label}-{scenario}"
+            raw = var_dir / f"profile-{stamp}-{label}-{scenario}.txt"  # the raw stacks: not committed
             spy = subprocess.Popen([PY_SPY, "record", "--pid", str(worker), "--duration", str(duration_s),
-                                    "--rate", "200", "--nonblocking", "--format", "raw", "--output", f"{out}.txt"],
+                                    "--rate", "200", "--nonblocking", "--format", "raw", "--output", str(raw)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             run = await asyncio.to_thread(wrk, target, scenario, duration_s, connections, fresh)
             spy.wait(timeout=60)
             rps = run["requests"] / (run["duration_us"] / 1e6)
             title = (f"Worker profile: {scenario}, {label} ({stamp}), {rps:,.0f} req/s through nginx at "
                      f"{connections} connections")
-            Path(f"{out}.md").write_text(summarise(Path(f"{out}.txt").read_text(), title))
+            Path(f"{out}.md").write_text(summarise(raw.read_text(), title))
+            print(f"raw stacks (flamegraph.pl or speedscope): {raw}", flush=True)
             print(f"{out}.md: {rps:,.0f} req/s", flush=True)
     finally:
         await redis.aclose()

@@ -31,6 +31,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bench.commit import measured_commit
 from deploy.stack import ROOT
 from service.models import EventSpec, ListSpec, TicketSpec
 from service.store import Store, StoreConfig
@@ -176,8 +177,8 @@ async def run() -> dict[str, Any]:
 
 def main() -> None:
     results = asyncio.run(run())
-    stamp = results["date"][:10]
-    out = BENCH / "results" / f"redis-costs-{stamp}"
+    results["commit"] = measured_commit()
+    out = BENCH / "results" / f"redis-costs-{results['date'][:10]}-{results['commit']}"
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     out.with_suffix(".md").write_text(table)

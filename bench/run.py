@@ -42,6 +42,7 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
+from bench.commit import measured_commit
 from deploy.stack import ROOT, StackConfig, binary, nginx_argv, prepare, replica_argv, replica_env
 from service.models import EventSpec, ListSpec, TicketSpec
 from service.store import Store, StoreConfig, keys
@@ -394,16 +395,6 @@ def machine() -> dict[str, Any]:
             "wrk": version([binary("wrk"), "-v"])}
 
 
-def measured_commit() -> str:
-    """The commit the run measures, with `+changes` when tracked files differ from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=BENCH.parent, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
-                     else "")
-
-
 def markdown(results: dict[str, Any]) -> str:
     rows = [f"Measured at commit {results.get('commit', 'unknown')}, {results['date']}.", "",
             "| scenario | service req/s | baseline req/s | ratio | median round ratio | ratio per round | × seed "
@@ -659,7 +650,7 @@ def main() -> None:
     results = asyncio.run(run())
     out = BENCH / "results"
     out.mkdir(exist_ok=True)
-    stamp = results["date"][:10]
+    stamp = f"{results['date'][:10]}-{results['commit']}"
     if results["topology"] != "standalone":
         stamp += f"-{results['topology']}"
     if results["redis_appendfsync"] != "always" or len(results["scenarios"]) != len(SCENARIOS):
@@ -669,8 +660,6 @@ def main() -> None:
     (out / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (out / f"{stamp}.md").write_text(table)
-    if "-" not in stamp[10:]:  # only a full standalone run with the default settings is the latest
-        (out / "latest.md").write_text(table)
     print("\n" + table)
     failed = [s for s, r in results["scenarios"].items()
               if r["service"]["errors"] or r["round_trips"] > ROUND_TRIPS.get(s, 1.0)]

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
+from bench.commit import measured_commit
 from deploy.stack import binary
 from service.models import Direction, EventSpec, ListSpec, Origin, TicketSpec, Transition
 from service.store import Store, StoreConfig
@@ -155,10 +156,11 @@ def main() -> None:
     if REDIS_CORE > 0:  # the client off Redis's core
         os.sched_setaffinity(0, set(range(REDIS_CORE)))
     result: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
-                              "calls": calls, "concurrency": concurrency, "redis_core": REDIS_CORE,
+                              "commit": measured_commit(), "calls": calls, "concurrency": concurrency,
+                              "redis_core": REDIS_CORE,
                               "ways": {way: run_way(way, calls, concurrency) for way in WAYS}}
     out: Path = BENCH / "results"
-    stamp = f"script-floor-{result['date'][:10]}"
+    stamp = f"script-floor-{result['date'][:10]}-{result['commit']}"
     (out / f"{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     (out / f"{stamp}.md").write_text(table)

@@ -13,7 +13,6 @@ import asyncio
 import datetime as dt
 import json
 import statistics
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.commit import measured_commit
 from deploy.stack import ROOT
 from tests.stack import LocalStack
 
@@ -88,8 +88,7 @@ async def measure() -> dict[str, Any]:
 
 
 def main() -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = measured_commit()
     date = dt.date.today().isoformat()
     result = {"date": date, "commit": commit, **asyncio.run(measure())}
     out = ROOT / "bench" / "results" / f"starve-{date}-{commit}"

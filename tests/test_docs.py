@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "results" / "README.md"]
 # What may cite a docs page: everything tracked that is not a docs page or a result.
 CITING = [p for p in ROOT.rglob("*") if p.is_file() and not {".venv", ".git", "docs", "results", "vendor",
                                                                  "var", "node_modules"} & set(p.parts)
@@ -74,3 +74,12 @@ def test_nothing_cites_a_readme_section() -> None:
     for path in CITING:
         found = re.search(r"README[,:] *[\"A-Z]", path.read_text(errors="replace"))
         assert found is None, f"{path.relative_to(ROOT)}: {found.group(0) if found else ''}"
+
+
+def test_the_bench_results_index_lists_every_result() -> None:
+    results = ROOT / "bench" / "results"
+    index = (results / "README.md").read_text()
+    listed = set(re.findall(r"\]\(([^)/]+\.(?:md|json))\)", index))
+    present = {p.name for p in results.iterdir() if p.name != "README.md"}
+    assert listed == present
+    assert not any(name.endswith(".txt") or name == "latest.md" for name in present)  # no raw dumps, no copies
