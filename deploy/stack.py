@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.settings import env_int
 from service.signing import TicketSigner
 
 from .monitoring import MTAIL_DIR, MTAIL_OFFSET, PROMETHEUS_OFFSET, REDIS_EXPORTER_OFFSET, RULES, Targets, render
@@ -32,11 +33,6 @@ API_APP = "service.app:create_app()"
 # need only two PORTs. Replicas take PORT+1 onwards (up to 39 of them).
 PROCESSOR_OFFSET = 40
 REDIS_OFFSET = 50
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    return int(raw) if raw else default
 
 
 @dataclass(frozen=True)
@@ -65,23 +61,23 @@ class StackConfig:
         d = cls()
 
         def maybe(name: str) -> int | None:
-            return _int(env, name, 0) or None
+            return env_int(env, name, 0) or None
 
         return cls(
-            port=_int(env, "PORT", d.port),
-            replicas=_int(env, "REPLICAS", d.replicas),
-            web_concurrency=_int(env, "WEB_CONCURRENCY", d.web_concurrency),
+            port=env_int(env, "PORT", d.port),
+            replicas=env_int(env, "REPLICAS", d.replicas),
+            web_concurrency=env_int(env, "WEB_CONCURRENCY", d.web_concurrency),
             var_dir=Path(env.get("VAR_DIR") or d.var_dir).resolve(),
             redis_url=env.get("REDIS_URL") or None,
             redis_topology=(env.get("REDIS_TOPOLOGY") or d.redis_topology).strip().lower(),
-            rate_limit_rps=_int(env, "RATE_LIMIT_RPS", d.rate_limit_rps),
-            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", d.rate_limit_burst),
+            rate_limit_rps=env_int(env, "RATE_LIMIT_RPS", d.rate_limit_rps),
+            rate_limit_burst=env_int(env, "RATE_LIMIT_BURST", d.rate_limit_burst),
             redis_appendfsync=env.get("REDIS_APPENDFSYNC") or d.redis_appendfsync,
             api_port_set=maybe("API_PORT"),
             redis_port_set=maybe("REDIS_PORT"),
             processor_port_set=maybe("PROCESSOR_PORT"),
             monitoring=(env.get("MONITORING") or "on").strip().lower() not in ("off", "0", "false", "no"),
-            scrape_interval_s=_int(env, "PROMETHEUS_SCRAPE_INTERVAL_S", d.scrape_interval_s),
+            scrape_interval_s=env_int(env, "PROMETHEUS_SCRAPE_INTERVAL_S", d.scrape_interval_s),
         )
 
     @property

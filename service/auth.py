@@ -23,13 +23,11 @@ from .appkeys import ACTOR, BOUND_EVENT, BUDGET, KEYRING
 from .budget import Cost
 from .errors import Forbidden, Unauthenticated
 from .keyring import ROLE_PERMISSIONS, Permission
-from .models import event_of, parse_ticket_id
+from .middleware import Handler
+from .models import ANONYMOUS, event_of, parse_ticket_id
 from .signing import token_ticket_id
 
-ANONYMOUS = "anonymous"
-
 PermissionRule = Permission | Callable[[web.Request], Permission]
-Handler = Callable[[web.Request], Any]
 # The event a request touches, from its path or query; None when it names none (a malformed
 # id is the handler's 400, not a 403 here).
 EventScope = Callable[[web.Request], str | None]

@@ -38,8 +38,6 @@ from .problems import problem
 from .store import WriteResult
 from .store.checkin import event_of_list
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 # The seed's `curl -X UPDATE` reaches the replicas as PATCH: nginx translates it (aiohttp's
 # C parser refuses the token), so UPDATE exists at nginx only and no Allow here names it.
 TRANSITION_METHODS = ("POST", "PATCH")
@@ -166,10 +164,10 @@ async def get_event(request: web.Request) -> web.Response:
     return _json(event.to_json())
 
 
-@requires(Permission.READ_EVENT, scope=by_handler, cost=page_cost(DEFAULT_PAGE_SIZE))
+@requires(Permission.READ_EVENT, scope=by_handler, cost=page_cost(inputs.DEFAULT_PAGE_SIZE))
 async def list_events(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ("limit", "cursor"))
-    limit = inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    limit = inputs.bounded_int(request.query.get("limit"), "limit", inputs.DEFAULT_PAGE_SIZE, inputs.MAX_PAGE_SIZE)
     bound = request[BOUND_EVENT]
     if bound:  # a bound key sees its own event only
         if "cursor" in request.query:
@@ -219,7 +217,7 @@ async def get_list(request: web.Request) -> web.Response:
     return _json((await request.app[CHECKIN].get_list(event_id, list_id)).to_json())
 
 
-@requires(Permission.CHECKIN, scope=event_in_path, cost=page_cost(MAX_PAGE_SIZE))
+@requires(Permission.CHECKIN, scope=event_in_path, cost=page_cost(inputs.MAX_PAGE_SIZE))
 async def list_book(request: web.Request) -> web.Response:
     """An offline gate's book of the event for its list, from the tickets themselves."""
     inputs.reject_unknown_params(request, ("limit", "cursor"))
@@ -228,7 +226,7 @@ async def list_book(request: web.Request) -> web.Response:
     if not is_list_id(list_id):
         raise InvalidInput("the list id is not one (its event's 8 hex digits, a dash and 4 more)",
                            slug="malformed-list-id")
-    limit = inputs.bounded_int(request.query.get("limit"), "limit", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+    limit = inputs.bounded_int(request.query.get("limit"), "limit", inputs.MAX_PAGE_SIZE, inputs.MAX_PAGE_SIZE)
     await request.app[CHECKIN].get_list(event_id, list_id)  # 404 for a list the event lacks
     page = await request.app[FEED].book_page(event_id, list_id, request.query.get("cursor"), limit)
     headers = {}
@@ -300,7 +298,7 @@ def _get_tickets_permission(request: web.Request) -> Permission:
 
 
 def _get_tickets_cost(request: web.Request) -> int:
-    return 1 if "id" in request.query else page_cost(DEFAULT_PAGE_SIZE)(request)
+    return 1 if "id" in request.query else page_cost(inputs.DEFAULT_PAGE_SIZE)(request)
 
 
 def _get_tickets_scope(request: web.Request) -> str | None:
@@ -313,7 +311,7 @@ async def get_tickets(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ("id", "limit", "cursor"))
     if "id" in request.query:
         # limit and cursor mean nothing beside an id, but a bad one is refused all the same.
-        inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        inputs.bounded_int(request.query.get("limit"), "limit", inputs.DEFAULT_PAGE_SIZE, inputs.MAX_PAGE_SIZE)
         if "cursor" in request.query:
             await request.app[FEED].page_cursor(request.query["cursor"])
         ticket = await request.app[TICKETS].get(inputs.ticket_id(request, request.query["id"]))
@@ -323,7 +321,7 @@ async def get_tickets(request: web.Request) -> web.Response:
 
 async def _list_page(request: web.Request) -> web.Response:
     feed = request.app[FEED]
-    limit = inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    limit = inputs.bounded_int(request.query.get("limit"), "limit", inputs.DEFAULT_PAGE_SIZE, inputs.MAX_PAGE_SIZE)
     page = await feed.list_page(request.query.get("cursor"), limit)
     headers = {}
     if page.next_cursor is not None:
@@ -365,13 +363,13 @@ def _changes_scope(request: web.Request) -> str | None:
     return event_in_query(request) if "event" in request.query else all_events(request)
 
 
-@requires(_changes_permission, scope=_changes_scope, cost=page_cost(DEFAULT_PAGE_SIZE))
+@requires(_changes_permission, scope=_changes_scope, cost=page_cost(inputs.DEFAULT_PAGE_SIZE))
 async def changes(request: web.Request) -> web.Response:
     """The change feed: every event of every ticket, in order, paged by an opaque cursor;
     with ?event=, that event's only."""
     inputs.reject_unknown_params(request, ("after", "limit", "event"))
     feed = request.app[FEED]
-    limit = inputs.bounded_int(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    limit = inputs.bounded_int(request.query.get("limit"), "limit", inputs.DEFAULT_PAGE_SIZE, inputs.MAX_PAGE_SIZE)
     if "event" in request.query:
         event_id = _event_id(request.query["event"])
         page = await feed.event_changes(request.query.get("after") or None, event_id, limit)

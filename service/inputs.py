@@ -24,6 +24,9 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Visible ASCII, as the IETF draft's sf-string allows; optionally sent quoted.
 _IDEMPOTENCY_KEY_RE = re.compile(r"[\x20-\x21\x23-\x7e]{1,255}")
 _ASCII_DIGITS_RE = re.compile(r"[0-9]{1,9}")
+# A page's `limit`: its default and its bound (the OpenAPI document says the same).
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 # Deeper JSON than any body of this API needs: such a body is refused as too deep.
 MAX_JSON_DEPTH = 8
 

@@ -18,6 +18,8 @@ _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 
 # The event of every ticket issued without one, and of every ticket made before events.
 DEFAULT_EVENT = "default"
+# The actor of every request while auth is off (no API_KEYS).
+ANONYMOUS = "anonymous"
 _EVENT_ID_RE = re.compile(r"[0-9a-f]{8}")
 
 
@@ -192,7 +194,7 @@ class IdempotencyKey:
 class Origin:
     """Who made a request, for the event trail."""
 
-    actor: str = "anonymous"
+    actor: str = ANONYMOUS
     request_id: str = ""
     client_ip: str = ""
     # True when nginx gave the request id: only then can the same request arrive twice.

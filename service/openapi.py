@@ -10,7 +10,7 @@ import msgspec
 
 from . import SERVICE_NAME, __version__
 from .bodies import AnnulBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
-from .handlers import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from .inputs import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from .models import ChangeType, Refusal, TicketState
 from .signing import MAX_TOKEN_CHARS, TOKEN_PREFIX
 

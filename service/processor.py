@@ -21,7 +21,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
 from . import metrics
-from .appkeys import CHECKIN
 from .errors import StoreError
 from .models import entry_size
 from .observability import SERVER_HEADER
@@ -186,6 +185,10 @@ async def _venue_figures(checkin: CheckinStore) -> None:
             for reason, count in figure["refused"].items():
                 LIST_REFUSED.labels(*labels, reason).set(count)
     VENUE_READ_OK.set(1)
+
+
+# The processor's metrics app holds the store's check-in part (not the API's app keys).
+CHECKIN = web.AppKey("checkin", CheckinStore)
 
 
 async def _metrics(request: web.Request) -> web.Response:

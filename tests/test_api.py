@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.app import create_app
-from service.handlers import MAX_PAGE_SIZE
+from service.inputs import MAX_PAGE_SIZE
 from service.models import parse_ticket_id
 from service.store import keys
 
