@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint system clean bench bench-memory bench-profile bench-redis bench-floor bench-starve
+.PHONY: up test test-fast lint system clean bench bench-memory bench-profile bench-redis bench-floor bench-starve
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
@@ -31,6 +31,11 @@ test: $(STAMP) system
 	bash deploy/ensure-system.sh chromium prometheus promtool prometheus-redis-exporter mtail \
 	  podman runc mmdebstrap netavark aardvark-dns iptables
 	$(BIN)/pytest
+
+# The quick loop, under a minute: unit and store tests (fakeredis and a real redis-server;
+# no Cluster, no stack and nothing slow; `make test` runs everything, on every backend.
+test-fast: $(STAMP) system
+	$(BIN)/pytest -m "not e2e and not slow" -k "not cluster" -q
 
 bench: $(STAMP) system
 	bash deploy/ensure-system.sh wrk

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis.asyncio import Redis
 
 from bench.run import Monitors, command_label, until_idle
@@ -40,6 +41,7 @@ async def test_the_round_trip_monitor_counts_only_the_named_clients_commands(
     assert mon.commands() == {"EVALSHA scan": 1, "SET": 1}
 
 
+@pytest.mark.slow
 async def test_the_round_trip_pass_waits_for_the_named_clients_last_commands(
     redis_server: RedisServer, real_redis: Redis
 ) -> None:

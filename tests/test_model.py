@@ -387,11 +387,13 @@ def _check(make_redis: Callable[[], Redis], backend: str) -> None:
 
 
 # A long run takes about a second a sequence on a real redis-server.
+@pytest.mark.slow
 @pytest.mark.timeout(max(600, 2 * EXAMPLES))
 def test_the_model_on_fakeredis() -> None:
     _check(lambda: fakeredis.FakeAsyncRedis(decode_responses=True), "fakeredis")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(max(600, 2 * EXAMPLES))
 def test_the_model_on_a_real_redis(redis_server: RedisServer) -> None:
     _check(lambda: Redis.from_url(redis_server.url, decode_responses=True), "redis-server")

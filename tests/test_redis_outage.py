@@ -7,6 +7,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from service.app import create_app
@@ -43,6 +44,7 @@ async def test_outage_gives_fast_503_then_recovers(aiohttp_client: AiohttpClient
         server.kill()
 
 
+@pytest.mark.slow
 async def test_a_stalled_redis_is_a_bounded_wait(tmp_path: Path) -> None:
     """A stalled server (CLIENT PAUSE: it holds every other client's commands): calls, and
     calls queued for a connection, give up at the store's timeout with StoreUnavailable,

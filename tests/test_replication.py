@@ -136,6 +136,7 @@ async def test_a_sentinel_connection_reconnecting_mid_command_asks_where_the_mas
         await conn.disconnect()
 
 
+@pytest.mark.slow
 def test_a_cluster_counts_as_formed_once_each_master_has_a_write_confirmed(tmp_path: Path) -> None:
     """A replica that has just loaded its diskless sync gets no commands until its first
     REPLCONF ACK, up to a second later, though its master calls it online and at its offset:

@@ -504,6 +504,7 @@ async def test_an_event_and_a_list_made_again_by_the_same_request_are_the_first_
     assert made_elsewhere.id != gate.id
 
 
+@pytest.mark.slow
 async def test_a_uniform_load_over_many_events_spreads_evenly_over_the_three_masters(
     redis_cluster: RedisNodes,
 ) -> None:
