@@ -32,7 +32,7 @@ test: $(STAMP) system
 	  podman runc mmdebstrap netavark aardvark-dns iptables
 	$(BIN)/pytest
 
-# The quick loop, under a minute: unit and store tests (fakeredis and a real redis-server;
+# The quick loop, under a minute: unit and store tests on fakeredis and a real redis-server;
 # no Cluster, no stack and nothing slow; `make test` runs everything, on every backend.
 test-fast: $(STAMP) system
 	$(BIN)/pytest -m "not e2e and not slow" -k "not cluster" -q
