@@ -460,6 +460,12 @@ def test_the_vendored_files_are_the_pinned_ones_and_nothing_loads_from_elsewhere
     for path, digest in listed.items():
         assert hashlib.sha256((ROOT / path).read_bytes()).hexdigest() == digest, path
         assert (ROOT / path).parent.joinpath("LICENSE").exists(), path
+    # The .wasm is zxing-cpp compiled: its licence is beside it, and the index names every file.
+    assert "Apache License" in (ROOT / "web" / "vendor" / "zxing-wasm" / "LICENSE-zxing-cpp").read_text()
+    index = (ROOT / "web" / "vendor" / "README.md").read_text()
+    for path in listed:
+        if "LICENSE" not in path and "README" not in path:
+            assert f"`{path.split('/', 2)[2]}`" in index or path.endswith("axe.min.js"), path
     ours = [p for p in (ROOT / "web").rglob("*") if p.suffix in (".html", ".js", ".css", ".json")
             and "vendor" not in p.parts]
     for page in ours:

@@ -17,6 +17,12 @@ install -D -m 644 "$nm/barcode-detector/dist/iife/ponyfill.js" "$here/barcode-de
 install -D -m 644 "$nm/barcode-detector/LICENSE" "$here/barcode-detector/LICENSE"
 install -D -m 644 "$nm/zxing-wasm/dist/reader/zxing_reader.wasm" "$here/zxing-wasm/zxing_reader.wasm"
 install -D -m 644 "$nm/zxing-wasm/LICENSE" "$here/zxing-wasm/LICENSE"
+# The .wasm is zxing-cpp compiled: its Apache-2.0 licence goes beside it too (the text from
+# Debian's base-files, as zxing-wasm's package carries only its own MIT licence).
+{ printf '%s\n' "zxing_reader.wasm is compiled, by zxing-wasm 3.1.3 (MIT: LICENSE beside this file), from" \
+    "zxing-cpp (github.com/zxing-cpp/zxing-cpp), which is licensed under the Apache License," \
+    "Version 2.0. Its text follows." ""; cat /usr/share/common-licenses/Apache-2.0; } \
+  > "$here/zxing-wasm/LICENSE-zxing-cpp"
 install -D -m 644 "$nm/@noble/ed25519/index.js" "$here/noble-ed25519/index.js"
 install -D -m 644 "$nm/@noble/ed25519/LICENSE" "$here/noble-ed25519/LICENSE"
 # For the tests only: the accessibility checks.
