@@ -7,6 +7,7 @@ var/screenshots, and the scan-to-verdict times (printed, and written beside them
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 import urllib.error
@@ -368,7 +369,9 @@ def test_the_gate_installs_and_opens_offline(browser: Browser, stack: LocalStack
     page.evaluate("navigator.serviceWorker.ready")
     page.reload()  # now controlled, with the shell cached at install
     assert page.evaluate("navigator.serviceWorker.controller !== null")
-    cached = page.evaluate("caches.open('tickets-gate-v1').then(c => c.keys()).then(k => k.map(r => r.url))")
+    [name] = page.evaluate("caches.keys()")  # one cache, named for the release's files
+    assert name.startswith("tickets-gate-")
+    cached = page.evaluate("(name) => caches.open(name).then(c => c.keys()).then(k => k.map(r => r.url))", name)
     assert f"{stack.url}/vendor/zxing-wasm/zxing_reader.wasm" in cached
     context.set_offline(True)
     page.reload()
@@ -623,3 +626,20 @@ def test_the_book_keeps_a_ticket_used_after_an_annulled_exit(browser: Browser, s
     }""", [jwks, gate, event, ticket, token])
     assert got == ["already_used", False, True]
     page.context.close()
+
+
+def test_the_service_workers_cache_is_named_for_the_files_it_holds() -> None:
+    """A release that changes a file of the gate's shell must give the cache a new name, or a
+    gate keeps the old files: sw.js names it for a digest of them."""
+    import hashlib
+
+    gate = ROOT / "web" / "gate"
+    sw = (gate / "sw.js").read_text()
+    shell_list = re.search(r"const SHELL = \[(.*?)\]", sw, re.S)
+    assert shell_list is not None
+    digest = hashlib.sha256()
+    for rel in re.findall(r'"([^"]+)"', shell_list.group(1)):
+        if rel != "./":
+            digest.update((gate / rel).resolve().read_bytes())
+    expected = f'const CACHE = "tickets-gate-{digest.hexdigest()[:12]}";'
+    assert expected in sw, f"web/gate/sw.js must say: {expected}"
