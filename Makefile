@@ -63,7 +63,7 @@ bench-memory: $(STAMP) system
 
 lint: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/ruff check service tests deploy bench
+	$(BIN)/ruff check service tests deploy bench tooling
 
 clean:
 	rm -rf $(VENV) var

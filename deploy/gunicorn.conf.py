@@ -1,4 +1,4 @@
-"""gunicorn settings for one API replica: `gunicorn -c deploy/gunicorn.conf.py 'service.app:create_app()'`."""
+"""gunicorn settings for one API replica: `gunicorn -c deploy/gunicorn.conf.py 'service.api.app:create_app()'`."""
 
 import os
 

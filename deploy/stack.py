@@ -28,7 +28,7 @@ from .redis_nodes import RedisLayout
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "nginx"
 WEB_DIR = ROOT / "web"
-API_APP = "service.app:create_app()"
+API_APP = "service.api.app:create_app()"
 # Every port of the stack is PORT plus an offset, unless set: two stacks on one machine
 # need only two PORTs. Replicas take PORT+1 onwards (up to 39 of them).
 PROCESSOR_OFFSET = 40

@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -274,7 +273,7 @@ _REFUSAL_MESSAGES = {
 class Change:
     """One change of a ticket (or refused attempt), as its shard's stream records it."""
 
-    id: str  # its stream id, "<ms>-<seq>": its entry's, or one of a batch entry's (entry_events)
+    id: str  # its stream id, "<ms>-<seq>": its entry's, or one of a batch entry's (store/entries.py)
     ticket_id: str
     type: ChangeType
     timestamp: float
@@ -296,44 +295,6 @@ class Change:
             "client_ip": self.client_ip, "reason": self.reason, "list": self.list,
             "direction": self.direction, "scanned_at": self.scanned_at, "offline": self.offline,
         }
-
-    @classmethod
-    def from_fields(cls, entry_id: str, f: Mapping[str, str]) -> Change:
-        at = f.get("at")
-        return cls(entry_id, f["t"], ChangeType(f["e"]), int(f["ts"]) / 1e6, f["a"], f["r"], f["ip"], f.get("why"),
-                   f.get("l"), f.get("d"), int(at) / 1e6 if at else None, f.get("off") == "1")
-
-
-def stream_id_key(entry_id: str) -> tuple[int, int]:
-    """Sort key of a stream entry id."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def entry_size(fields: Mapping[str, str]) -> int:
-    """How many events a stream entry holds: one, or a batch entry's tickets (`ids`)."""
-    ids = fields.get("ids")
-    return 1 if ids is None else ids.count(",") + 1
-
-
-def first_event_key(entry_id: str, fields: Mapping[str, str]) -> tuple[int, int]:
-    """Sort key of the first event of an entry: a batch entry of n tickets holds the n
-    consecutive ids that end at its own (batch.lua)."""
-    ms, seq = stream_id_key(entry_id)
-    return ms, seq - entry_size(fields) + 1
-
-
-def entry_events(entry_id: str, fields: Mapping[str, str]) -> Iterator[tuple[str, Mapping[str, str]]]:
-    """The events of one stream entry, each (event id, fields): the entry itself, or each
-    ticket of a batch entry as its own `created`, in order, under its own id."""
-    ids = fields.get("ids")
-    if ids is None:
-        yield entry_id, fields
-        return
-    ms, seq = first_event_key(entry_id, fields)
-    common = {k: v for k, v in fields.items() if k != "ids"}
-    for n, ticket_id in enumerate(ids.split(",")):
-        yield f"{ms}-{seq + n}", {"t": ticket_id, **common}
 
 
 def new_ticket_id(event: str = DEFAULT_EVENT, random16: bytes | bytearray | None = None) -> str:

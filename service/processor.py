@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
-from . import metrics
+from . import SERVER_HEADER, metrics
 from .errors import StoreError
-from .models import entry_size
-from .observability import SERVER_HEADER
 from .settings import Settings, env_int
 from .store import SHARDS, CheckinStore, Store, StoreConfig, StreamConsumer, StreamEntry
 from .store.client import redis_from_settings
+from .store.entries import entry_size
 
 log = logging.getLogger("service.processor")
 

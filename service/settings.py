@@ -93,7 +93,7 @@ class Settings:
     # How old an offline device's scan may be when it is uploaded and still be judged at its
     # own time; an older one is judged as of this long ago (a gate offline for a day).
     offline_max_age_s: int = 24 * 3600
-    # Expensive work (pages by their `limit`, tokens and QR codes by their CPU, service/budget.py)
+    # Expensive work (pages by their `limit`, tokens and QR codes by their CPU, service/api/budget.py)
     # that one key, and all keys, may have in flight on a worker: 4 pages of 1,000 a key.
     budget_per_key: int = 4000
     budget_per_worker: int = 16000

@@ -14,8 +14,8 @@ from openapi_core import Config, OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from redis.asyncio import Redis
 
-from service.app import create_app
-from service.openapi import build_openapi
+from service.api.app import create_app
+from service.api.openapi import build_openapi
 from service.settings import Settings
 from service.signing import TicketSigner
 from service.store.link import Client

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from service.app import create_app
-from service.inputs import MAX_PAGE_SIZE
+from service.api.app import create_app
+from service.api.inputs import MAX_PAGE_SIZE
 from service.models import parse_ticket_id
 from service.store import keys
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from service.app import create_app
+from service.api.app import create_app
 from service.keyring import KeyRing, Role
 from service.settings import Settings
 
@@ -198,7 +198,7 @@ async def test_bad_idempotency_key_is_400(keyed: Api, bad: str) -> None:
 
 # Every route the app serves, by its method and canonical path: what a call of it sends, with
 # {event}, {list}, {ticket} and {token} of the event the route touches. Public routes name no
-# key; the rest must keep the event rule (service/auth.py) for every kind of key.
+# key; the rest must keep the event rule (service/api/auth.py) for every kind of key.
 PUBLIC_ROUTES = {("GET", "/"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"),
                  ("GET", "/metrics"), ("GET", "/keys")}
 EVENT_ROUTES: dict[tuple[str, str], list[tuple[str, dict[str, object] | None]]] = {

@@ -1,4 +1,4 @@
-"""Budgets of expensive work (service/budget.py): one key's pages, feed reads, tokens and QR
+"""Budgets of expensive work (service/api/budget.py): one key's pages, feed reads, tokens and QR
 codes cannot starve a worker, and a worker that is merely busy is not reported as Redis being
 down."""
 
@@ -10,8 +10,8 @@ import dataclasses
 import pytest
 from redis.asyncio import Redis
 
-from service.app import create_app
-from service.budget import Budget
+from service.api.app import create_app
+from service.api.budget import Budget
 from service.errors import OverBudget, StoreUnavailable, WorkerBusy
 from service.settings import Settings
 from service.store.calls import Caller

@@ -24,16 +24,14 @@ from service.models import (
     Origin,
     TicketSpec,
     Transition,
-    entry_events,
-    entry_size,
     new_ticket_id,
-    stream_id_key,
 )
 from service.processor import Processor, ProcessorSettings
 from service.store import SHARDS, Store, StoreConfig, StreamConsumer, StreamEntry, keys
 from service.store.consumer import EVENTS_PER_CALL
 from service.store.consumer import _add_batch_entry as add_batch_entry
 from service.store.consumer import _parts as consumer_parts
+from service.store.entries import entry_changes, entry_size, stream_id_key
 
 
 @pytest.fixture
@@ -367,7 +365,7 @@ def test_a_batch_entrys_events_are_recorded_as_entry_events_gives_them() -> None
     add_batch_entry(shard, StreamEntry(shard, "1796168120635-44", fields), script_keys, args)
     made = [(a[0], a[1], json.loads(a[2]), script_keys[a[3] - 1]) for a in zip(*[iter(args)] * 4, strict=True)]
     assert made == [(eid, f["e"], dict(f), keys.history(f["t"]))
-                    for eid, f in entry_events("1796168120635-44", fields)]
+                    for eid, f in entry_changes("1796168120635-44", fields)]
     assert made[0][0] == "1796168120635-5" and made[-1][0] == "1796168120635-44"
     # An entry batch.lua did not make (a ticket of another shard) is recorded without a history.
     other = keys.in_shard(new_ticket_id(), SHARDS[(SHARDS.index(shard) + 1) % len(SHARDS)])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from service.app import create_app
+from service.api.app import create_app
 from service.keyring import KeyRing
 from service.models import new_ticket_id
 from service.settings import Settings

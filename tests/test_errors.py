@@ -12,7 +12,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from service import metrics
-from service.appkeys import TICKETS
+from service.api.appkeys import TICKETS
 from service.errors import StoreDefect, StoreError, StoreOutOfMemory, StoreUnavailable
 from service.processor import _serve_metrics
 from service.store import Store

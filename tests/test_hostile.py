@@ -130,7 +130,7 @@ def test_a_flood_of_bad_requests_logs_nothing(stack: LocalStack) -> None:
 
 def _route_paths() -> list[str]:
     """A concrete path for every resource the app routes."""
-    from service.app import create_app
+    from service.api.app import create_app
     from service.settings import Settings
 
     app = create_app(Settings())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from service.app import create_app
+from service.api.app import create_app
 from service.errors import StoreUnavailable
 from service.settings import Settings
 from service.store import Store, StoreConfig

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from deploy.redis_nodes import confirms_writes, form_cluster, master_probes
-from service.app import create_app
+from service.api.app import create_app
 from service.errors import StoreNotReplicated
 from service.models import Origin, TicketState, Transition, new_ticket_id
 from service.settings import Settings

@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 import msgspec
 from redis.exceptions import ResponseError
 
-from ..models import Refusal, entry_events, entry_size, first_event_key, stream_id_key
+from ..models import Refusal
 from . import keys
+from .entries import entry_changes, entry_size, first_change_key, stream_id_key
 from .link import Arg, Link
 
 T = TypeVar("T")
@@ -166,7 +167,7 @@ _FIRST_BYTES = {shard: keys.first_bytes(shard) for shard in keys.SHARDS}
 
 
 def _add_batch_entry(shard: str, e: StreamEntry, script_keys: list[str], args: list[Arg]) -> None:
-    """A batch entry's events, as entry_events gives them, made at a fraction of the cost
+    """A batch entry's events, as entry_changes gives them, made at a fraction of the cost
     (they were most of the processor's time): when, as batch.lua makes them, its tickets
     are all of its shard and its ids need no JSON escaping, each event's JSON is the entry's
     own with the ticket's id put in."""
@@ -174,12 +175,12 @@ def _add_batch_entry(shard: str, e: StreamEntry, script_keys: list[str], args: l
     ids = text.split(",")
     first = _FIRST_BYTES[shard]
     if not (_SAFE_IDS.fullmatch(text) and all(len(t) == 36 and t[:2] in first for t in ids)):
-        for event_id, fields in entry_events(e.entry_id, e.fields):  # not one of batch.lua's
+        for event_id, fields in entry_changes(e.entry_id, e.fields):  # not one of batch.lua's
             args += [event_id, fields["e"], _encode(fields), 0]
         return
     rest = _encode({"t": "", **{k: v for k, v in e.fields.items() if k != "ids"}})[len(_T_OPEN):]
     kind, prefix = e.fields["e"], keys.history_prefix(shard)
-    ms, seq = first_event_key(e.entry_id, e.fields)
+    ms, seq = first_change_key(e.entry_id, e.fields)
     at = len(script_keys)
     for n, ticket_id in enumerate(ids):
         script_keys.append(prefix + ticket_id)

@@ -22,14 +22,12 @@ from ..models import (
     PageCursor,
     Ticket,
     TicketState,
-    entry_events,
     event_of,
-    first_event_key,
     is_event_id,
     parse_ticket_id,
-    stream_id_key,
 )
 from . import keys
+from .entries import change_of, entry_changes, first_change_key, stream_id_key
 from .link import Link
 from .scripts import Script
 from .secret import DeploymentSecret
@@ -241,7 +239,7 @@ class Feed:
         2 * limit + 4 * shards events read, not limit * shards. A shard that gave all it was
         asked for may hold more, so the page ends at the earliest last event of such a
         shard: what it returns is in order. A batch entry holds many events
-        (models.entry_events); only those a page returns are made."""
+        (models.entry_changes); only those a page returns are made."""
         at = FeedCursor.start(len(keys.SHARDS)) if after is None else await self.feed_cursor(after)
         per_shard = max(4, -(-2 * limit // len(keys.SHARDS)))
         calls: list[tuple[list[str], list[str | int]]] = [
@@ -263,7 +261,7 @@ class Feed:
         positions = list(at.positions)
         for _, i, eid, _ in taken:
             positions[i] = eid
-        changes = [Change.from_fields(eid, f) for _, _, eid, f in taken]
+        changes = [change_of(eid, f) for _, _, eid, f in taken]
         return FeedPage(changes, await self._sign("feed", _pack_positions(positions)))
 
     async def event_changes(self, after: str | None, event_id: str, limit: int) -> FeedPage:
@@ -283,7 +281,7 @@ class Feed:
         positions = list(at.positions)
         if read:
             positions[i] = read[-1][2]
-        changes = [Change.from_fields(eid, f) for _, _, eid, f in read if _of_event(f, event_id)]
+        changes = [change_of(eid, f) for _, _, eid, f in read if _of_event(f, event_id)]
         return FeedPage(changes, await self._sign("feed", _pack_positions(positions)))
 
 
@@ -361,7 +359,7 @@ def _check_holds(pos: str, entries: Sequence[tuple[str, Mapping[str, str]]]) -> 
     feed that may skip is no feed."""
     if pos == "0-0":
         return
-    if not entries or first_event_key(*entries[0]) > stream_id_key(pos):
+    if not entries or first_change_key(*entries[0]) > stream_id_key(pos):
         raise FeedCursorExpired()
 
 
@@ -369,7 +367,7 @@ def _events_after(pos: str, entries: Iterable[tuple[str, Mapping[str, str]]], i:
     """The events of the entries, in order, after position `pos`, made one at a time."""
     after = (-1, -1) if pos == "0-0" else stream_id_key(pos)
     for entry_id, fields in entries:
-        for eid, f in entry_events(entry_id, fields):
+        for eid, f in entry_changes(entry_id, fields):
             key = stream_id_key(eid)
             if key > after:
                 yield key, i, eid, f

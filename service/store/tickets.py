@@ -26,10 +26,10 @@ from ..models import (
     new_event_id,
     new_ticket_id,
     new_ticket_ids,
-    stream_id_key,
 )
 from . import keys
 from .config import StoreConfig
+from .entries import change_of, stream_id_key
 from .idempotency import bind
 from .link import Link
 from .secret import DeploymentSecret
@@ -300,7 +300,7 @@ class TicketStore:
         if not exists:
             raise TicketNotFound(ticket_id)
         entries = sorted(zip(flat[::2], flat[1::2], strict=True), key=lambda kv: stream_id_key(kv[0]))
-        return [Change.from_fields(entry_id, json.loads(raw)) for entry_id, raw in entries]
+        return [change_of(entry_id, json.loads(raw)) for entry_id, raw in entries]
 
     async def stats(self) -> Stats:
         """Exact totals (kept by the same scripts that change tickets) and the processor's

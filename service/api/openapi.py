@@ -8,11 +8,11 @@ from typing import Any
 
 import msgspec
 
-from . import SERVICE_NAME, __version__
+from .. import SERVICE_NAME, __version__
+from ..models import ChangeType, Refusal, TicketState
+from ..signing import MAX_TOKEN_CHARS, TOKEN_PREFIX
 from .bodies import AnnulBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
 from .inputs import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from .models import ChangeType, Refusal, TicketState
-from .signing import MAX_TOKEN_CHARS, TOKEN_PREFIX
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"

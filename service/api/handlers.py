@@ -7,7 +7,22 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from . import SERVICE_NAME, __version__, codes, inputs, metrics
+from .. import SERVER_HEADER, SERVICE_NAME, __version__, metrics
+from ..errors import BadTicketToken, InvalidInput
+from ..keyring import Permission
+from ..models import (
+    Direction,
+    EventSpec,
+    ListSpec,
+    Refusal,
+    TicketSpec,
+    Transition,
+    is_event_id,
+    is_list_id,
+)
+from ..store import WriteResult
+from ..store.checkin import event_of_list
+from . import inputs, tokens
 from .appkeys import BOUND_EVENT, CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, SETTINGS, TICKETS
 from .auth import (
     all_events,
@@ -21,22 +36,8 @@ from .auth import (
 )
 from .bodies import AnnulBody, BatchBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
 from .budget import STATS_COST, fixed, page_cost
-from .errors import BadTicketToken, InvalidInput
-from .keyring import Permission
-from .models import (
-    Direction,
-    EventSpec,
-    ListSpec,
-    Refusal,
-    TicketSpec,
-    Transition,
-    is_event_id,
-    is_list_id,
-)
-from .observability import SERVER_HEADER, metrics_handler
+from .observability import metrics_handler
 from .problems import problem
-from .store import WriteResult
-from .store.checkin import event_of_list
 
 # The seed's `curl -X UPDATE` reaches the replicas as PATCH: nginx translates it (aiohttp's
 # C parser refuses the token), so UPDATE exists at nginx only and no Allow here names it.
@@ -480,10 +481,10 @@ def setup_routes(app: web.Application) -> None:
             r.add_route(method, f"/ticket/{transition.value}", query_handler)
         r.add_post(f"/ticket/{{id}}/{transition.value}", _by_path(transition))
     r.add_get("/ticket/{id}/history", ticket_history)
-    r.add_get("/ticket/{id}/token", codes.ticket_token)
-    r.add_get("/ticket/{id}/qr.svg", codes.ticket_qr_svg)
-    r.add_get("/ticket/{id}/qr.png", codes.ticket_qr_png)
-    r.add_get("/keys", codes.public_keys)
+    r.add_get("/ticket/{id}/token", tokens.ticket_token)
+    r.add_get("/ticket/{id}/qr.svg", tokens.ticket_qr_svg)
+    r.add_get("/ticket/{id}/qr.png", tokens.ticket_qr_png)
+    r.add_get("/keys", tokens.public_keys)
     r.add_post("/ticket/{id}/revoke", revoke_ticket)
     r.add_post("/event", create_event)
     r.add_get("/event", list_events)

@@ -13,11 +13,11 @@ from typing import TypeVar
 import msgspec
 from aiohttp import web
 
-from . import metrics
+from .. import metrics
+from ..errors import BadTicketToken, InvalidInput, UnsupportedMediaType
+from ..models import IdempotencyKey, Origin, parse_ticket_id
+from ..signing import Claims, TokenRefused, looks_like_token
 from .appkeys import ACTOR, SETTINGS
-from .errors import BadTicketToken, InvalidInput, UnsupportedMediaType
-from .models import IdempotencyKey, Origin, parse_ticket_id
-from .signing import Claims, TokenRefused, looks_like_token
 
 # nginx's $request_id is 32 hex digits; accept any short token of that alphabet.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")

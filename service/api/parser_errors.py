@@ -14,7 +14,7 @@ from http import HTTPStatus
 from aiohttp import web, web_protocol
 from aiohttp.web_request import BaseRequest
 
-from .observability import SERVER_HEADER
+from .. import SERVER_HEADER
 from .problems import PROBLEM_CONTENT_TYPE, problem_body
 
 log = logging.getLogger(__name__)

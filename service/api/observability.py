@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .. import SERVER_HEADER
+from ..metrics import FLUSH_INTERVAL_S, flush, render, request_metrics
 from .appkeys import ACTOR
-from .metrics import FLUSH_INTERVAL_S, flush, render, request_metrics
-
-# Sent instead of aiohttp's "Python/3.x aiohttp/3.y": versions help only an attacker.
-SERVER_HEADER = "tickets"
 
 
 def _route_label(request: web.Request) -> str:

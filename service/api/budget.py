@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from .errors import OverBudget
+from ..errors import OverBudget
 
 # A request's cost, from the request: a page's `limit`, else a fixed weight.
 Cost = Callable[[web.Request], int]

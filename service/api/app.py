@@ -9,19 +9,19 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from redis.exceptions import RedisClusterException, RedisError
 
-from . import wire
+from ..keyring import describe
+from ..settings import Settings
+from ..store import Store, StoreConfig
+from ..store.client import redis_from_settings
+from ..store.link import Client
+from ..store.migrate import old_layout_present
+from . import parser_errors
 from .appkeys import BUDGET, CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, REDIS, SETTINGS, TICKETS
 from .budget import Budget
 from .handlers import setup_routes
-from .keyring import describe
 from .middleware import edge_middleware
 from .observability import metrics_flush_ctx
 from .openapi import build_openapi
-from .settings import Settings
-from .store import Store, StoreConfig
-from .store.client import redis_from_settings
-from .store.link import Client
-from .store.migrate import old_layout_present
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, redis: Client | None = None) ->
     """Build the application; settings default to the environment, the Redis client to
     one built from them (tests pass their own)."""
     settings = settings or Settings.from_env()
-    wire.install()
+    parser_errors.install()
     app = web.Application(
         # The largest body any route takes (a batch); every other route holds its body to
         # MAX_BODY_BYTES itself (inputs.decode_body).

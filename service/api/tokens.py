@@ -10,13 +10,13 @@ import json
 import segno
 from aiohttp import web
 
+from ..errors import SigningOff, TicketRevoked
+from ..keyring import Permission
+from ..models import Ticket, TicketState, event_of
 from . import inputs
 from .appkeys import SETTINGS, TICKETS
 from .auth import requires, ticket_event_in_path
 from .budget import PNG_COST, SVG_COST, TOKEN_COST, fixed
-from .errors import SigningOff, TicketRevoked
-from .keyring import Permission
-from .models import Ticket, TicketState, event_of
 
 # M: 15% of the symbol can be lost (a crease, a glare) and it still reads; segno raises it
 # to Q or H when that fits in the same version.

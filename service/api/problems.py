@@ -9,9 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import metrics
-from .appkeys import SETTINGS
-from .errors import (
+from .. import metrics
+from ..errors import (
     BadCursor,
     EventNotFound,
     FeedCursorExpired,
@@ -34,6 +33,7 @@ from .errors import (
     UnsupportedMediaType,
     WorkerBusy,
 )
+from .appkeys import SETTINGS
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .signing import MAX_TOKEN_CHARS
+from ..signing import MAX_TOKEN_CHARS
 
 # Seconds since the epoch, as the seed's `timestamp`: from 1970 to the year 2242.
 Seconds = Annotated[float, msgspec.Meta(ge=0, lt=2**33, description="seconds since the epoch")]

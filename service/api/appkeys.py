@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..keyring import KeyRing
+from ..settings import Settings
+from ..store import CheckinStore, Feed, StreamConsumer, TicketStore
+from ..store.link import Client
 from .budget import Budget
-from .keyring import KeyRing
-from .settings import Settings
-from .store import CheckinStore, Feed, StreamConsumer, TicketStore
-from .store.link import Client
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS: web.AppKey[Client] = web.AppKey("redis")

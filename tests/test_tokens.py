@@ -20,8 +20,8 @@ from PIL import Image
 from redis.asyncio import Redis
 
 from service import metrics
-from service.app import create_app
-from service.appkeys import CONSUMER
+from service.api.app import create_app
+from service.api.appkeys import CONSUMER
 from service.keyring import KeyRing
 from service.models import Refusal, Ticket, TicketState, new_ticket_id
 from service.settings import Settings

@@ -19,13 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
+from ..errors import Forbidden, Unauthenticated
+from ..keyring import ROLE_PERMISSIONS, Permission
+from ..models import ANONYMOUS, event_of, parse_ticket_id
+from ..signing import token_ticket_id
 from .appkeys import ACTOR, BOUND_EVENT, BUDGET, KEYRING
 from .budget import Cost
-from .errors import Forbidden, Unauthenticated
-from .keyring import ROLE_PERMISSIONS, Permission
 from .middleware import Handler
-from .models import ANONYMOUS, event_of, parse_ticket_id
-from .signing import token_ticket_id
 
 PermissionRule = Permission | Callable[[web.Request], Permission]
 # The event a request touches, from its path or query; None when it names none (a malformed
@@ -53,7 +53,7 @@ def requires(
 ) -> Callable[[Handler], Handler]:
     """Guard a handler with a permission (or a function of the request that names one),
     with `scope`, the event rule, and with `cost`, the caller's budget of expensive work
-    (service/budget.py). The acting key's name is left in request[ACTOR] ("anonymous" with
+    (service/api/budget.py). The acting key's name is left in request[ACTOR] ("anonymous" with
     auth off)."""
 
     def guard(handler: Handler) -> Handler:
