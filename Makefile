@@ -20,15 +20,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 MONITORING ?= on
 
 system:
-	bash deploy/ensure-system.sh redis-server redis-sentinel nginx curl
+	bash tooling/ensure-system.sh redis-server redis-sentinel nginx curl
 	@if [ "$(MONITORING)" != "off" ]; then \
-	  bash deploy/ensure-system.sh prometheus promtool prometheus-redis-exporter mtail; fi
+	  bash tooling/ensure-system.sh prometheus promtool prometheus-redis-exporter mtail; fi
 
 up: $(STAMP) system
-	$(BIN)/python -m deploy.stack
+	$(BIN)/python -m tooling.up
 
 test: $(STAMP) system
-	bash deploy/ensure-system.sh chromium prometheus promtool prometheus-redis-exporter mtail \
+	bash tooling/ensure-system.sh chromium prometheus promtool prometheus-redis-exporter mtail \
 	  podman runc mmdebstrap netavark aardvark-dns iptables
 	$(BIN)/pytest
 
@@ -38,16 +38,16 @@ test-fast: $(STAMP) system
 	$(BIN)/pytest -m "not e2e and not slow" -k "not cluster" -q
 
 bench: $(STAMP) system
-	bash deploy/ensure-system.sh wrk
+	bash tooling/ensure-system.sh wrk
 	$(BIN)/python -m bench.run
 
 # py-spy samples a worker under the get and create scenarios (bench/profile.py).
 bench-profile: $(STAMP) system
-	bash deploy/ensure-system.sh wrk
+	bash tooling/ensure-system.sh wrk
 	$(BIN)/python -m bench.profile
 
 bench-redis: $(STAMP) system
-	bash deploy/ensure-system.sh wrk
+	bash tooling/ensure-system.sh wrk
 	$(BIN)/python -m bench.redis_costs
 
 # Each write's Redis CPU with Redis alone on a core: the floor under make bench's figures.

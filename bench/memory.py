@@ -26,10 +26,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.commit import measured_commit
-from deploy.stack import ROOT, binary
 from service.models import EventSpec, Origin, TicketSpec
 from service.store import SHARDS, Store, StoreConfig, keys
-from tests.procs import free_port, wait_until
+from tooling.procs import free_port, wait_until
+from tooling.up import ROOT, binary
 
 TARGET_BYTES_PER_TICKET = 250
 TARGET_PAGE_RATIO = 1.5

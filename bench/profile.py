@@ -25,11 +25,11 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from bench.commit import measured_commit
-from deploy.stack import ROOT
 from service.models import EventSpec, ListSpec, TicketSpec
 from service.store import Store, StoreConfig
-from tests.procs import children
-from tests.stack import LocalStack
+from tooling.procs import children
+from tooling.stack import LocalStack
+from tooling.up import ROOT
 
 from .run import BENCH, TOKEN, Target, preload, settle, wrk
 

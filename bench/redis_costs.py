@@ -32,10 +32,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.commit import measured_commit
-from deploy.stack import ROOT
 from service.models import EventSpec, ListSpec, TicketSpec
 from service.store import Store, StoreConfig
-from tests.stack import LocalStack
+from tooling.stack import LocalStack
+from tooling.up import ROOT
 
 from .run import BENCH, CLK_TCK, TOKEN, Target, cpu_ticks, machine, measure, preload, settle
 

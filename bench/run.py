@@ -43,13 +43,13 @@ import aiohttp
 from redis.asyncio import Redis
 
 from bench.commit import measured_commit
-from deploy.stack import ROOT, StackConfig, binary, nginx_argv, prepare, replica_argv, replica_env
 from service.models import EventSpec, ListSpec, TicketSpec
 from service.store import Store, StoreConfig, keys
 from service.store.link import Client
 from service.store.scripts import SCRIPTS, Scripts
-from tests.procs import children, free_port, free_port_run, http_status, wait_until
-from tests.stack import LocalStack
+from tooling.procs import children, free_port, free_port_run, http_status, wait_until
+from tooling.stack import LocalStack
+from tooling.up import ROOT, StackConfig, binary, nginx_argv, prepare, replica_argv, replica_env
 
 BENCH = ROOT / "bench"
 SCENARIOS = ("create", "get", "invalidate", "checkin", "list", "mix")

@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 
 from bench.commit import measured_commit
-from deploy.stack import binary
 from service.models import Direction, EventSpec, ListSpec, Origin, TicketSpec, Transition
 from service.store import Store, StoreConfig
-from tests.procs import free_port, wait_until
+from tooling.procs import free_port, wait_until
+from tooling.up import binary
 
 from .run import BENCH, machine
 

@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 
 from bench.commit import measured_commit
-from deploy.stack import ROOT
-from tests.stack import LocalStack
+from tooling.stack import LocalStack
+from tooling.up import ROOT
 
 KEYS = {"ops": "admin", "flood": "scanner", "gate": "scanner"}
 SECRETS = {name: f"{name}-0123456789abcdef" for name in KEYS}

@@ -19,9 +19,8 @@ from service.api.openapi import build_openapi
 from service.settings import Settings
 from service.signing import TicketSigner
 from service.store.link import Client
-
-from .procs import RedisServer
-from .topologies import RedisNodes
+from tooling.procs import RedisServer
+from tooling.topologies import RedisNodes
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient]]  # type: ignore[type-arg]
 

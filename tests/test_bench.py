@@ -9,8 +9,7 @@ from redis.asyncio import Redis
 
 from bench.run import Monitors, command_label, until_idle
 from service.store.scripts import SCRIPTS
-
-from .procs import RedisServer
+from tooling.procs import RedisServer
 
 
 def test_a_monitor_line_names_its_command_and_an_evalsha_its_script() -> None:

@@ -21,8 +21,8 @@ import segno
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Playwright, Route, sync_playwright
 
-from .procs import wait_until
-from .stack import LocalStack
+from tooling.procs import wait_until
+from tooling.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 def chromium() -> str:
     found = shutil.which("chromium")
     if found is None:
-        pytest.fail("chromium is not installed: `make test` installs it (deploy/ensure-system.sh)")
+        pytest.fail("chromium is not installed: `make test` installs it (tooling/ensure-system.sh)")
     return found
 
 

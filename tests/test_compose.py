@@ -1,4 +1,4 @@
-"""docker-compose.yml run for real, on podman (tests/containers.py): the api image built from
+"""docker-compose.yml run for real, on podman (tooling/containers.py): the api image built from
 deploy/Dockerfile, `--scale api=3`, the seed's curl examples through the published port,
 every replica reached, scaling to 5 and to 2 while requests flow (nginx follows through DNS,
 no reload, no failed request), a crashed api container brought back by its restart policy,
@@ -20,9 +20,17 @@ from collections.abc import Iterator
 import pytest
 
 from service.signing import TicketSigner
+from tooling.containers import (
+    ROOT,
+    STANDINS,
+    build_standin,
+    build_wheelhouse,
+    podman,
+    podman_env,
+    why_containers_cannot_run,
+)
+from tooling.procs import http_status, port_is_free, wait_until
 
-from .containers import ROOT, STANDINS, build_standin, build_wheelhouse, podman, podman_env, why_containers_cannot_run
-from .procs import http_status, port_is_free, wait_until
 from .test_e2e import check_seed_examples
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,8 @@ import jsonschema
 import pytest
 import yaml
 
-from deploy.stack import (
+from tooling.procs import free_port
+from tooling.up import (
     NGINX_DIR,
     ROOT,
     StackConfig,
@@ -25,8 +26,6 @@ from deploy.stack import (
     render_nginx,
     supervisord_conf,
 )
-
-from .procs import free_port
 
 SHARED_SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 VENDORED_SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
@@ -78,10 +77,10 @@ def test_nginx_service_publishes_8080_after_healthy_api(compose: dict[str, Any])
     major, minor, patch = (int(x) for x in nginx["image"].split(":")[1].split("-")[0].split("."))
     assert (major, minor, patch) >= (1, 27, 3), "`server ... resolve` needs nginx 1.27.3+"
     mounted = {v.split(":")[0] for v in nginx["volumes"]}
-    assert mounted == {"./nginx/compose.conf", "./nginx/http.conf", "./nginx/server.conf", "./nginx/proxy.conf",
-                       "./nginx/first-resolver.envsh", "./web", "nginx-logs"}
+    confs = ("compose.conf", "http.conf", "server.conf", "proxy.conf", "first-resolver.envsh")
+    assert mounted == {*(f"./deploy/nginx/{name}" for name in confs), "./web", "nginx-logs"}
     # The image's entrypoint fills ${PROXY_SECRET} into templates/, the api has the same.
-    assert "./nginx/compose.conf:/etc/nginx/templates/default.conf.template:ro" in nginx["volumes"]
+    assert "./deploy/nginx/compose.conf:/etc/nginx/templates/default.conf.template:ro" in nginx["volumes"]
     assert nginx["environment"]["PROXY_SECRET"] == compose["services"]["api"]["environment"]["PROXY_SECRET"]
     assert "${PROXY_SECRET:?" in nginx["environment"]["PROXY_SECRET"]
 
@@ -281,6 +280,22 @@ def test_the_api_deployment_is_ready_on_readyz_and_stops_gracefully() -> None:
     assert env["REDIS_SENTINEL_MASTER"] == values["sentinel"]["masterSet"] and values["sentinel"]["enabled"]
     assert "min-replicas-to-write 1" in values["commonConfiguration"]
     assert "appendonly yes" in values["commonConfiguration"]
+
+
+def test_the_kustomization_applies_every_manifest_and_generates_nginxs_configmap() -> None:
+    """`kubectl apply -k deploy/`: every manifest in deploy/k8s/ (the Helm values aside), and
+    nginx's ConfigMap from exactly the files its Deployment mounts, which exist."""
+    kustomization = yaml.safe_load((ROOT / "deploy" / "kustomization.yaml").read_text())
+    listed = {ROOT / "deploy" / path for path in kustomization["resources"]}
+    assert listed == {p for p in K8S.glob("*.yaml") if p.name != "redis-values.yaml"}
+    [generated] = kustomization["configMapGenerator"]
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in _k8s_docs()}
+    volumes = docs[("Deployment", "tickets-nginx")]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "config", "configMap": {"name": generated["name"]}} in volumes
+    [container] = docs[("Deployment", "tickets-nginx")]["spec"]["template"]["spec"]["containers"]
+    mounted = {m["subPath"] for m in container["volumeMounts"] if "subPath" in m}
+    files = [ROOT / "deploy" / path for path in generated["files"]]
+    assert {f.name for f in files} == mounted and all(f.parent == NGINX_DIR and f.exists() for f in files)
 
 
 def test_the_kubernetes_nginx_uses_the_shared_files_and_passes_nginx_t(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .procs import free_port, wait_until
-from .stack import ExtraNginx, LocalStack
+from tooling.procs import free_port, wait_until
+from tooling.stack import ExtraNginx, LocalStack
 
 pytestmark = pytest.mark.e2e
 SEED_README = Path(__file__).resolve().parent / "seed_curl_examples.txt"

@@ -18,9 +18,9 @@ from service.processor import _serve_metrics
 from service.store import Store
 from service.store.calls import meaning
 from service.store.scripts import Scripts, script_from
+from tooling.procs import free_port
 
 from .conftest import Api
-from .procs import free_port
 from .test_api import assert_problem
 
 

@@ -21,10 +21,10 @@ import pytest
 import redis
 
 from service.store import keys
+from tooling.procs import wait_until
+from tooling.stack import LocalStack
 
 from .load import make_tickets
-from .procs import wait_until
-from .stack import LocalStack
 from .test_e2e import check_seed_examples
 
 pytestmark = pytest.mark.e2e

@@ -14,9 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tooling.procs import wait_until
+from tooling.stack import LocalStack
+
 from .load import MixedLoad, Outcome, make_tickets, tally
-from .procs import wait_until
-from .stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .stack import LocalStack
+from tooling.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 ADMIN_SECRET = "fuzz-admin-0123456789abcdef"

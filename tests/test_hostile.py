@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .stack import LocalStack
+from tooling.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 UUID = "00000000-0000-4000-8000-000000000000"

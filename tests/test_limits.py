@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .stack import ExtraNginx, LocalStack
+from tooling.stack import ExtraNginx, LocalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""`make up` itself (`python -m deploy.stack`, under supervisord) on free ports: it serves,
+"""`make up` itself (`python -m tooling.up`, under supervisord) on free ports: it serves,
 a replica or the processor that dies under load comes back by itself with no failed
 request, and a stop leaves no process behind."""
 
@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from deploy.stack import ROOT, StackConfig
+from tooling.procs import children, free_port_run, http_status, port_is_free, wait_until
+from tooling.up import ROOT, StackConfig
 
 from .load import MixedLoad, make_tickets, tally
-from .procs import children, free_port_run, http_status, port_is_free, wait_until
 from .test_monitoring import dashboard_queries
 
 pytestmark = pytest.mark.e2e
@@ -59,7 +59,7 @@ class MakeUp:
         env.pop("MONITORING", None)
         env.pop("REDIS_URL", None)
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "deploy.stack"], cwd=ROOT, env=env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "tooling.up"], cwd=ROOT, env=env,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_until(lambda: http_status(self.url + "/readyz") == 200, 60, "make up's stack")

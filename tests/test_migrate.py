@@ -18,8 +18,7 @@ from service.store import SHARDS, Store, keys
 from service.store.link import Client
 from service.store.migrate import OLD_SHARDS, OLD_TICKET, NotCaughtUp, migrate, old_layout_present
 from service.store.migrate import main as migrate_main
-
-from .procs import RedisServer
+from tooling.procs import RedisServer
 
 
 def _old_tag(tag: str) -> str:

@@ -40,8 +40,7 @@ from redis.asyncio import Redis
 from service.errors import NothingToAnnul, TransitionRefused
 from service.models import Direction, EventSpec, ListSpec, Origin, TicketSpec, Transition, new_ticket_id
 from service.store import Store, StoreConfig
-
-from .procs import RedisServer
+from tooling.procs import RedisServer
 
 T = TypeVar("T")
 ACTORS = ("g1", "g2")

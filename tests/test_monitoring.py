@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy.monitoring import MTAIL_DIR, PROMETHEUS_DIR, RULES, compose_targets, render
-from deploy.stack import ROOT, StackConfig, monitoring_programs, monitoring_targets
-
-from .procs import need_binary
+from tooling.monitoring import MTAIL_DIR, PROMETHEUS_DIR, RULES, compose_targets, render
+from tooling.procs import need_binary
+from tooling.up import ROOT, StackConfig, monitoring_programs, monitoring_targets
 
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "tickets.json"
@@ -58,7 +57,7 @@ def test_every_alert_has_a_test_that_fires_it_and_one_that_does_not() -> None:
 
 def test_compose_config_is_the_rendered_one_and_passes_promtool(tmp_path: Path) -> None:
     committed = (PROMETHEUS_DIR / "prometheus.yml").read_text()
-    # If not: python -m deploy.monitoring compose > deploy/prometheus/prometheus.yml
+    # If not: python -m tooling.monitoring compose > deploy/prometheus/prometheus.yml
     assert committed == render(compose_targets())
     # As the compose service lays it out: the rules beside the config.
     (tmp_path / "alerts.yml").write_text(RULES.read_text())

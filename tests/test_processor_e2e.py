@@ -19,9 +19,8 @@ import pytest
 
 from service.metrics import FLUSH_INTERVAL_S
 from service.store import keys as store_keys
-
-from .procs import wait_until
-from .stack import LocalStack, http_status
+from tooling.procs import wait_until
+from tooling.stack import LocalStack, http_status
 
 pytestmark = pytest.mark.e2e
 KEYS = {"box": ("issuer", "box-0123456789abcdef"), "gate": ("scanner", "gate-0123456789abcdef"),

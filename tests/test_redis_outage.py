@@ -14,9 +14,9 @@ from service.api.app import create_app
 from service.errors import StoreUnavailable
 from service.settings import Settings
 from service.store import Store, StoreConfig
+from tooling.procs import RedisServer
 
 from .conftest import AiohttpClient, Api
-from .procs import RedisServer
 
 
 async def test_outage_gives_fast_503_then_recovers(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:

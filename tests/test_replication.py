@@ -12,7 +12,6 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from deploy.redis_nodes import confirms_writes, form_cluster, master_probes
 from service.api.app import create_app
 from service.errors import StoreNotReplicated
 from service.models import Origin, TicketState, Transition, new_ticket_id
@@ -20,11 +19,12 @@ from service.settings import Settings
 from service.store import Store, StoreConfig, keys
 from service.store.client import RediscoveringConnection
 from service.store.link import Client
+from tooling.procs import RedisServer, free_port, wait_until
+from tooling.redis_nodes import confirms_writes, form_cluster, master_probes
+from tooling.topologies import RedisNodes
 
 from .conftest import AiohttpClient, Api
-from .procs import RedisServer, free_port, wait_until
 from .test_api import assert_problem
-from .topologies import RedisNodes
 
 
 @pytest.fixture

@@ -28,9 +28,8 @@ from service.models import (
 )
 from service.store import SHARDS, Store, StoreConfig, keys
 from service.store import feed as feed_module
-
-from .procs import RedisServer
-from .topologies import RedisNodes
+from tooling.procs import RedisServer
+from tooling.topologies import RedisNodes
 
 
 @pytest.fixture

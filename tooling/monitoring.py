@@ -3,7 +3,7 @@ and their relabelling are written here once, and filled with the targets of the 
 (`make up`, its ports from PORT) or of compose (Docker's DNS names). The alert rules
 (deploy/prometheus/alerts.yml) and the nginx log program (deploy/mtail/) are shared files.
 
-    python -m deploy.monitoring compose > deploy/prometheus/prometheus.yml
+    python -m tooling.monitoring compose > deploy/prometheus/prometheus.yml
 
 writes compose's config; a test checks that the committed file is what this renders."""
 
@@ -91,7 +91,7 @@ def prometheus_config(targets: Targets) -> dict[str, Any]:
 
 
 def render(targets: Targets) -> str:
-    head = "# Rendered by deploy/monitoring.py: edit that, not this.\n"
+    head = "# Rendered by tooling/monitoring.py: edit that, not this.\n"
     body: str = yaml.safe_dump(prometheus_config(targets), sort_keys=False, width=120)
     return head + body
 
@@ -107,7 +107,7 @@ def compose_targets() -> Targets:
 
 def main(argv: list[str]) -> None:
     if argv != ["compose"]:
-        raise SystemExit("usage: python -m deploy.monitoring compose > deploy/prometheus/prometheus.yml")
+        raise SystemExit("usage: python -m tooling.monitoring compose > deploy/prometheus/prometheus.yml")
     sys.stdout.write(render(compose_targets()))
 
 

@@ -1,5 +1,5 @@
 """Redis Sentinel and Redis Cluster for tests: the same nodes `make up` runs
-(deploy/redis_nodes.py), each process owned here so that a test can SIGKILL one and start it
+(tooling/redis_nodes.py), each process owned here so that a test can SIGKILL one and start it
 again, and a client built by the service's own factory."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import redis
 
-from deploy.redis_nodes import Node, RedisLayout, cluster_state, form_cluster
 from service.settings import Settings
 from service.store.client import redis_from_settings
 from service.store.link import Client
 
 from .procs import _ports, port_is_free, wait_until
+from .redis_nodes import Node, RedisLayout, cluster_state, form_cluster
 
 
 def free_cluster_ports(n: int) -> int:

@@ -1,5 +1,5 @@
 """Containers for the compose test, on Debian's podman, with the project's own settings
-(tests/containers/*.conf, never the machine's /etc). No image registry is reachable here, so
+(tooling/containers/*.conf, never the machine's /etc). No image registry is reachable here, so
 the base images docker-compose.yml and deploy/Dockerfile name are stand-ins built from Debian
 packages (mmdebstrap) and imported under those very names: the compose file and the
 Dockerfile are used unchanged. The api image's pip installs from a wheelhouse made on the
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HERE = ROOT / "tests" / "containers"
+HERE = ROOT / "tooling" / "containers"
 WHEELS = ROOT / "deploy" / "wheels"
 MIRROR = "http://deb.debian.org/debian"
 ENV = {"CONTAINERS_CONF": str(HERE / "containers.conf"), "CONTAINERS_REGISTRIES_CONF": str(HERE / "registries.conf")}
@@ -81,7 +81,7 @@ def why_containers_cannot_run() -> str | None:
     """None when podman runs a container here; else the reason, said in full."""
     for tool in ("podman", "mmdebstrap", "runc", "iptables"):
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (deploy/ensure-system.sh installs it as root)"
+            return f"{tool} is not installed (tooling/ensure-system.sh installs it as root)"
     if os.geteuid() != 0:
         return "the compose test runs rootful podman: run it as root"
     info = podman("info", "--format", "{{.Host.OCIRuntime.Name}}", check=False, timeout_s=60)

@@ -4,7 +4,7 @@ redis-server and redis-sentinel from Debian's packages, on loopback, with AOF on
 - standalone: one redis-server on the base port.
 - sentinel: a master and 2 replicas (base, +1, +2) and 3 sentinels (+5, +6, +7), quorum 2.
 - cluster: 6 nodes (base .. +5) made into 3 masters with a replica each by
-  `redis-cli --cluster create ... --cluster-replicas 1` (`python -m deploy.redis_nodes form`).
+  `redis-cli --cluster create ... --cluster-replicas 1` (`python -m tooling.redis_nodes form`).
 
 A node's role lives in its own config file, written once and then kept up to date by Redis
 (Sentinel rewrites it on failover, a Cluster node keeps nodes.conf): a restarted stack resumes
@@ -121,7 +121,7 @@ class RedisLayout:
         # again, or the replicas not yet re-pointed follow it and the writes it then takes
         # are thrown away when Sentinel demotes it (a split brain the failover test found).
         sentinels = ",".join(str(p) for p in self.sentinel_ports)
-        return [sys.executable, "-m", "deploy.redis_nodes", "serve", str(port), sentinels, "--",
+        return [sys.executable, "-m", "tooling.redis_nodes", "serve", str(port), sentinels, "--",
                 *self._server_argv(port)]
 
     def _sentinel_argv(self, port: int) -> list[str]:
@@ -142,13 +142,13 @@ class RedisLayout:
             conf.parent.mkdir(parents=True, exist_ok=True)
             if not conf.exists():
                 role = f"replicaof {HOST} {master}\n" if self.topology == "sentinel" and i else ""
-                conf.write_text("# Written once by deploy/redis_nodes.py; Redis rewrites it.\n" + role)
+                conf.write_text("# Written once by tooling/redis_nodes.py; Redis rewrites it.\n" + role)
         for port in self.sentinel_ports:
             conf = self.node_dir(port) / "sentinel.conf"
             conf.parent.mkdir(parents=True, exist_ok=True)
             if not conf.exists():
                 conf.write_text(
-                    "# Written once by deploy/redis_nodes.py; Sentinel rewrites it.\n"
+                    "# Written once by tooling/redis_nodes.py; Sentinel rewrites it.\n"
                     f"sentinel monitor {SENTINEL_MASTER} {HOST} {master} 2\n"
                     f"sentinel down-after-milliseconds {SENTINEL_MASTER} {DOWN_AFTER_MS}\n"
                     f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
@@ -159,7 +159,7 @@ class RedisLayout:
         """The one-shot step that makes the Cluster (none for the other topologies)."""
         if self.topology != "cluster":
             return None
-        return [sys.executable, "-m", "deploy.redis_nodes", "form", *map(str, self.data_ports)]
+        return [sys.executable, "-m", "tooling.redis_nodes", "form", *map(str, self.data_ports)]
 
 
 def _cli(port: int, *args: str) -> str:
@@ -280,7 +280,7 @@ def serve(port: int, sentinel_ports: list[int], argv: list[str], settle_s: float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m deploy.redis_nodes")
+    parser = argparse.ArgumentParser(prog="python -m tooling.redis_nodes")
     sub = parser.add_subparsers(dest="command", required=True)
     form = sub.add_parser("form", help="make the Cluster of these node ports (once)")
     form.add_argument("ports", nargs="+", type=int)

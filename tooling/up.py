@@ -1,9 +1,9 @@
 """The local stack: Redis (REDIS_TOPOLOGY: standalone, sentinel or cluster; see
-deploy/redis_nodes.py), REPLICAS gunicorn replicas, the tickets processor and nginx,
+tooling/redis_nodes.py), REPLICAS gunicorn replicas, the tickets processor and nginx,
 under supervisord, which restarts any of them that dies (as compose's `restart:
 unless-stopped` does) and logs it.
 
-`make up` runs `python -m deploy.stack`. Ctrl-C or SIGTERM stops every process, each with its
+`make up` runs `python -m tooling.up`. Ctrl-C or SIGTERM stops every process, each with its
 whole process group, so nothing is left behind.
 """
 
@@ -26,7 +26,7 @@ from .monitoring import MTAIL_DIR, MTAIL_OFFSET, PROMETHEUS_OFFSET, REDIS_EXPORT
 from .redis_nodes import RedisLayout
 
 ROOT = Path(__file__).resolve().parent.parent
-NGINX_DIR = ROOT / "nginx"
+NGINX_DIR = ROOT / "deploy" / "nginx"
 WEB_DIR = ROOT / "web"
 API_APP = "service.api.app:create_app()"
 # Every port of the stack is PORT plus an offset, unless set: two stacks on one machine
@@ -267,7 +267,7 @@ def monitoring_targets(cfg: StackConfig) -> Targets:
 
 
 def prepare_monitoring(cfg: StackConfig) -> None:
-    """Prometheus's config from the one source (deploy/monitoring.py), checked with
+    """Prometheus's config from the one source (tooling/monitoring.py), checked with
     promtool, rules included, as nginx's is with `nginx -t`."""
     (cfg.var_dir / "prometheus-data").mkdir(parents=True, exist_ok=True)
     conf = cfg.var_dir / "prometheus.yml"

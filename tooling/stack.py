@@ -1,5 +1,5 @@
 """The local stack's processes, owned one by one: the same commands and configs as
-`make up` (deploy/stack.py), for the end-to-end tests (which kill and restart them one at a
+`make up` (tooling/up.py), for the end-to-end tests (which kill and restart them one at a
 time, on their own schedule) and the benchmarks; and a second nginx in front of other
 upstreams. `tests/test_make_up.py` runs `make up` itself."""
 
@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from deploy.stack import (
+from .procs import children, free_port, free_port_run, http_status, port_is_free, wait_until
+from .topologies import RedisNodes
+from .up import (
     StackConfig,
     nginx_argv,
     prepare,
@@ -24,9 +26,6 @@ from deploy.stack import (
     replica_argv,
     replica_env,
 )
-
-from .procs import children, free_port, free_port_run, http_status, port_is_free, wait_until
-from .topologies import RedisNodes
 
 __all__ = ["ExtraNginx", "LocalStack", "children", "free_port_run", "http_status"]
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the system programs the stack and tests need are installed.
-# Usage: deploy/ensure-system.sh redis-server redis-sentinel nginx [wrk]
+# Usage: tooling/ensure-system.sh redis-server redis-sentinel nginx [wrk]
 # As root it installs what is missing from Debian's apt; otherwise it says what to install.
 set -euo pipefail
 

@@ -1,1 +1,0 @@
-"""Deployment: the local stack (`make up`), gunicorn settings, and the Docker image."""
