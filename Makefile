@@ -16,6 +16,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# The OpenAPI linters API users run (Redocly, Spectral), pinned by tooling/lint/package-lock.json.
+LINT_STAMP := tooling/lint/node_modules/.installed
+$(LINT_STAMP): tooling/lint/package.json tooling/lint/package-lock.json
+	bash tooling/ensure-system.sh node npm
+	cd tooling/lint && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 # MONITORING=off: `make up` runs no Prometheus, redis_exporter or mtail, and needs none.
 MONITORING ?= on
 
@@ -27,7 +34,7 @@ system:
 up: $(STAMP) system
 	$(BIN)/python -m tooling.up
 
-test: $(STAMP) system
+test: $(STAMP) $(LINT_STAMP) system
 	bash tooling/ensure-system.sh chromium prometheus promtool prometheus-redis-exporter mtail \
 	  podman runc mmdebstrap netavark aardvark-dns iptables
 	$(BIN)/pytest
@@ -66,4 +73,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check service tests deploy bench tooling
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var tooling/lint/node_modules
