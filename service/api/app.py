@@ -16,7 +16,7 @@ from ..store.client import redis_from_settings
 from ..store.link import Client
 from ..store.migrate import old_layout_present
 from . import parser_errors
-from .appkeys import BUDGET, CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, REDIS, SETTINGS, TICKETS
+from .appkeys import BUDGET, CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, SETTINGS, TICKETS
 from .budget import Budget
 from .handlers import setup_routes
 from .middleware import edge_middleware
@@ -31,7 +31,6 @@ def _redis_ctx(injected: Client | None) -> Callable[[web.Application], AsyncIter
         settings = app[SETTINGS]
         client = injected if injected is not None else redis_from_settings(settings)
         store = Store(client, StoreConfig.from_settings(settings))
-        app[REDIS] = client
         app[TICKETS], app[FEED], app[CONSUMER], app[CHECKIN] = store.tickets, store.feed, store.consumer, store.checkin
         await _warn_of_old_layout(client)
         yield

@@ -7,11 +7,9 @@ from aiohttp import web
 from ..keyring import KeyRing
 from ..settings import Settings
 from ..store import CheckinStore, Feed, StreamConsumer, TicketStore
-from ..store.link import Client
 from .budget import Budget
 
 SETTINGS = web.AppKey("settings", Settings)
-REDIS: web.AppKey[Client] = web.AppKey("redis")
 TICKETS = web.AppKey("tickets", TicketStore)
 FEED = web.AppKey("feed", Feed)
 CONSUMER = web.AppKey("consumer", StreamConsumer)

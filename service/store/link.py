@@ -162,12 +162,15 @@ def has_replicas(redis: Client) -> int:
 class Link:
     """The store's client with its call bounds, its scripts and its durability."""
 
-    __slots__ = ("redis", "caller", "scripts", "durability", "cluster", "_pipes", "_loading")
+    __slots__ = ("redis", "caller", "scripts", "durability", "cluster", "_pipes", "_loading", "_slots_loaded")
 
     def __init__(self, redis: Client, caller: Caller, durability: Durability = Durability()) -> None:
         self.redis, self.caller, self.durability = redis, caller, durability
         self.scripts: Scripts = SCRIPTS
         self.cluster = isinstance(redis, RedisCluster)
+        # Commands go to nodes' own connections, not through the client's execute_command, so
+        # the Cluster client's slot map is loaded here, once (and again on MOVED).
+        self._slots_loaded = False
         # By node name ('' off a Cluster) and whether its writes wait for replicas.
         self._pipes: dict[tuple[str, bool], Pipe] = {}
         # A script's SCRIPT LOAD under way, by sha: the calls that met NOSCRIPT together wait
@@ -187,8 +190,9 @@ class Link:
 
     async def ready(self) -> None:
         """A Cluster client's slot map, loaded (it is, after the client's first command)."""
-        if isinstance(self.redis, RedisCluster) and self.redis._initialize:
-            await self.redis.initialize()
+        if isinstance(self.redis, RedisCluster) and not self._slots_loaded:
+            await self.redis.initialize()  # a no-op when the client has loaded it already
+            self._slots_loaded = True
 
     def node_of(self, key: str) -> Any:
         """The Cluster node that owns `key`'s slot (None off a Cluster)."""
@@ -217,7 +221,7 @@ class Link:
         deadline = loop.time() + self.caller.timeout_s + extra_s
         async with self.caller.piped(op, extra_s):
             for _ in range(3):
-                if self.cluster and self.redis._initialize:  # type: ignore[union-attr]
+                if self.cluster and not self._slots_loaded:
                     async with asyncio.timeout_at(deadline):  # the slot map, at the first call
                         await self.ready()
                 pipe = self._pipe(self.node_of(key), confirm)
