@@ -14,11 +14,11 @@
 -- Must change together: checkin.lua (the last:<list> record it writes), store/checkin.py
 -- (annul's KEYS and outcomes), tests/test_model.py (the reference model of an annul).
 --
--- KEYS[1]  the list's hash            lst:{<shard>}:<list id>
--- KEYS[2]  counters of the shard      stats:{<shard>}
--- KEYS[3]  event stream of the shard  events:{<shard>}
--- KEYS[4]  the ticket's hash          t:{<shard>}:<id>
--- KEYS[5..] the hashes of the lists this list leaves, in the order of ARGV[8..]
+-- KEYS[1]  list  the list's hash            lst:{<shard>}:<list id>
+-- KEYS[2]  stats  counters of the shard      stats:{<shard>}
+-- KEYS[3]  stream  change stream of the shard  events:{<shard>}
+-- KEYS[4]  ticket  the ticket's hash          t:{<shard>}:<id>
+-- KEYS[5..]  left  the hashes of the lists this list leaves, in the order of ARGV[8..]
 -- ARGV[1]  list_id
 -- ARGV[2]  actor          API key name: only its own scan can be annulled
 -- ARGV[3]  window_us      how long after the scan it may be annulled, microseconds
@@ -26,7 +26,7 @@
 -- ARGV[5]  client_ip
 -- ARGV[6]  events_maxlen  approximate cap of the stream
 -- ARGV[7]  ticket_id
--- ARGV[8..] the ids of the lists this list leaves, in its `leaves` order
+-- ARGV[8..]  left  the ids of the lists this list leaves, in its `leaves` order
 -- Returns  {outcome, inside}: outcome 'annulled', or 'nothing' (no scan of this caller's to
 --          undo on this list: none, another key's, or already annulled), 'too_late',
 --          'superseded' (the ticket was scanned again since) or 'area_full' (the area the

@@ -16,12 +16,12 @@
 -- listed in `batches`, and a batch trims the stream's oldest entries until the stream's
 -- events are within the cap.
 --
--- KEYS[1]  id index of the shard       tickets:{<shard>}
--- KEYS[2]  counters of the shard       stats:{<shard>}
--- KEYS[3]  event stream of the shard   events:{<shard>}
--- KEYS[4]  the stream's batch entries  batches:{<shard>}   (list of '<entry id> <extra> <place>')
--- KEYS[5]  the event's hash            evt:{<shard>}:<event id>   (only when ARGV[5] is '1')
--- KEYS[..] the tickets' hashes, from position ARGV[6] on, one per ticket
+-- KEYS[1]  index  id index of the shard       tickets:{<shard>}
+-- KEYS[2]  stats  counters of the shard       stats:{<shard>}
+-- KEYS[3]  stream  change stream of the shard   events:{<shard>}
+-- KEYS[4]  batches  the stream's batch entries  batches:{<shard>}   (list of '<entry id> <extra> <place>')
+-- KEYS[5]  event  the event's hash            evt:{<shard>}:<event id>   (only when ARGV[5] is '1')
+-- KEYS[..]  tickets  the tickets' hashes, from position ARGV[6] on, one per ticket
 -- ARGV[1]  actor          API key name
 -- ARGV[2]  request_id
 -- ARGV[3]  client_ip
@@ -29,8 +29,8 @@
 -- ARGV[5]  has_event      '1' for an event's tickets, '0' for the default event's
 -- ARGV[6]  first          position in KEYS of the first ticket's hash
 -- ARGV[7]  kinds          how many kinds of ticket the batch holds (k)
--- ARGV[8..] per kind, 5 values: ty, h, st, vf, vu ('' for a field it lacks)
--- ARGV[8 + 5k..] per ticket, 2 values: id, and its kind (1 to k)
+-- ARGV[8..]  per_kind  per kind, 5 values: ty, h, st, vf, vu ('' for a field it lacks)
+-- ARGV[8 + 5k..]  per_ticket  per ticket, 2 values: id, and its kind (1 to k)
 -- Returns  {'created', 0, ts} when every ticket is new (all made now, at ts), else
 --          {outcome, replayed, ts1, valid1, ts2, valid2, ...} in ticket order
 --          outcome: 'created', 'no_event' or 'sold_out' (then nothing was made)

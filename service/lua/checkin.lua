@@ -24,13 +24,13 @@
 -- List hash counters: inside, admitted, exits, r:<reason> per refusal reason, and conflicts
 -- (offline admissions the list had already refused, by their reason: c:<reason>).
 --
--- KEYS[1]  the list's hash            lst:{<shard>}:<list id>
--- KEYS[2]  the event's hash           evt:{<shard>}:<event id>
--- KEYS[3]  counters of the shard      stats:{<shard>}
--- KEYS[4]  event stream of the shard  events:{<shard>}
--- KEYS[5]  replay record             replay:{<shard>}:<id>:<hash>  or  idem:{<shard>}:<hash>:answer
--- KEYS[6]  the ticket's hash          t:{<shard>}:<id>     (absent: a ticket of another event)
--- KEYS[7..] the hashes of the lists this list leaves, in the order of its `leaves`
+-- KEYS[1]  list  the list's hash            lst:{<shard>}:<list id>
+-- KEYS[2]  event  the event's hash           evt:{<shard>}:<event id>
+-- KEYS[3]  stats  counters of the shard      stats:{<shard>}
+-- KEYS[4]  stream  change stream of the shard  events:{<shard>}
+-- KEYS[5]  record  replay record             replay:{<shard>}:<id>:<hash>  or  idem:{<shard>}:<hash>:answer
+-- KEYS[6]  ticket  the ticket's hash          t:{<shard>}:<id>     (absent: a ticket of another event)
+-- KEYS[7..]  left  the hashes of the lists this list leaves, in the order of its `leaves`
 -- ARGV[1]  list_id
 -- ARGV[2]  direction     'entry' or 'exit'
 -- ARGV[3]  scanned_at    integer microseconds when the device scanned, '' for none: recorded;

@@ -10,11 +10,11 @@
 -- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
 -- script (with replicas) covers the first answer's own write too.
 --
--- KEYS[1]  ticket hash                 t:{<shard>}:<id>
--- KEYS[2]  id index of the shard       tickets:{<shard>}
--- KEYS[3]  counters of the shard       stats:{<shard>}
--- KEYS[4]  event stream of the shard   events:{<shard>}
--- KEYS[..] optional, at the positions ARGV[8] and ARGV[9] give:
+-- KEYS[1]  ticket  ticket hash                 t:{<shard>}:<id>
+-- KEYS[2]  index  id index of the shard       tickets:{<shard>}
+-- KEYS[3]  stats  counters of the shard       stats:{<shard>}
+-- KEYS[4]  stream  change stream of the shard   events:{<shard>}
+-- KEYS[..]  optional  optional, at the positions ARGV[8] and ARGV[9] give:
 --          the Idempotency-Key's claim  idem:{<shard>}:<hash>  (see claim.lua)
 --          the event's hash             evt:{<shard>}:<event id>
 -- ARGV[1]  ticket_id
@@ -26,7 +26,7 @@
 -- ARGV[7]  ttl_s          of the claim
 -- ARGV[8]  claim_at       position of the claim in KEYS, 0 for none
 -- ARGV[9]  event_at       position of the event's hash in KEYS, 0 for the default event
--- ARGV[10..] the ticket's optional fields as name, value pairs: ty (type), h (holder),
+-- ARGV[10..]  fields  the ticket's optional fields as name, value pairs: ty (type), h (holder),
 --          st (seat), vf and vu (valid from and until, integer microseconds); '' for none
 -- Returns  {outcome, id, replayed, ts, valid, ty, h, st, vf, vu}
 --          outcome: 'created'; 'mismatch' (the claim belongs to another request),

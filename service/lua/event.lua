@@ -3,8 +3,8 @@
 -- request's: the same request again gets it back (a retry after a 503), with nothing made
 -- twice; the replay writes its `replayed` count, so that a WAIT after it covers the first.
 --
--- KEYS[1]  the event's hash             evt:{<shard>}:<event id>
--- KEYS[2]  event index of the shard     evts:{<shard>}
+-- KEYS[1]  event  the event's hash             evt:{<shard>}:<event id>
+-- KEYS[2]  event_index  event index of the shard     evts:{<shard>}
 -- ARGV[1]  event_id
 -- ARGV[2]  name
 -- ARGV[3]  starts_at   integer microseconds, '' for none

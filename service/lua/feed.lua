@@ -3,7 +3,7 @@
 -- entry of a batch's tickets holds up to a hundred events: a page of a thousand events
 -- would read a thousand entries, and hand back a hundred times what it returns.
 --
--- KEYS[1]  event stream of the shard   events:{<shard>}
+-- KEYS[1]  stream  change stream of the shard   events:{<shard>}
 -- ARGV[1]  start   '-' (the beginning), or the position, inclusive: the entry holding it
 --                  comes first (an entry's own id is its events' last), so that the caller
 --                  sees whether it was trimmed away

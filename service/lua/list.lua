@@ -3,10 +3,10 @@
 -- A list made under a request mark is that request's: the same request again gets it back
 -- (see event.lua).
 --
--- KEYS[1]  the event's hash              evt:{<shard>}:<event id>
--- KEYS[2]  the new list's hash           lst:{<shard>}:<list id>
--- KEYS[3]  the event's list index        lsts:{<shard>}:<event id>
--- KEYS[4..] the hashes of the lists it leaves, in the order of ARGV[8..]
+-- KEYS[1]  event  the event's hash              evt:{<shard>}:<event id>
+-- KEYS[2]  list  the new list's hash           lst:{<shard>}:<list id>
+-- KEYS[3]  list_index  the event's list index        lsts:{<shard>}:<event id>
+-- KEYS[4..]  left  the hashes of the lists it leaves, in the order of ARGV[8..]
 -- ARGV[1]  list_id
 -- ARGV[2]  name
 -- ARGV[3]  types      the ticket types it admits, comma-separated; '' for all
@@ -14,7 +14,7 @@
 -- ARGV[5]  capacity   how many may be inside at once; '' for no limit
 -- ARGV[6]  leaves     the list ids it checks the holder out of, comma-separated ('' none)
 -- ARGV[7]  mark       the request's mark, '' for none (a random id)
--- ARGV[8..] the same list ids, one each
+-- ARGV[8..]  left  the same list ids, one each
 -- Returns  'created', 'replayed' (this request made it before), 'no_event', 'exists' (that
 --          list id is another's) or 'no_list:<id>' (a list it leaves is not a list of the
 --          event); nothing changes unless 'created'

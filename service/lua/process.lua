@@ -7,15 +7,15 @@
 -- here: it stays in its list's counters and the feed, and is counted once through the
 -- shard's `unowned` hash of entry ids (which expires a day after it first appears).
 --
--- KEYS[1]  processor counters of the shard   processed:{<shard>}  (field: event type)
--- KEYS[2]  event stream of the shard         events:{<shard>}
--- KEYS[3]  events with no history here       unowned:{<shard>}
--- KEYS[4..n]  the history of each event's ticket   history:{<shard>}:<id>, one per event
+-- KEYS[1]  processed  processor counters of the shard   processed:{<shard>}  (field: event type)
+-- KEYS[2]  stream  change stream of the shard         events:{<shard>}
+-- KEYS[3]  unowned  changes with no history here       unowned:{<shard>}
+-- KEYS[4..n]  histories  the history of each change's ticket   history:{<shard>}:<id>, one per change
 --             with a history
 -- ARGV[1]  group   the consumer group
 -- ARGV[2]  m       how many entries to acknowledge
--- ARGV[3..2+m]     their entry ids
--- ARGV[3+m..] per event (an entry of a batch's tickets holds one per ticket): event id,
+-- ARGV[3..2+m]  entry_ids  their entry ids
+-- ARGV[3+m..]  per_change  per event (an entry of a batch's tickets holds one per ticket): event id,
 --           event type, event as JSON, and the index in KEYS of its history ('0': none,
 --           KEYS[3] takes it)
 -- Returns  how many events were counted now (the rest had been already)

@@ -5,7 +5,7 @@
 -- present for the whole walk is returned; one may come twice if the set is rehashed meanwhile.
 -- The tickets themselves are read by read_many.lua, which gets their keys through KEYS.
 --
--- KEYS[1]  id index of the shard   tickets:{<shard>}
+-- KEYS[1]  index  id index of the shard   tickets:{<shard>}
 -- ARGV[1]  cursor        SSCAN cursor to start at ('0' for the start of the shard)
 -- ARGV[2]  after         resume after this id within the first batch ('' for none)
 -- ARGV[3]  limit         most ids to return (>= 1)

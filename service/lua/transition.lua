@@ -14,10 +14,10 @@
 -- Must change together: checkin.lua (it reads `valid` and `p`), annul.lua (it restores
 -- `valid` only while its own flip holds), tests/test_model.py.
 --
--- KEYS[1]  ticket hash                 t:{<shard>}:<id>
--- KEYS[2]  replay record               replay:{<shard>}:<id>:<hash>  or  idem:{<shard>}:<hash>:answer
--- KEYS[3]  counters of the shard       stats:{<shard>}
--- KEYS[4]  event stream of the shard   events:{<shard>}
+-- KEYS[1]  ticket  ticket hash                 t:{<shard>}:<id>
+-- KEYS[2]  record  replay record               replay:{<shard>}:<id>:<hash>  or  idem:{<shard>}:<hash>:answer
+-- KEYS[3]  stats  counters of the shard       stats:{<shard>}
+-- KEYS[4]  stream  change stream of the shard   events:{<shard>}
 -- ARGV[1]  target         the ticket's `valid` field after: '1' validate, '0' invalidate,
 --                         'r' revoke. A revoked ticket ('r') refuses every transition.
 -- ARGV[2]  ttl_s          of the replay record

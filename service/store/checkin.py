@@ -18,6 +18,7 @@ from ..models import (
     new_list_id,
 )
 from . import keys
+from .adaptors import AnnulArgv, AnnulKeys, AnnulReply, CheckinArgv, CheckinKeys, CheckinReply, ListArgv, ListKeys
 from .config import StoreConfig
 from .idempotency import bind
 from .link import Link
@@ -49,11 +50,12 @@ class CheckinStore:
         for other in leaves:  # a list of another event lives in another slot: never sent
             if event_of_list(other) != event_id:
                 raise InvalidInput(f"leaves: {other} is not a list of event {event_id}", slug="malformed-body")
-        script_keys = [keys.event(event_id), keys.check_in_list(list_id), keys.list_index(event_id),
-                       *(keys.check_in_list(lid) for lid in leaves)]
-        args = [list_id, spec.name, ",".join(spec.types), "1" if spec.reentry else "0",
-                "" if spec.capacity is None else spec.capacity, ",".join(leaves), mark, *leaves]
-        outcome = await self._link.run("list_create", self._link.scripts.list, script_keys, args, write=True)
+        script_keys = ListKeys(keys.event(event_id), keys.check_in_list(list_id), keys.list_index(event_id),
+                               tuple(keys.check_in_list(lid) for lid in leaves))
+        argv = ListArgv(list_id, spec.name, ",".join(spec.types), "1" if spec.reentry else "0",
+                        "" if spec.capacity is None else spec.capacity, ",".join(leaves), mark, tuple(leaves))
+        outcome = await self._link.run("list_create", self._link.scripts.list, script_keys.flat(), argv.flat(),
+                                       write=True)
         if outcome == "no_event":
             raise EventNotFound(event_id)
         if outcome == "replayed":
@@ -157,24 +159,25 @@ class CheckinStore:
                 self.cfg.idempotency_ttl_s
         else:
             record, ttl_s = keys.replay(ticket_id, origin.actor, origin.replay_id, shard), self.cfg.replay_ttl_s
-        script_keys = [keys.check_in_list(list_id), keys.event(event), keys.stats(shard), keys.stream(shard), record]
-        if same_event:
-            script_keys += [keys.ticket(ticket_id), *(keys.check_in_list(lid) for lid in leaves)]
-        args = [list_id, direction.value, "" if scanned_at_us is None else scanned_at_us, origin.actor,
-                origin.request_id, origin.client_ip, self.cfg.events_maxlen, ticket_id, ttl_s,
-                refusal.value if refusal else "", "1" if offline else "", self.cfg.offline_max_age_s * 1_000_000]
-        admitted, reason, *rest = await self._link.run(
-            "checkin", self._link.scripts.checkin, script_keys, args, write=True)
-        if reason == "no_list":
+        script_keys = CheckinKeys(
+            keys.check_in_list(list_id), keys.event(event), keys.stats(shard), keys.stream(shard), record,
+            keys.ticket(ticket_id) if same_event else None,
+            tuple(keys.check_in_list(lid) for lid in leaves) if same_event else ())
+        argv = CheckinArgv(
+            list_id, direction.value, "" if scanned_at_us is None else scanned_at_us, origin.actor,
+            origin.request_id, origin.client_ip, self.cfg.events_maxlen, ticket_id, ttl_s,
+            refusal.value if refusal else "", "1" if offline else "", self.cfg.offline_max_age_s * 1_000_000)
+        reply = CheckinReply.of(await self._link.run(
+            "checkin", self._link.scripts.checkin, script_keys.flat(), argv.flat(), write=True))
+        if reply.reason == "no_list":
             raise ListNotFound(event, list_id)
-        replayed = str(admitted).startswith("replayed:")
-        admitted = str(admitted).removeprefix("replayed:") == "1"
-        inside, used_at, used_list, *values = rest
+        values = reply.values
         ticket = ticket_from(ticket_id, values) if values and values[0] else None
-        result = CheckinResult(admitted, Refusal(reason) if reason else None, ticket, list_id, direction,
-                               int(inside), int(used_at) / 1e6 if used_at else None, used_list or None,
-                               conflict=offline and not admitted)
-        return result, replayed
+        used_at = reply.used_at_us / 1e6 if reply.used_at_us else None
+        result = CheckinResult(reply.admitted, Refusal(reply.reason) if reply.reason else None, ticket, list_id,
+                               direction, reply.inside, used_at, reply.used_list,
+                               conflict=offline and not reply.admitted)
+        return result, reply.replayed
 
     async def _not_of_this_event(self, ticket_id: str) -> Refusal:
         """A scan of an id that is not of the list's event: a ticket of another event, or a
@@ -191,14 +194,16 @@ class CheckinStore:
             raise NothingToAnnul("no scan of this ticket on this list to annul")
         leaves = await self._leaves(list_id)
         shard = keys.shard_of(list_id)
-        script_keys = [keys.check_in_list(list_id), keys.stats(shard), keys.stream(shard), keys.ticket(ticket_id),
-                       *(keys.check_in_list(lid) for lid in leaves)]
-        args: list[str | int] = [list_id, origin.actor, window_s * 1_000_000, origin.request_id, origin.client_ip,
-                                 self.cfg.events_maxlen, ticket_id, *leaves]
-        outcome, inside = await self._link.run("annul", self._link.scripts.annul, script_keys, args, write=True)
-        if outcome != "annulled":
-            raise NothingToAnnul(_ANNUL_REFUSALS.get(outcome, _ANNUL_REFUSALS["nothing"]).format(window_s=window_s))
-        return int(inside)
+        script_keys = AnnulKeys(keys.check_in_list(list_id), keys.stats(shard), keys.stream(shard),
+                                keys.ticket(ticket_id), tuple(keys.check_in_list(lid) for lid in leaves))
+        argv = AnnulArgv(list_id, origin.actor, window_s * 1_000_000, origin.request_id, origin.client_ip,
+                         self.cfg.events_maxlen, ticket_id, tuple(leaves))
+        reply = AnnulReply.of(await self._link.run(
+            "annul", self._link.scripts.annul, script_keys.flat(), argv.flat(), write=True))
+        if reply.outcome != "annulled":
+            refusal = _ANNUL_REFUSALS.get(reply.outcome, _ANNUL_REFUSALS["nothing"])
+            raise NothingToAnnul(refusal.format(window_s=window_s))
+        return reply.inside
 
 
 # annul.lua's outcomes other than 'annulled', as the 409's detail says them.

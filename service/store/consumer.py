@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 
 from ..models import Refusal
 from . import keys
+from .adaptors import ProcessArgv, ProcessKeys
 from .entries import entry_changes, entry_size, first_change_key, stream_id_key
 from .link import Arg, Link
 
@@ -99,8 +100,8 @@ class StreamConsumer:
         return new
 
     def _apply_call(self, shard: str, entries: Sequence[StreamEntry]) -> Awaitable[Any]:
-        script_keys = [keys.processed(shard), keys.stream(shard), keys.unowned(shard)]
-        args: list[Arg] = [self.group, len(entries), *(e.entry_id for e in entries)]
+        script_keys = [keys.processed(shard), keys.stream(shard), keys.unowned(shard)]  # then the histories
+        args: list[Arg] = []  # 4 a change, the position of its history in script_keys among them
         for e in entries:
             if "ids" in e.fields:
                 _add_batch_entry(shard, e, script_keys, args)
@@ -114,7 +115,9 @@ class StreamConsumer:
             if owned:
                 script_keys.append(keys.history(ticket_id))
             args += [e.entry_id, e.fields["e"], _encode(e.fields), len(script_keys) if owned else 0]
-        return self._link.run("process", self._link.scripts.process, script_keys, args)
+        call_keys = ProcessKeys(script_keys[0], script_keys[1], script_keys[2], tuple(script_keys[3:]))
+        argv = ProcessArgv(self.group, len(entries), tuple(e.entry_id for e in entries), tuple(args))
+        return self._link.run("process", self._link.scripts.process, call_keys.flat(), argv.flat())
 
     async def lag(self) -> int:
         """Entries not yet acknowledged by the group: never delivered, or delivered and pending.

@@ -27,6 +27,7 @@ from ..models import (
     parse_ticket_id,
 )
 from . import keys
+from .adaptors import NO_ARGV, Argv, FeedArgv, FeedKeys, Keys, ReadManyKeys, ScanArgv, ScanKeys
 from .entries import change_of, entry_changes, first_change_key, stream_id_key
 from .link import Link
 from .scripts import Script
@@ -177,12 +178,13 @@ class Feed:
         """Up to `room` ids from `at` on, over at most `span` shards: (where the walk stands
         after them, None at the end; the ids, a list per shard)."""
         shards = range(at.shard, min(at.shard + span, len(keys.SHARDS)))
-        calls: list[tuple[list[str], list[str | int]]] = []
+        calls: list[tuple[Keys, Argv]] = []
         for shard in shards:
             first = shard == at.shard
             # Enough SSCAN calls to fill the page from a dense set, bounded for a sparse one.
-            calls.append(([index(keys.SHARDS[shard])], [at.scan if first else 0, at.after if first else "", room,
-                                                        room // _SCAN_COUNT + 4, _SCAN_COUNT]))
+            argv = ScanArgv(at.scan if first else 0, at.after if first else "", room, room // _SCAN_COUNT + 4,
+                            _SCAN_COUNT)
+            calls.append((ScanKeys(index(keys.SHARDS[shard])), argv))
         groups: list[list[str]] = []
         taken = 0
         now: PageCursor | None = at
@@ -199,7 +201,8 @@ class Feed:
 
     async def _read(self, groups: Sequence[list[str]]) -> list[Ticket]:
         """The tickets of the ids, one script call per shard (its keys in KEYS, one slot)."""
-        calls: list[tuple[list[str], list[str | int]]] = [([keys.ticket(i) for i in ids], []) for ids in groups if ids]
+        calls: list[tuple[Keys, Argv]] = [(ReadManyKeys(tuple(keys.ticket(i) for i in ids)), NO_ARGV)
+                                          for ids in groups if ids]
         flats = iter(await self._scripts_each("list_read", self._link.scripts.read_many, calls))
         width = len(TICKET_FIELDS)
         out: list[Ticket] = []
@@ -209,15 +212,16 @@ class Feed:
         return out
 
     async def _scripts_each(
-        self, op: str, script: Script, calls: Sequence[tuple[list[str], list[str | int]]]
+        self, op: str, script: Script, calls: Sequence[tuple[Keys, Argv]]
     ) -> list[Any]:
         """The script once per (keys, args): one call alone, several as one batch (a
         pipeline costs the worker more than a single call; most pages need one)."""
         if len(calls) == 1:
-            return [await self._link.run(op, script, *calls[0])]
+            script_keys, argv = calls[0]
+            return [await self._link.run(op, script, script_keys.flat(), argv.flat())]
         batch = self._link.batch()
-        for script_keys, args in calls:
-            batch.script(script, script_keys, args)
+        for script_keys, argv in calls:
+            batch.script(script, script_keys.flat(), argv.flat())
         return await batch.run(self._link.call(op))
 
     async def _read_events(self, groups: Sequence[list[str]]) -> list[EventInfo]:
@@ -242,8 +246,8 @@ class Feed:
         (models.entry_changes); only those a page returns are made."""
         at = FeedCursor.start(len(keys.SHARDS)) if after is None else await self.feed_cursor(after)
         per_shard = max(4, -(-2 * limit // len(keys.SHARDS)))
-        calls: list[tuple[list[str], list[str | int]]] = [
-            ([keys.stream(shard)], [_start(pos), per_shard])
+        calls: list[tuple[Keys, Argv]] = [
+            (FeedKeys(keys.stream(shard)), FeedArgv(_start(pos), per_shard))
             for shard, pos in zip(keys.SHARDS, at.positions, strict=True)]
         replies = await self._scripts_each("events", self._link.scripts.feed, calls)
         streams: list[Iterator[_Pending]] = []
@@ -274,7 +278,8 @@ class Feed:
         shard = keys.shard_of(event_id)
         i = keys.SHARD_INDEX[shard]
         pos = at.positions[i]
-        _, *raw = await self._link.run("events", self._link.scripts.feed, [keys.stream(shard)], [_start(pos), limit])
+        _, *raw = await self._link.run("events", self._link.scripts.feed, FeedKeys(keys.stream(shard)).flat(),
+                                       FeedArgv(_start(pos), limit).flat())
         entries = _entries(raw)
         _check_holds(pos, entries)
         read = list(islice(_events_after(pos, entries, i), limit))
@@ -298,9 +303,9 @@ class Feed:
             scan, after, tail = 0, "", await self._tail(shard)
         else:
             scan, after, tail = await self._book_cursor(cursor)
+        argv = ScanArgv(scan, after, limit, limit // _SCAN_COUNT + 4, _SCAN_COUNT)
         next_scan, resume_after, *ids = await self._link.run(
-            "book", self._link.scripts.scan, [keys.index(shard)],
-            [scan, after, limit, limit // _SCAN_COUNT + 4, _SCAN_COUNT])
+            "book", self._link.scripts.scan, ScanKeys(keys.index(shard)).flat(), argv.flat())
         positions = ["0-0"] * len(keys.SHARDS)
         positions[keys.SHARD_INDEX[shard]] = tail
         changes_after = await self._sign("feed", _pack_positions(positions))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..errors import IdempotencyKeyReused
 from ..models import IdempotencyKey
 from . import keys
+from .adaptors import ClaimArgv, ClaimKeys
 from .link import Link
 
 
@@ -15,7 +16,8 @@ async def bind(link: Link, idempotency: IdempotencyKey, ttl_s: int) -> None:
     the key's slot and the write in its own; a crash between the two steps leaves a binding
     that the retry of the same request passes. Not waited for by replicas: a claim lost in a
     failover is made again by the retry, and the write it guards waits for its own."""
-    outcome = await link.run("idempotency_claim", link.scripts.claim,
-                             [keys.idempotency(idempotency.actor, idempotency.key)], [idempotency.fingerprint, ttl_s])
+    script_keys = ClaimKeys(keys.idempotency(idempotency.actor, idempotency.key))
+    argv = ClaimArgv(idempotency.fingerprint, ttl_s)
+    outcome = await link.run("idempotency_claim", link.scripts.claim, script_keys.flat(), argv.flat())
     if outcome == "mismatch":
         raise IdempotencyKeyReused()

@@ -28,6 +28,21 @@ from ..models import (
     new_ticket_ids,
 )
 from . import keys
+from .adaptors import (
+    NO_ARGV,
+    BatchArgv,
+    BatchKeys,
+    BatchReply,
+    CreateArgv,
+    CreateKeys,
+    CreateReply,
+    EventArgv,
+    EventKeys,
+    HistoryKeys,
+    TransitionArgv,
+    TransitionKeys,
+    TransitionReply,
+)
 from .config import StoreConfig
 from .entries import change_of, stream_id_key
 from .idempotency import bind
@@ -83,9 +98,9 @@ def event_from(event_id: str, values: Sequence[Any]) -> EventInfo:
                      int(issued or 0))
 
 
-def _spec_args(spec: TicketSpec) -> list[str]:
-    return ["ty", spec.type or "", "h", spec.holder or "", "st", spec.seat or "",
-            "vf", _us(spec.valid_from), "vu", _us(spec.valid_until)]
+def _spec_args(spec: TicketSpec) -> tuple[str, ...]:
+    return ("ty", spec.type or "", "h", spec.holder or "", "st", spec.seat or "",
+            "vf", _us(spec.valid_from), "vu", _us(spec.valid_until))
 
 
 class TicketStore:
@@ -104,9 +119,6 @@ class TicketStore:
             return new_ticket_id(event)
         digest = await self._secret.mac("ticket-id", f"{origin.actor}\n{origin.replay_id}")
         return new_ticket_id(event, digest[:16])
-
-    def _origin_args(self, origin: Origin) -> list[str | int]:
-        return [origin.actor, origin.request_id, origin.client_ip, self.cfg.events_maxlen]
 
     async def create(
         self, ticket_id: str | None = None, *, spec: TicketSpec = TicketSpec(), origin: Origin = Origin(),
@@ -127,36 +139,39 @@ class TicketStore:
             await self._bind(idempotency)
             digest = await self._secret.mac("idempotent-ticket", f"{idempotency.actor}\n{idempotency.key}")
             ticket_id, idempotency = new_ticket_id(spec.event, digest[:16]), None
-        script_keys, claim_args = self._create_keys(ticket_id, spec.event, idempotency)
-        args = [ticket_id, *self._origin_args(origin), *claim_args, *_spec_args(spec)]
-        outcome, tid, replayed, *values = await self._link.run(
-            "create", self._link.scripts.create, script_keys, args, write=True)
-        return WriteResult(self._created(outcome, tid, values, spec.event), bool(replayed))
+        script_keys, argv = self._create_call(ticket_id, spec, origin, idempotency)
+        reply = CreateReply.of(await self._link.run(
+            "create", self._link.scripts.create, script_keys.flat(), argv.flat(), write=True))
+        return WriteResult(self._created(reply, spec.event), reply.replayed)
 
-    def _create_keys(
-        self, ticket_id: str, event: str, idempotency: IdempotencyKey | None
-    ) -> tuple[list[str], list[str | int]]:
-        """create.lua's KEYS, and its ARGV 6 to 9 (the claim and the event's hash)."""
+    def _create_call(
+        self, ticket_id: str, spec: TicketSpec, origin: Origin, idempotency: IdempotencyKey | None
+    ) -> tuple[CreateKeys, CreateArgv]:
+        """create.lua's KEYS and ARGV: the claim and the event's hash, where there are."""
         shard = keys.shard_of(ticket_id)
-        script_keys = [keys.ticket(ticket_id), keys.index(shard), keys.stats(shard), keys.stream(shard)]
+        optional: list[str] = []
         fingerprint, ttl_s, claim_at, event_at = "", 0, 0, 0
         if idempotency is not None:
-            script_keys.append(keys.idempotency(idempotency.actor, idempotency.key))
-            fingerprint, ttl_s, claim_at = idempotency.fingerprint, self.cfg.idempotency_ttl_s, len(script_keys)
-        if event != DEFAULT_EVENT:
-            script_keys.append(keys.event(event))
-            event_at = len(script_keys)
-        return script_keys, [fingerprint, ttl_s, claim_at, event_at]
+            optional.append(keys.idempotency(idempotency.actor, idempotency.key))
+            fingerprint, ttl_s, claim_at = idempotency.fingerprint, self.cfg.idempotency_ttl_s, 4 + len(optional)
+        if spec.event != DEFAULT_EVENT:
+            optional.append(keys.event(spec.event))
+            event_at = 4 + len(optional)
+        script_keys = CreateKeys(keys.ticket(ticket_id), keys.index(shard), keys.stats(shard), keys.stream(shard),
+                                 tuple(optional))
+        argv = CreateArgv(ticket_id, origin.actor, origin.request_id, origin.client_ip, self.cfg.events_maxlen,
+                          fingerprint, ttl_s, claim_at, event_at, _spec_args(spec))
+        return script_keys, argv
 
     @staticmethod
-    def _created(outcome: str, ticket_id: str, values: Sequence[str], event: str) -> Ticket:
-        if outcome == "mismatch":
+    def _created(reply: CreateReply, event: str) -> Ticket:
+        if reply.outcome == "mismatch":
             raise IdempotencyKeyReused()
-        if outcome == "no_event":
+        if reply.outcome == "no_event":
             raise EventNotFound(event)
-        if outcome == "sold_out":
+        if reply.outcome == "sold_out":
             raise SoldOut(event)
-        return ticket_from(ticket_id, values)
+        return ticket_from(reply.ticket_id, reply.values)
 
     async def create_batch(
         self, count: int, *, spec: TicketSpec = TicketSpec(), origin: Origin = Origin()
@@ -165,14 +180,12 @@ class TicketStore:
         benchmarks). Raises SoldOut if the event ran out of room on the way (what was issued
         stays)."""
         ids = [new_ticket_id(spec.event) for _ in range(count)]
-        fields = _spec_args(spec)
         batch = self._link.batch()
         for tid in ids:
-            script_keys, claim_args = self._create_keys(tid, spec.event, None)
-            batch.script(self._link.scripts.create, script_keys,
-                         [tid, *self._origin_args(origin), *claim_args, *fields], write=True)
+            script_keys, argv = self._create_call(tid, spec, origin, None)
+            batch.script(self._link.scripts.create, script_keys.flat(), argv.flat(), write=True)
         replies = await batch.run(self._link.call("create_batch", extra_s=count / 10_000))
-        return [self._created(outcome, tid, values, spec.event) for outcome, tid, _, *values in replies]
+        return [self._created(CreateReply.of(raw), spec.event) for raw in replies]
 
     async def issue_batch(
         self, specs: Sequence[TicketSpec], *, origin: Origin, idempotency: IdempotencyKey | None = None
@@ -193,13 +206,10 @@ class TicketStore:
             keys.place_in_shard(stream, keys.shard_of(stream[:1].hex()), 16)
         ids = new_ticket_ids(event, stream)
         shard = keys.shard_of(ids[0])
-        script_keys = [keys.index(shard), keys.stats(shard), keys.stream(shard), keys.batches(shard)]
-        if event != DEFAULT_EVENT:
-            script_keys.append(keys.event(event))
-        first = len(script_keys) + 1
+        event_key = None if event == DEFAULT_EVENT else keys.event(event)
         prefix = keys.ticket_prefix(shard)  # every ticket's, as they share the shard
-        script_keys += [prefix + tid for tid in ids]
-        args: list[str | int] = [*self._origin_args(origin), "0" if event == DEFAULT_EVENT else "1", first]
+        script_keys = BatchKeys(keys.index(shard), keys.stats(shard), keys.stream(shard), keys.batches(shard),
+                                event_key, tuple(prefix + tid for tid in ids))
         kind_of: dict[TicketSpec, int] = {}  # a batch's items are mostly alike: each kind is sent once
         kinds: list[str | int] = []
         per_ticket: list[str | int] = []
@@ -209,13 +219,17 @@ class TicketStore:
                 kind = kind_of[spec] = len(kind_of) + 1
                 kinds += _spec_args(spec)[1::2]
             per_ticket += (tid, kind)
-        args += [len(kind_of), *kinds, *per_ticket]
-        outcome, replayed, *flat = await self._link.run(
-            "batch", self._link.scripts.batch, script_keys, args, write=True, extra_s=len(specs) / 10_000)
-        if outcome == "no_event":
+        argv = BatchArgv(origin.actor, origin.request_id, origin.client_ip, self.cfg.events_maxlen,
+                         "0" if event_key is None else "1", 5 if event_key is None else 6, len(kind_of), tuple(kinds),
+                         tuple(per_ticket))
+        reply = BatchReply.of(await self._link.run(
+            "batch", self._link.scripts.batch, script_keys.flat(), argv.flat(), write=True,
+            extra_s=len(specs) / 10_000))
+        if reply.outcome == "no_event":
             raise EventNotFound(event)
-        if outcome == "sold_out":
+        if reply.outcome == "sold_out":
             raise SoldOut(event)
+        flat = reply.flat
         if len(flat) == 1:  # every ticket new, made at one time: the rest of a Ticket per kind of item
             rest: dict[TicketSpec, tuple[Any, ...]] = {}
             for spec in specs:
@@ -226,7 +240,7 @@ class TicketStore:
         tickets = [ticket_from(tid, [flat[2 * i], flat[2 * i + 1], spec.type, spec.holder, spec.seat,
                                      _us(spec.valid_from), _us(spec.valid_until)])
                    for i, (tid, spec) in enumerate(zip(ids, specs, strict=True))]
-        return tickets, bool(replayed)
+        return tickets, reply.replayed
 
     async def get(self, ticket_id: str) -> Ticket:
         """Return the ticket, or raise TicketNotFound."""
@@ -243,10 +257,11 @@ class TicketStore:
         if origin.forwarded:
             mark = keys.digest(origin.actor, origin.replay_id)[:16]
             event_id = keys.digest("event", origin.actor, origin.replay_id)[:8]
-        args = [event_id, spec.name, _us(spec.starts_at), _us(spec.ends_at),
-                "" if spec.capacity is None else spec.capacity, mark]
-        script_keys = [keys.event(event_id), keys.event_index(keys.shard_of(event_id))]
-        made = await self._link.run("event_create", self._link.scripts.event, script_keys, args, write=True)
+        argv = EventArgv(event_id, spec.name, _us(spec.starts_at), _us(spec.ends_at),
+                         "" if spec.capacity is None else spec.capacity, mark)
+        script_keys = EventKeys(keys.event(event_id), keys.event_index(keys.shard_of(event_id)))
+        made = await self._link.run("event_create", self._link.scripts.event, script_keys.flat(), argv.flat(),
+                                    write=True)
         if made == 2:
             return await self.get_event(event_id)
         if not made:  # the id is another's: draw a random one
@@ -276,27 +291,27 @@ class TicketStore:
             record = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id)
             ttl_s = self.cfg.idempotency_ttl_s
         shard = keys.shard_of(ticket_id)
-        script_keys = [keys.ticket(ticket_id), record, keys.stats(shard), keys.stream(shard)]
-        args = [STATE_CODES[transition.target], ttl_s, transition.value, *self._origin_args(origin), ticket_id,
-                reason or ""]
-        outcome, replayed, *values = await self._link.run(
-            "transition", self._link.scripts.transition, script_keys, args, write=True)
-        if outcome == "missing":
+        script_keys = TransitionKeys(keys.ticket(ticket_id), record, keys.stats(shard), keys.stream(shard))
+        argv = TransitionArgv(STATE_CODES[transition.target], ttl_s, transition.value, origin.actor,
+                              origin.request_id, origin.client_ip, self.cfg.events_maxlen, ticket_id, reason or "")
+        reply = TransitionReply.of(await self._link.run(
+            "transition", self._link.scripts.transition, script_keys.flat(), argv.flat(), write=True))
+        if reply.outcome == "missing":
             raise TicketNotFound(ticket_id)
-        if outcome == "mismatch":
+        if reply.outcome == "mismatch":
             raise IdempotencyKeyReused()
-        ticket = ticket_from(ticket_id, values)
-        if outcome == "conflict":
-            raise TransitionRefused(ticket, replayed=bool(replayed))
-        return WriteResult(ticket=ticket, replayed=bool(replayed))
+        ticket = ticket_from(ticket_id, reply.values)
+        if reply.outcome == "conflict":
+            raise TransitionRefused(ticket, replayed=reply.replayed)
+        return WriteResult(ticket=ticket, replayed=reply.replayed)
 
     async def _bind(self, idempotency: IdempotencyKey) -> None:
         await bind(self._link, idempotency, self.cfg.idempotency_ttl_s)
 
     async def history(self, ticket_id: str) -> list[Change]:
         """The ticket's events as the tickets processor recorded them, oldest first."""
-        exists, *flat = await self._link.run(
-            "history", self._link.scripts.history, [keys.ticket(ticket_id), keys.history(ticket_id)], [])
+        script_keys = HistoryKeys(keys.ticket(ticket_id), keys.history(ticket_id))
+        exists, *flat = await self._link.run("history", self._link.scripts.history, script_keys.flat(), NO_ARGV.flat())
         if not exists:
             raise TicketNotFound(ticket_id)
         entries = sorted(zip(flat[::2], flat[1::2], strict=True), key=lambda kv: stream_id_key(kv[0]))
