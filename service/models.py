@@ -231,7 +231,11 @@ class Direction(StrEnum):
 
 
 class Refusal(StrEnum):
-    """Why a gate refused a scan: exactly these codes, each with the sentence a steward reads."""
+    """Why a gate refused a scan: exactly these codes, each with the sentence a steward reads.
+
+    Must change together: the sentences below and web/gate/book.js (MESSAGES, the same
+    sentences offline); a new code, service/lua/checkin.lua (decide_entry), book.js (decide)
+    and tests/cases/checkin.json, whose cases run against both."""
 
     UNKNOWN_TICKET = "unknown_ticket"
     WRONG_EVENT = "wrong_event"

@@ -12,7 +12,8 @@
 -- a device's clock is believed only for an offline upload, within bounds.
 -- Must change together: annul.lua (it undoes what this records), transition.lua (`valid`,
 -- `p`), store/checkin.py (KEYS, ARGV), web/gate/book.js (the offline twin of decide_entry),
--- tests/test_model.py (the reference model).
+-- tests/test_model.py (the reference model), tests/cases/checkin.json (cases run against this
+-- script and book.js alike).
 --
 -- Ticket hash fields this script keeps (see create.lua for the rest):
 --   a:<list>    when the ticket was first admitted on the list (integer microseconds)

@@ -1,7 +1,13 @@
 // What a gate knows for its offline checks, kept on the device: the list and its event, the
 // public keys, the tickets used, inside and revoked (read from the service's tickets, then
-// kept up from the event's change feed while online, and from its own offline admissions), the queue of scans to upload, and the
-// conflicts found when they were. One localStorage entry per list.
+// kept up from the event's change feed while online, and from its own offline admissions),
+// the queue of scans to upload, and the conflicts found when they were. One localStorage
+// entry per list.
+//
+// Must change together: `decide` is the offline twin of decide_entry in
+// service/lua/checkin.lua, and MESSAGES the sentences of service/models.py (Refusal);
+// tests/cases/checkin.json holds the cases that run against the service and this module alike
+// (tests/test_checkin_cases.py).
 import { TokenError, verifyToken, publicKeysOf, looksLikeToken } from "./token.js";
 
 const MESSAGES = {
@@ -48,7 +54,7 @@ export class Book {
     this.keys = publicKeysOf(jwks);
   }
 
-  // One entry of the event's change feed (service/models.py, Event.to_json).
+  // One entry of the event's change feed (service/models.py, Change.to_json).
   apply(change) {
     const s = this.state, id = change.ticket_id;
     const here = change.list === s.listId;
@@ -117,10 +123,11 @@ export class Book {
     const s = this.state, id = claims.ticketId;
     const refuse = (reason, extra = {}) => ({ admitted: false, reason, ticketId: id, claims, ...extra });
     if (!s.list || claims.event !== s.list.event) return refuse("wrong_event");
-    if (s.revoked[id]) return refuse("revoked");
+    // A holder may always leave, revoked or not: as checkin.lua decides it.
     if (direction === "exit") {
       return s.inside[id] ? { admitted: true, reason: null, ticketId: id, claims } : refuse("not_inside");
     }
+    if (s.revoked[id]) return refuse("revoked");
     if (s.list.types && !s.list.types.includes(claims.type)) return refuse("type_not_allowed");
     const from = claims.validFrom ?? (s.event && s.event.starts_at);
     const until = claims.validUntil ?? (s.event && s.event.ends_at);
