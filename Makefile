@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-fast lint system clean bench bench-memory bench-profile bench-redis bench-floor bench-starve
+.PHONY: up test test-fast lint system clean bench bench-memory bench-profile bench-redis bench-floor bench-starve \
+	bench-lighthouse
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
@@ -65,6 +66,16 @@ bench-floor: $(STAMP) system
 bench-starve: $(STAMP) system
 	$(BIN)/python -m bench.starve
 
+# Lighthouse (mobile) on the gate and box office pages of a local stack (bench/lighthouse.py).
+LIGHTHOUSE_STAMP := bench/lighthouse/node_modules/.installed
+$(LIGHTHOUSE_STAMP): bench/lighthouse/package.json bench/lighthouse/package-lock.json
+	bash tooling/ensure-system.sh node npm chromium
+	cd bench/lighthouse && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench-lighthouse: $(STAMP) $(LIGHTHOUSE_STAMP) system
+	$(BIN)/python -m bench.lighthouse
+
 bench-memory: $(STAMP) system
 	$(BIN)/python -m bench.memory
 
@@ -73,4 +84,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check service tests deploy bench tooling
 
 clean:
-	rm -rf $(VENV) var tooling/lint/node_modules
+	rm -rf $(VENV) var tooling/lint/node_modules bench/lighthouse/node_modules

@@ -380,6 +380,27 @@ def test_the_gate_installs_and_opens_offline(browser: Browser, stack: LocalStack
     context.close()
 
 
+@pytest.mark.parametrize("path", ["/gate/", "/office/"])
+def test_a_page_shows_only_its_first_screen_and_nothing_moves_as_it_loads(
+    browser: Browser, stack: LocalStack, path: str,
+) -> None:
+    """Lighthouse's cumulative layout shift, measured as Chrome reports it: zero. The gate's
+    scanner (a grid) once showed under the sign-in form and then moved."""
+    page = new_context(browser).new_page()
+    page.set_viewport_size({"width": 412, "height": 823})  # Lighthouse's mobile screen
+    page.add_init_script("""window.__shifts = [];
+        new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__shifts.push(e.value); })
+          .observe({ type: "layout-shift", buffered: true });""")
+    page.goto(stack.url + path)
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(SHOTS / f"first-screen-{path.strip('/')}.png"))
+    assert page.evaluate("window.__shifts") == []
+    if path == "/gate/":
+        assert page.get_by_role("heading", name="Sign in").is_visible()
+        assert not page.locator("#scanner").is_visible() and not page.locator("#pick").is_visible()
+    page.context.close()
+
+
 def test_the_box_office_issues_and_shows_qr_codes(browser: Browser, stack: LocalStack, api: Client) -> None:
     event, _ = api.venue("Box office night")
     page = new_context(browser).new_page()

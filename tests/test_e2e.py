@@ -264,3 +264,21 @@ def test_the_readme_tour_admits_once_then_refuses(stack: LocalStack) -> None:
     first, second = (json.loads(line) for line in out.splitlines() if line.strip())
     assert first["admitted"] is True
     assert second["admitted"] is False and second["reason"] == "already_used"
+
+
+async def test_the_pages_go_out_pre_compressed_to_a_browser_that_takes_gzip(
+    stack: LocalStack, http: aiohttp.ClientSession,
+) -> None:
+    """nginx sends the committed .gz (tooling/compress.py) as it is; a client that takes no
+    gzip gets the file itself; either way the same bytes once decoded."""
+    import gzip
+
+    for page in ("/vendor/zxing-wasm/zxing_reader.wasm", "/gate/gate.js", "/gate/"):
+        async with http.get(stack.url + page, headers={"Accept-Encoding": "gzip, br"}, auto_decompress=False) as r:
+            packed = await r.read()
+            assert r.status == 200 and r.headers["Content-Encoding"] == "gzip", page
+            assert "Accept-Encoding" in r.headers["Vary"]
+        async with http.get(stack.url + page, headers={"Accept-Encoding": "identity"}) as r:
+            plain = await r.read()
+            assert r.status == 200 and "Content-Encoding" not in r.headers
+        assert gzip.decompress(packed) == plain and len(packed) < 0.6 * len(plain), page
