@@ -59,11 +59,12 @@ def measure() -> dict[str, Any]:
 def main() -> None:
     commit = measured_commit()
     date = dt.date.today().isoformat()
-    result = {"date": date, "commit": commit, "lighthouse": "12.2.3, mobile", "pages": measure()}
+    pages = measure()
+    result: dict[str, Any] = {"date": date, "commit": commit, "lighthouse": "12.2.3, mobile", "pages": pages}
     out = ROOT / "bench" / "results" / f"lighthouse-{date}-{commit}"
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     rows = []
-    for page, r in result["pages"].items():
+    for page, r in pages.items():
         s, m = r["scores"], r["metrics"]
         rows.append(f"| `{page}` | {s['performance']} | {s['accessibility']} | {s['best-practices']} | "
                     f"{m['first-contentful-paint']:.0f} | {m['largest-contentful-paint']:.0f} | "
