@@ -18,8 +18,10 @@ from service.api.app import create_app
 from service.api.openapi import build_openapi
 from service.settings import Settings
 from service.signing import TicketSigner
+from service.store import Store, StoreConfig
 from service.store.link import Client
 from tooling.procs import RedisServer
+from tooling.stack import LocalStack
 from tooling.topologies import RedisNodes
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient]]  # type: ignore[type-arg]
@@ -79,6 +81,33 @@ def any_redis(request: pytest.FixtureRequest) -> Redis:
     (where every write also waits for a replica's acknowledgement)."""
     client: Redis = request.getfixturevalue(_BACKENDS[request.param])
     return client
+
+
+@pytest.fixture
+def store(any_redis: Redis) -> Store:
+    """The store on every backend, as the service builds it (replays kept a minute)."""
+    return Store(any_redis, StoreConfig(replay_ttl_s=60, events_maxlen=10_000))
+
+
+MakeStack = Callable[..., LocalStack]
+
+
+@pytest.fixture(scope="module")
+def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeStack]:
+    """The local stack factory (tooling/stack.py: the processes and configs of `make up`):
+    `make_stack(name, **settings)` builds and starts one with LocalStack's settings, and
+    every stack it built is stopped when the module ends, as arq's worker fixture does. A
+    test that wants a stack of its own stops it at its end (stop() is idempotent)."""
+    made: list[LocalStack] = []
+
+    def make(name: str = "stack", **settings: Any) -> LocalStack:
+        stack = LocalStack(tmp_path_factory.mktemp(name), **settings)
+        made.append(stack)  # before start: a start that fails half-way is stopped too
+        return stack.start()
+
+    yield make
+    for stack in reversed(made):
+        stack.stop()
 
 
 @dataclass

@@ -24,6 +24,8 @@ from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Playwrigh
 from tooling.procs import wait_until
 from tooling.stack import LocalStack
 
+from .conftest import MakeStack
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,11 +47,9 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def stack(make_stack: MakeStack) -> LocalStack:
     api_keys = ",".join(f"{name}:{role}:{secret}" for name, (role, secret) in KEYS.items())
-    s = LocalStack(tmp_path_factory.mktemp("browser"), env={"API_KEYS": api_keys}).start()
-    yield s
-    s.stop()
+    return make_stack("browser", env={"API_KEYS": api_keys})
 
 
 @pytest.fixture(scope="module")

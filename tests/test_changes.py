@@ -34,11 +34,6 @@ from service.store.consumer import _parts as consumer_parts
 from service.store.entries import entry_changes, entry_size, stream_id_key
 
 
-@pytest.fixture
-def store(any_redis: Redis) -> Store:
-    return Store(any_redis, StoreConfig(replay_ttl_s=60, events_maxlen=10_000))
-
-
 def gate(n: int) -> Origin:
     return Origin(actor=f"gate{n}", request_id=f"req-{n}", client_ip=f"10.0.0.{n}")
 

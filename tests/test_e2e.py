@@ -8,7 +8,7 @@ import json
 import re
 import shlex
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,15 +17,15 @@ import pytest
 from tooling.procs import free_port, wait_until
 from tooling.stack import ExtraNginx, LocalStack
 
+from .conftest import MakeStack
+
 pytestmark = pytest.mark.e2e
 SEED_README = Path(__file__).resolve().parent / "seed_curl_examples.txt"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    s = LocalStack(tmp_path_factory.mktemp("stack")).start()
-    yield s
-    s.stop()
+def stack(make_stack: MakeStack) -> LocalStack:
+    return make_stack("stack")
 
 
 

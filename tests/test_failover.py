@@ -24,6 +24,7 @@ from service.store import keys
 from tooling.procs import wait_until
 from tooling.stack import LocalStack
 
+from .conftest import MakeStack
 from .load import make_tickets
 from .test_e2e import check_seed_examples
 
@@ -31,10 +32,10 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module", params=["sentinel", "cluster"])
-def ha(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(tmp_path_factory.mktemp(request.param), topology=request.param).start()
+def ha(request: pytest.FixtureRequest, make_stack: MakeStack) -> Iterator[LocalStack]:
+    stack = make_stack(request.param, topology=request.param)
     yield stack
-    stack.stop()
+    stack.stop()  # before the other topology's: one at a time
 
 
 def test_seed_curl_examples_as_written(ha: LocalStack) -> None:

@@ -9,7 +9,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from tooling.procs import wait_until
 from tooling.stack import LocalStack
 
+from .conftest import MakeStack
 from .load import MixedLoad, Outcome, make_tickets, tally
 
 pytestmark = pytest.mark.e2e
@@ -24,8 +24,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[LocalStack]:
-    s = LocalStack(tmp_path / "stack").start()
+def stack(make_stack: MakeStack) -> Iterator[LocalStack]:
+    """A stack of each test's own: the tests kill its processes."""
+    s = make_stack("faults")
     yield s
     s.stop()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tooling.stack import LocalStack
+from .conftest import MakeStack
 
 pytestmark = pytest.mark.e2e
 ADMIN_SECRET = "fuzz-admin-0123456789abcdef"
@@ -19,8 +19,8 @@ ADMIN_SECRET = "fuzz-admin-0123456789abcdef"
 EXCLUDED = "positive_data_acceptance"
 
 
-def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
-    stack = LocalStack(tmp_path / "stack", env={"API_KEYS": f"fuzz:admin:{ADMIN_SECRET}"}).start()
+def test_schemathesis_finds_nothing(make_stack: MakeStack) -> None:
+    stack = make_stack("fuzz", env={"API_KEYS": f"fuzz:admin:{ADMIN_SECRET}"})
     try:
         result = subprocess.run(
             [

@@ -8,22 +8,20 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tooling.stack import LocalStack
+
+from .conftest import MakeStack
 
 pytestmark = pytest.mark.e2e
 UUID = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    s = LocalStack(tmp_path_factory.mktemp("hostile"), replicas=1).start()
-    yield s
-    s.stop()
+def stack(make_stack: MakeStack) -> LocalStack:
+    return make_stack("hostile", replicas=1)
 
 
 def exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -156,11 +154,11 @@ def test_nginx_allow_is_what_the_replicas_route(stack: LocalStack, path: str) ->
     assert set(nginx["allow"].split(",")) == served | ({"UPDATE"} if "PATCH" in served else set())
 
 
-def test_a_replica_closes_a_trickled_header_at_its_keepalive(tmp_path: Path) -> None:
+def test_a_replica_closes_a_trickled_header_at_its_keepalive(make_stack: MakeStack) -> None:
     """A client that reaches a replica directly and sends a header line a second never gets
     further: the connection is closed at gunicorn's keepalive after it opened (75 s deployed;
     2 s here), however many bytes trickle in."""
-    stack = LocalStack(tmp_path / "trickle", replicas=1, env={"KEEPALIVE_S": "2"}).start()
+    stack = make_stack("trickle", replicas=1, env={"KEEPALIVE_S": "2"})
     try:
         port = int(stack.replica_url(0).rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -13,14 +12,14 @@ import pytest
 
 from tooling.stack import ExtraNginx, LocalStack
 
+from .conftest import MakeStack
+
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    s = LocalStack(tmp_path_factory.mktemp("limits"), replicas=1).start()
-    yield s
-    s.stop()
+def stack(make_stack: MakeStack) -> LocalStack:
+    return make_stack("limits", replicas=1)
 
 
 

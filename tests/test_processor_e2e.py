@@ -10,8 +10,6 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +19,8 @@ from service.metrics import FLUSH_INTERVAL_S
 from service.store import keys as store_keys
 from tooling.procs import wait_until
 from tooling.stack import LocalStack, http_status
+
+from .conftest import MakeStack
 
 pytestmark = pytest.mark.e2e
 KEYS = {"box": ("issuer", "box-0123456789abcdef"), "gate": ("scanner", "gate-0123456789abcdef"),
@@ -33,12 +33,10 @@ def auth(name: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    s = LocalStack(tmp_path_factory.mktemp("events"), env={
+def stack(make_stack: MakeStack) -> LocalStack:
+    return make_stack("events", env={
         "API_KEYS": API_KEYS, "PROCESSOR_CLAIM_IDLE_MS": "300", "PROCESSOR_BATCH_SIZE": "50",
-    }).start()
-    yield s
-    s.stop()
+    })
 
 
 
@@ -189,8 +187,8 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def test_metrics_add_up_across_workers(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    stack = LocalStack(tmp_path / "stack", replicas=1, web_concurrency=2).start()
+async def test_metrics_add_up_across_workers(make_stack: MakeStack, http: aiohttp.ClientSession) -> None:
+    stack = make_stack("workers", replicas=1, web_concurrency=2)
     try:
         base = stack.replica_url(0)
         wait_until(lambda: len(stack.worker_pids(0)) == 2, what="two workers")

@@ -32,11 +32,6 @@ from tooling.procs import RedisServer
 from tooling.topologies import RedisNodes
 
 
-@pytest.fixture
-def store(any_redis: Redis) -> Store:
-    return Store(any_redis, StoreConfig(replay_ttl_s=60))
-
-
 async def test_create_stores_a_valid_ticket_with_server_time(store: Store) -> None:
     tid = new_ticket_id()
     ticket = (await store.tickets.create(tid)).ticket

@@ -58,6 +58,7 @@ class LocalStack:
         self.redis: subprocess.Popen[bytes] | None = None
         self.replicas: list[subprocess.Popen[bytes] | None] = [None] * replicas
         self.nginx: subprocess.Popen[bytes] | None = None
+        self.stopped = False
 
     @property
     def url(self) -> str:
@@ -72,6 +73,7 @@ class LocalStack:
             return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def start(self) -> LocalStack:
+        self.stopped = False
         prepare(self.cfg)
         self.start_redis()
         for i in range(self.cfg.replicas):
@@ -154,6 +156,10 @@ class LocalStack:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def stop(self) -> None:
+        """Every process, each with its group; again is a no-op."""
+        if self.stopped:
+            return
+        self.stopped = True
         procs = [self.nginx, *self.replicas, self.processor, self.redis]
         for proc in procs:
             if proc is not None and proc.poll() is None:
