@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from .keyring import KeyRing
+from .api_keys import ApiKeys
 from .signing import TicketSigner
 
 
@@ -100,7 +100,7 @@ class Settings:
     # How long a request over its key's budget waits for room before its 429.
     budget_wait_ms: int = 1000
     # Empty: auth is off (the seed's behaviour), loudly.
-    keyring: KeyRing = KeyRing()
+    api_keys: ApiKeys = ApiKeys()
     # The secret nginx sends in X-Proxy-Auth. Only a request that carries it has its
     # X-Request-Id and X-Real-IP believed. Empty: no request is taken as forwarded.
     proxy_secret: str = ""
@@ -140,7 +140,7 @@ class Settings:
             budget_per_key=env_int(env, "BUDGET_PER_KEY", d.budget_per_key, 1),
             budget_per_worker=env_int(env, "BUDGET_PER_WORKER", d.budget_per_worker, 1),
             budget_wait_ms=env_int(env, "BUDGET_WAIT_MS", d.budget_wait_ms, 0),
-            keyring=KeyRing.parse(secret_text(env, "API_KEYS")),
+            api_keys=ApiKeys.parse(secret_text(env, "API_KEYS")),
             proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
             signer=TicketSigner.parse(secret_text(env, "TICKET_SIGNING_KEYS")),
         )

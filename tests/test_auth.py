@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.api.app import create_app
-from service.keyring import KeyRing, Role
+from service.api_keys import ApiKeys, Role
 from service.settings import Settings
 
 from .conftest import AiohttpClient, Api
@@ -30,7 +30,7 @@ def bearer(role: str) -> dict[str, str]:
 
 @pytest.fixture
 async def keyed(aiohttp_client: AiohttpClient, fake_redis: Redis) -> Api:
-    settings = Settings(keyring=KeyRing.parse(API_KEYS))
+    settings = Settings(api_keys=ApiKeys.parse(API_KEYS))
     return Api(await aiohttp_client(create_app(settings, redis=fake_redis)))
 
 
@@ -42,7 +42,7 @@ async def _ticket(api: Api) -> str:
 
 
 def test_keys_parse_commas_and_newlines() -> None:
-    ring = KeyRing.parse("a:issuer:0123456789abcdef0,\n b:scanner:0123456789abcdef1\n\nc:admin:0123456789abcdef2")
+    ring = ApiKeys.parse("a:issuer:0123456789abcdef0,\n b:scanner:0123456789abcdef1\n\nc:admin:0123456789abcdef2")
     assert [(k.name, k.role) for k in ring.keys] == [("a", Role.ISSUER), ("b", Role.SCANNER), ("c", Role.ADMIN)]
     assert ring.authenticate("0123456789abcdef1") == ring.keys[1]
     assert ring.authenticate("0123456789abcdef") is None
@@ -55,21 +55,21 @@ def test_keys_parse_commas_and_newlines() -> None:
 ])
 def test_bad_keys_are_refused_at_start(bad: str) -> None:
     with pytest.raises(ValueError):
-        KeyRing.parse(bad)
+        ApiKeys.parse(bad)
 
 
 def test_keys_from_file(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text("gate:scanner:0123456789abcdefXYZ\n")
     settings = Settings.from_env({"API_KEYS_FILE": str(path)})
-    assert [k.name for k in settings.keyring.keys] == ["gate"]
+    assert [k.name for k in settings.api_keys.keys] == ["gate"]
     with pytest.raises(ValueError):
         Settings.from_env({"API_KEYS_FILE": str(path), "API_KEYS": "x:admin:0123456789abcdef"})
 
 
 def test_settings_from_env_and_bad_numbers() -> None:
     s = Settings.from_env({"REDIS_URL": "redis://r:1/2", "REDIS_TIMEOUT_MS": "250", "REPLAY_TTL_S": "9"})
-    assert (s.redis_url, s.redis_timeout_ms, s.replay_ttl_s, s.keyring.enabled) == ("redis://r:1/2", 250, 9, False)
+    assert (s.redis_url, s.redis_timeout_ms, s.replay_ttl_s, s.api_keys.enabled) == ("redis://r:1/2", 250, 9, False)
     with pytest.raises(ValueError):
         Settings.from_env({"REDIS_TIMEOUT_MS": "soon"})
     with pytest.raises(ValueError):
@@ -157,7 +157,7 @@ async def test_secrets_are_never_logged(
     aiohttp_client: AiohttpClient, fake_redis: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG):
-        api = Api(await aiohttp_client(create_app(Settings(keyring=KeyRing.parse(API_KEYS)), redis=fake_redis)))
+        api = Api(await aiohttp_client(create_app(Settings(api_keys=ApiKeys.parse(API_KEYS)), redis=fake_redis)))
         await api.post("/ticket", headers=bearer("issuer"))
         await api.post("/ticket", headers={"Authorization": "Bearer wrong-secret-0123456789"})
     assert "admin-key (admin)" in caplog.text
@@ -267,7 +267,7 @@ async def test_every_route_keeps_the_event_rule_for_every_kind_of_key(aiohttp_cl
             f"mine:scanner:mine-0123456789abcdef:{names['mine']['event']},"
             f"theirs:scanner:theirs-0123456789abcdef:{names['theirs']['event']},"
             f"box:issuer:box-0123456789abcdef")
-    app = create_app(Settings(keyring=KeyRing.parse(keys), signer=TEST_SIGNER), redis=fake_redis)
+    app = create_app(Settings(api_keys=ApiKeys.parse(keys), signer=TEST_SIGNER), redis=fake_redis)
     api = Api(await aiohttp_client(app))
     served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method != "HEAD" and r.resource}
     assert {_route_key(m, c) for m, c in served} == set(EVENT_ROUTES) | PUBLIC_ROUTES

@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.api.app import create_app
-from service.keyring import KeyRing
+from service.api_keys import ApiKeys
 from service.models import new_ticket_id
 from service.settings import Settings
 
@@ -158,7 +158,7 @@ async def two_gates(aiohttp_client: AiohttpClient, redis: Redis) -> tuple[Api, d
                                                                          dict[str, str]]:
     """The API with auth on: (api, an admin's headers, gate one's, gate two's)."""
     keys = "g1:scanner:gate-one-0123456789,g2:scanner:gate-two-0123456789,ops:admin:ops-admin-0123456789"
-    api = Api(await aiohttp_client(create_app(Settings(keyring=KeyRing.parse(keys)), redis=redis)))
+    api = Api(await aiohttp_client(create_app(Settings(api_keys=ApiKeys.parse(keys)), redis=redis)))
     admin, g1, g2 = ({"Authorization": f"Bearer {s}"} for s in
                      ("ops-admin-0123456789", "gate-one-0123456789", "gate-two-0123456789"))
     return api, admin, g1, g2
@@ -194,7 +194,7 @@ async def test_a_scanner_bound_to_an_event_scans_that_event_only(aiohttp_client:
     gate_mine, gate_theirs = await mine.list(), await theirs.list()
     ticket_mine, ticket_theirs = await mine.ticket(), await theirs.ticket()
     keys = f"bound:scanner:bound-gate-0123456789:{mine.id}"
-    api = Api(await aiohttp_client(create_app(Settings(keyring=KeyRing.parse(keys)), redis=fake_redis)))
+    api = Api(await aiohttp_client(create_app(Settings(api_keys=ApiKeys.parse(keys)), redis=fake_redis)))
     auth = {"Authorization": "Bearer bound-gate-0123456789"}
     r = await api.post("/checkin", json={"ticket": ticket_mine, "list": gate_mine["id"]}, headers=auth)
     assert r.status == 200 and r.body["admitted"] is True

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from service import metrics
 from service.api.app import create_app
 from service.api.appkeys import CONSUMER
-from service.keyring import KeyRing
+from service.api_keys import ApiKeys
 from service.models import Refusal, Ticket, TicketState, new_ticket_id
 from service.settings import Settings
 from service.signing import DOMAIN, TicketSigner, TokenRefused
@@ -283,9 +283,9 @@ async def test_one_events_feed_holds_its_changes_only(any_api: Api) -> None:
 
 async def test_scanners_read_their_events_feed_and_lists(aiohttp_client: AiohttpClient, fake_redis: Redis,
                                                          settings: Settings) -> None:
-    ring = KeyRing.parse("ops:admin:ops-0123456789abcdef,gate:scanner:gate-0123456789abcdef,"
+    ring = ApiKeys.parse("ops:admin:ops-0123456789abcdef,gate:scanner:gate-0123456789abcdef,"
                          "bound:scanner:bound-0123456789abcdef:0badcafe")
-    api = Api(await aiohttp_client(create_app(replace(settings, keyring=ring), redis=fake_redis)))
+    api = Api(await aiohttp_client(create_app(replace(settings, api_keys=ring), redis=fake_redis)))
 
     def auth(secret: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {secret}"}

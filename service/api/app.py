@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from redis.exceptions import RedisClusterException, RedisError
 
-from ..keyring import describe
+from ..api_keys import describe
 from ..settings import Settings
 from ..store import Store, StoreConfig
 from ..store.client import redis_from_settings
 from ..store.link import Client
 from ..store.migrate import old_layout_present
 from . import parser_errors
-from .appkeys import BUDGET, CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, SETTINGS, TICKETS
+from .appkeys import API_KEYS, BUDGET, CHECKIN, CONSUMER, FEED, OPENAPI_BODY, SETTINGS, TICKETS
 from .budget import Budget
 from .handlers import setup_routes
 from .middleware import edge_middleware
@@ -53,8 +53,8 @@ async def _warn_of_old_layout(client: Client) -> None:
 
 
 def _log_start(settings: Settings) -> None:
-    if settings.keyring.enabled:
-        log.info("auth on; API keys: %s", describe(settings.keyring.keys))
+    if settings.api_keys.enabled:
+        log.info("auth on; API keys: %s", describe(settings.api_keys.keys))
     else:
         log.warning(
             "auth is OFF: anyone can create, list and re-validate tickets. "
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, redis: Client | None = None) ->
         handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
-    app[KEYRING] = settings.keyring
+    app[API_KEYS] = settings.api_keys
     app[BUDGET] = Budget(settings.budget_per_key, settings.budget_per_worker, settings.budget_wait_ms / 1000)
     _log_start(settings)
     app[OPENAPI_BODY] = json.dumps(build_openapi()).encode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..keyring import KeyRing
+from ..api_keys import ApiKeys
 from ..settings import Settings
 from ..store import CheckinStore, Feed, StreamConsumer, TicketStore
 from .budget import Budget
@@ -15,7 +15,7 @@ FEED = web.AppKey("feed", Feed)
 CONSUMER = web.AppKey("consumer", StreamConsumer)
 CHECKIN = web.AppKey("checkin", CheckinStore)
 OPENAPI_BODY = web.AppKey("openapi_body", bytes)
-KEYRING = web.AppKey("keyring", KeyRing)
+API_KEYS = web.AppKey("api_keys", ApiKeys)
 # What expensive requests each key, and all keys, may have in flight on this worker.
 BUDGET = web.AppKey("budget", Budget)
 # The acting API key's name ("anonymous" with auth off), for the audit trail.

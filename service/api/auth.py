@@ -19,11 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ..api_keys import ROLE_PERMISSIONS, Permission
 from ..errors import Forbidden, Unauthenticated
-from ..keyring import ROLE_PERMISSIONS, Permission
 from ..models import ANONYMOUS, event_of, parse_ticket_id
 from ..signing import token_ticket_id
-from .appkeys import ACTOR, BOUND_EVENT, BUDGET, KEYRING
+from .appkeys import ACTOR, API_KEYS, BOUND_EVENT, BUDGET
 from .budget import Cost
 from .middleware import Handler
 
@@ -103,12 +103,12 @@ def _ticket_event(raw: str | None) -> str | None:
 def _authorize(request: web.Request, rule: PermissionRule) -> None:
     """Leave the caller's name in request[ACTOR] (a refused known key too, for the log),
     or raise."""
-    keyring = request.app[KEYRING]
-    if not keyring.enabled:
+    api_keys = request.app[API_KEYS]
+    if not api_keys.enabled:
         request[ACTOR], request[BOUND_EVENT] = ANONYMOUS, ""
         return
     secret = _bearer(request)
-    key = keyring.authenticate(secret) if secret else None
+    key = api_keys.authenticate(secret) if secret else None
     if key is None:
         raise Unauthenticated(token_given=secret is not None)
     request[ACTOR], request[BOUND_EVENT] = key.name, key.event or ""

@@ -8,8 +8,8 @@ import msgspec
 from aiohttp import web
 
 from .. import SERVER_HEADER, SERVICE_NAME, __version__, metrics
+from ..api_keys import Permission
 from ..errors import BadTicketToken, InvalidInput
-from ..keyring import Permission
 from ..models import (
     Direction,
     EventSpec,
@@ -23,7 +23,7 @@ from ..models import (
 from ..store import WriteResult
 from ..store.checkin import event_of_list
 from . import inputs, tokens
-from .appkeys import BOUND_EVENT, CHECKIN, CONSUMER, FEED, KEYRING, OPENAPI_BODY, SETTINGS, TICKETS
+from .appkeys import API_KEYS, BOUND_EVENT, CHECKIN, CONSUMER, FEED, OPENAPI_BODY, SETTINGS, TICKETS
 from .auth import (
     all_events,
     by_handler,
@@ -57,7 +57,7 @@ def _write_headers(result: WriteResult, **extra: str) -> dict[str, str]:
 
 
 async def index(request: web.Request) -> web.Response:
-    auth = "on" if request.app[KEYRING].enabled else "off"
+    auth = "on" if request.app[API_KEYS].enabled else "off"
     return _json({"service": SERVICE_NAME, "version": __version__, "auth": auth})
 
 

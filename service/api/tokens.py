@@ -10,8 +10,8 @@ import json
 import segno
 from aiohttp import web
 
+from ..api_keys import Permission
 from ..errors import SigningOff, TicketRevoked
-from ..keyring import Permission
 from ..models import Ticket, TicketState, event_of
 from . import inputs
 from .appkeys import SETTINGS, TICKETS

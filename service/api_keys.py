@@ -63,7 +63,7 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyRing:
+class ApiKeys:
     keys: tuple[ApiKey, ...] = ()
 
     @property
@@ -71,7 +71,7 @@ class KeyRing:
         return bool(self.keys)
 
     @classmethod
-    def parse(cls, text: str) -> KeyRing:
+    def parse(cls, text: str) -> ApiKeys:
         """Parse `name:role:secret` entries separated by commas or newlines."""
         keys = [_parse_entry(e.strip()) for e in re.split(r"[,\n]", text) if e.strip()]
         names = [k.name for k in keys]
