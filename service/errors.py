@@ -157,7 +157,7 @@ class IdempotencyKeyReused(ServiceError):
 
 
 class FeedCursorExpired(ServiceError):
-    """The event streams were trimmed past the cursor: events after it are gone."""
+    """The change streams were trimmed past the cursor: changes after it are gone."""
 
     def __init__(self) -> None:
         super().__init__(

@@ -42,7 +42,7 @@ SCANS = Counter("tickets_scans_total", "Gate scans (POST /checkin) by outcome an
                 ["direction", "outcome", "reason"])
 DEFECTS = Counter("tickets_defects_total", "Requests that met an unexpected error (500)")
 PROCESSED = Counter("tickets_processor_entries_total",
-                    "Events the processor handled (one per stream entry, or per ticket of a batch entry)",
+                    "Changes the processor handled (one per stream entry, or per ticket of a batch entry)",
                     ["result"])
 PROCESSOR_LAG = Gauge("tickets_processor_lag_entries", "Stream entries not yet processed",
                       multiprocess_mode="max")

@@ -1,7 +1,7 @@
 """The tickets processor (`python -m service.processor`): the diagram's consumer.
 
-It reads every shard's event stream as one consumer of the `processor` group, records each
-event in its ticket's history and counts it, then acknowledges it. Entries that a dead
+It reads every shard's change stream as one consumer of the `processor` group, records each
+change in its ticket's history and counts it, then acknowledges it. Entries that a dead
 consumer left unacknowledged are claimed (XAUTOCLAIM) after PROCESSOR_CLAIM_IDLE_MS. Each
 step is idempotent per entry, so redelivery never counts twice. Run as many as you like.
 """
@@ -47,7 +47,7 @@ class ProcessorSettings:
     metrics_host: str = "127.0.0.1"
     retry_s: float = 1.0
     # After a batch smaller than batch_size, wait this long before reading again, so that a
-    # steady trickle is handled in batches: far less CPU per event for a few ms of delay.
+    # steady trickle is handled in batches: far less CPU per change for a few ms of delay.
     linger_ms: int = 100
 
     @classmethod

@@ -85,7 +85,7 @@ class Settings:
     max_batch_body_bytes: int = 512 * 1024
     # How long an Idempotency-Key's first answer is kept (Stripe and the IETF draft: 24 h).
     idempotency_ttl_s: int = 24 * 3600
-    # Approximate cap of each shard's event stream (64 shards, 1.6 million entries in all):
+    # Approximate cap of each shard's change stream (64 shards, 1.6 million entries in all):
     # XADD MAXLEN ~.
     events_maxlen: int = 25_000
     # How long a gate may annul its own last scan (the turnstile did not turn).

@@ -28,7 +28,7 @@ from service.models import (
 )
 from service.processor import Processor, ProcessorSettings
 from service.store import SHARDS, Store, StoreConfig, StreamConsumer, StreamEntry, keys
-from service.store.consumer import EVENTS_PER_CALL
+from service.store.consumer import CHANGES_PER_CALL
 from service.store.consumer import _add_batch_entry as add_batch_entry
 from service.store.consumer import _parts as consumer_parts
 from service.store.entries import entry_changes, entry_size, stream_id_key
@@ -329,7 +329,7 @@ def test_a_processor_call_holds_whole_entries_of_at_most_so_many_events() -> Non
     entries = [entry(100), entry(100), entry(1), entry(100), entry(1), entry(300), entry(1)]
     parts = [[entry_size(e.fields) for e in part] for part in consumer_parts(entries)]
     assert parts == [[100, 100, 1], [100, 1], [300], [1]]
-    assert all(sum(p) <= EVENTS_PER_CALL or len(p) == 1 for p in parts)
+    assert all(sum(p) <= CHANGES_PER_CALL or len(p) == 1 for p in parts)
 
 
 async def test_the_streams_cap_counts_each_ticket_of_a_batch_entry(any_redis: Redis) -> None:

@@ -334,8 +334,8 @@ async def _list_page(request: web.Request) -> web.Response:
 @requires(Permission.HISTORY, scope=ticket_event_in_path)
 async def ticket_history(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
-    events = await request.app[TICKETS].history(inputs.ticket_id(request, request.match_info["id"]))
-    return _json([e.to_json() for e in events])
+    changes = await request.app[TICKETS].history(inputs.ticket_id(request, request.match_info["id"]))
+    return _json([c.to_json() for c in changes])
 
 
 @requires(Permission.STATS, scope=all_events, cost=fixed(STATS_COST))
@@ -366,7 +366,7 @@ def _changes_scope(request: web.Request) -> str | None:
 
 @requires(_changes_permission, scope=_changes_scope, cost=page_cost(inputs.DEFAULT_PAGE_SIZE))
 async def changes(request: web.Request) -> web.Response:
-    """The change feed: every event of every ticket, in order, paged by an opaque cursor;
+    """The change feed: every change of every ticket, in order, paged by an opaque cursor;
     with ?event=, that event's only."""
     inputs.reject_unknown_params(request, ("after", "limit", "event"))
     feed = request.app[FEED]

@@ -1,7 +1,7 @@
 -- Undo a caller's own last admitted scan of a ticket on a list, within the annul window:
 -- the turnstile did not turn. Everything that scan did is put back (occupancy, counters, the
 -- areas it checked the holder out of, the ticket's first admission and its `valid`), and an
--- event records the annulment. Only the last scan, only once, only by the key that made it.
+-- change records the annulment. Only the last scan, only once, only by the key that made it.
 --
 -- Invariants kept (docs/checkin.md#check-in-invariants; checkin.lua keeps the same ones):
 --   * only the ticket's latest admitted scan on any list is undone: a later one (an exit, an

@@ -10,11 +10,11 @@
 -- The stream takes one entry per PER_ENTRY new tickets, not one each: a `created` entry
 -- costs Redis about as much as the ticket's own hash, and a batch's entries differ only in
 -- the ticket. Such an entry names its tickets in `ids`, and takes as many consecutive ids as
--- it has tickets, its own the last: the ticket's events keep ids of their own, in order
--- (models.entry_events). The stream's cap counts these events, not entries: the shard's
--- `stream_extra` counts the events beyond one per entry that its batch entries hold, each
+-- it has tickets, its own the last: the ticket's changes keep ids of their own, in order
+-- (entries.entry_changes). The stream's cap counts these changes, not entries: the shard's
+-- `stream_extra` counts the changes beyond one per entry that its batch entries hold, each
 -- listed in `batches`, and a batch trims the stream's oldest entries until the stream's
--- events are within the cap.
+-- changes are within the cap.
 --
 -- KEYS[1]  index  id index of the shard       tickets:{<shard>}
 -- KEYS[2]  stats  counters of the shard       stats:{<shard>}
@@ -25,7 +25,7 @@
 -- ARGV[1]  actor          API key name
 -- ARGV[2]  request_id
 -- ARGV[3]  client_ip
--- ARGV[4]  events_maxlen  cap of the stream, in events
+-- ARGV[4]  events_maxlen  cap of the stream, in changes
 -- ARGV[5]  has_event      '1' for an event's tickets, '0' for the default event's
 -- ARGV[6]  first          position in KEYS of the first ticket's hash
 -- ARGV[7]  kinds          how many kinds of ticket the batch holds (k)
@@ -38,7 +38,7 @@ local actor, request_id, client_ip, events_maxlen = ARGV[1], ARGV[2], ARGV[3], A
 local has_event, first = ARGV[5] == '1', tonumber(ARGV[6])
 local index, stats, stream, batches = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local event = has_event and KEYS[5] or nil
--- A feed read takes whole entries: at most PER_ENTRY - 1 events a shard beyond those it needs.
+-- A feed read takes whole entries: at most PER_ENTRY - 1 changes a shard beyond those it needs.
 local PER_ENTRY = 100
 local n = #KEYS - first + 1
 local NAMES = {'ty', 'h', 'st', 'vf', 'vu'}
@@ -98,7 +98,7 @@ local function older(a, b)
   return ams < bms or (ams == bms and aseq < bseq)
 end
 
--- A listed batch entry: its id, the events it holds beyond one, and its place among every
+-- A listed batch entry: its id, the changes it holds beyond one, and its place among every
 -- entry the stream was ever given (XINFO's entries-added when it was added).
 local function listed_at(j)
   local listed = redis.call('LINDEX', batches, j)
@@ -119,10 +119,10 @@ local function forget_trimmed(extra)
   return extra
 end
 
--- Trim the oldest entries until the stream's events are within the cap, the newest entry
+-- Trim the oldest entries until the stream's changes are within the cap, the newest entry
 -- kept (the next batch's ids follow on from it). Entries are counted by place, not read:
 -- the head's place is entries-added - length + 1 (the service deletes none), and every
--- entry between two listed ones is a single event. Returns the events beyond one per entry.
+-- entry between two listed ones is a single change. Returns the changes beyond one per entry.
 local function trim_to_cap(extra, added)
   local len = redis.call('XLEN', stream)
   local excess = len + extra - tonumber(events_maxlen)

@@ -1,7 +1,7 @@
 -- One scan at a gate, decided and recorded in one step: the ticket against the list
 -- (event, type, validity window, status, single entry or re-entry, the area's occupancy and
 -- capacity), the areas that entering here checks the holder out of, the counters, the
--- ticket's history event, and what an annul needs to undo it.
+-- ticket's change for its history, and what an annul needs to undo it.
 -- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
 -- script (with replicas) covers the first answer's own write too.
 --

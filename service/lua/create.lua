@@ -1,10 +1,10 @@
 -- Create a ticket, valid, stamped with the Redis server's clock, with its optional fields;
 -- index its id, count it (in its shard, and in its event when it has one), and append a
--- `created` event, all in one step. An event with a capacity issues exactly that many: the
+-- `created` change, all in one step. An event with a capacity issues exactly that many: the
 -- count and the ticket are decided here together. Creating an id that already exists
 -- changes nothing and returns the stored ticket as a replay: the same call again (a
 -- Redis-client retry with the same id, or nginx re-sending a request whose id derives from
--- its request id) gets its ticket back, with no second ticket and no second event. With an
+-- its request id) gets its ticket back, with no second ticket and no second change. With an
 -- Idempotency-Key's claim, the first answer is stored in it, and a later call with the same
 -- claim gets it back; a claim made by another request is refused.
 -- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the

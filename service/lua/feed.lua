@@ -1,14 +1,14 @@
 -- Read a shard's stream for the change feed: whole entries from a position on, until they
--- hold `want` events after it, or the stream ends. XRANGE's COUNT counts entries, and an
--- entry of a batch's tickets holds up to a hundred events: a page of a thousand events
+-- hold `want` changes after it, or the stream ends. XRANGE's COUNT counts entries, and an
+-- entry of a batch's tickets holds up to a hundred changes: a page of a thousand changes
 -- would read a thousand entries, and hand back a hundred times what it returns.
 --
 -- KEYS[1]  stream  change stream of the shard   events:{<shard>}
 -- ARGV[1]  start   '-' (the beginning), or the position, inclusive: the entry holding it
---                  comes first (an entry's own id is its events' last), so that the caller
+--                  comes first (an entry's own id is its changes' last), so that the caller
 --                  sees whether it was trimmed away
--- ARGV[2]  want    events after the position to read, at least
--- Returns  {have, entry1, entry2, ...}: have, the events after the position that the
+-- ARGV[2]  want    changes after the position to read, at least
+-- Returns  {have, entry1, entry2, ...}: have, the changes after the position that the
 --          entries hold (fewer than want only at the stream's end); each entry as XRANGE
 --          gives it, {id, {field, value, ...}}
 local stream, start, want = KEYS[1], ARGV[1], tonumber(ARGV[2])
@@ -21,7 +21,7 @@ end
 local pms, pseq = -1, -1
 if start ~= '-' then pms, pseq = id_of(start) end
 
--- The events of an entry after the position: its tickets' ids end at its own.
+-- The changes of an entry after the position: its tickets' ids end at its own.
 local function after_position(entry)
   local fields = entry[2]
   local size = 1

@@ -5,7 +5,7 @@
 -- KEYS[2]  history  history of the ticket       history:{<shard>}:<id>  (field: stream entry id)
 -- ARGV     none
 -- Returns  {exists, entry_id1, event1, entry_id2, event2, ...}
---          exists: 1 or 0; events are JSON, in no particular order
+--          exists: 1 or 0; changes are JSON, in no particular order
 local out = {redis.call('EXISTS', KEYS[1])}
 local flat = redis.call('HGETALL', KEYS[2])
 for i = 1, #flat do

@@ -1,13 +1,13 @@
 -- The tickets processor's step for a batch of one shard's stream entries: record each of
--- their events in its ticket's history and count it, then acknowledge the entries. A history
--- is keyed by event id, so an entry delivered twice (a crash before the ack, a claim from a
+-- their changes in their tickets' histories and count them, then acknowledge the entries. A
+-- history is keyed by change id, so an entry delivered twice (a crash before the ack, a claim from a
 -- dead consumer) is recorded and counted once.
 -- An entry whose ticket lives in another shard (a scan, at this shard's list, of another
 -- event's ticket) or that names no ticket (a token that did not verify) has no history
 -- here: it stays in its list's counters and the feed, and is counted once through the
 -- shard's `unowned` hash of entry ids (which expires a day after it first appears).
 --
--- KEYS[1]  processed  processor counters of the shard   processed:{<shard>}  (field: event type)
+-- KEYS[1]  processed  processor counters of the shard   processed:{<shard>}  (field: change type)
 -- KEYS[2]  stream  change stream of the shard         events:{<shard>}
 -- KEYS[3]  unowned  changes with no history here       unowned:{<shard>}
 -- KEYS[4..n]  histories  the history of each change's ticket   history:{<shard>}:<id>, one per change
@@ -15,10 +15,10 @@
 -- ARGV[1]  group   the consumer group
 -- ARGV[2]  m       how many entries to acknowledge
 -- ARGV[3..2+m]  entry_ids  their entry ids
--- ARGV[3+m..]  per_change  per event (an entry of a batch's tickets holds one per ticket): event id,
---           event type, event as JSON, and the index in KEYS of its history ('0': none,
+-- ARGV[3+m..]  per_change  per change (an entry of a batch's tickets holds one per ticket): change id,
+--           change type, change as JSON, and the index in KEYS of its history ('0': none,
 --           KEYS[3] takes it)
--- Returns  how many events were counted now (the rest had been already)
+-- Returns  how many changes were counted now (the rest had been already)
 local group, unowned, m = ARGV[1], KEYS[3], tonumber(ARGV[2])
 local new, counts = 0, {}
 for a = 3 + m, #ARGV, 4 do
@@ -35,8 +35,8 @@ for a = 3 + m, #ARGV, 4 do
     new = new + 1
   end
 end
--- One HINCRBY per kind of event, not per event: a batch of a thousand tickets is a thousand
--- `created` events, and each redis.call costs about as much again as its command.
+-- One HINCRBY per kind of change, not per change: a batch of a thousand tickets is a thousand
+-- `created` changes, and each redis.call costs about as much again as its command.
 for kind, count in pairs(counts) do
   redis.call('HINCRBY', KEYS[1], kind, count)
 end

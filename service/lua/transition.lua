@@ -1,8 +1,8 @@
--- Move a ticket to a target state as one compare-and-set; count it and append its event (a
+-- Move a ticket to a target state as one compare-and-set; count it and append its change (a
 -- refused attempt too: repeated scans of a used ticket are what fraud checks look for); and
 -- store the answer in a replay record, keyed by the caller and the request id (a load
 -- balancer re-sending the request to another replica) or by the caller's Idempotency-Key.
--- The same record again gets the first answer, with no second change and no second event,
+-- The same record again gets the first answer, with nothing appended or counted again,
 -- so the gate that won never gets a false 409.
 -- A replayed answer counts in the shard's `replayed`: a write, so that the WAIT after the
 -- script (with replicas) covers the first answer's own write too.

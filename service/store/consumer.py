@@ -1,7 +1,7 @@
-"""The consumer side of the event streams, for the tickets processor: one consumer group
+"""The consumer side of the change streams, for the tickets processor: one consumer group
 over every shard's stream, read, claimed, applied and acknowledged per shard, so that no
 command spans two Cluster slots. A step's reads (one XREADGROUP per shard) and applies (one
-script call per shard, a few for a shard of many events) are auto-pipelined like the
+script call per shard, a few for a shard of many changes) are auto-pipelined like the
 request path's calls (pipe.py): one round trip per node, packed by hiredis, and the replies
 left as Redis sent them, without redis-py's per-entry parsing (at a batch issue's rate,
 packing, parsing and json.dumps were most of the processor's time)."""
@@ -80,9 +80,9 @@ class StreamConsumer:
                 for eid, f in reply[1] if f]
 
     async def apply(self, entries: Sequence[StreamEntry]) -> int:
-        """Record each entry's events in their tickets' histories, count them, and ack the
+        """Record each entry's changes in their tickets' histories, count them, and ack the
         entries: a script call per shard, the shards' calls pipelined in one round trip per
-        node. Returns how many events were new (one seen before is not counted again). Not
+        node. Returns how many changes were new (one seen before is not counted again). Not
         waited for by replicas: an entry whose record a failover loses is still in the
         stream, unacknowledged, and is applied again."""
         by_shard: dict[str, list[StreamEntry]] = {}
@@ -91,9 +91,9 @@ class StreamConsumer:
         return sum(await _all(self._apply_shard(shard, of_shard) for shard, of_shard in by_shard.items()))
 
     async def _apply_shard(self, shard: str, entries: Sequence[StreamEntry]) -> int:
-        """A shard's entries, EVENTS_PER_CALL events (whole entries) a call, one call after
+        """A shard's entries, CHANGES_PER_CALL changes (whole entries) a call, one call after
         another: Redis runs a client's pipelined calls one after another, the gates' scans
-        waiting, and a read of batch entries may hold a hundred times as many events."""
+        waiting, and a read of batch entries may hold a hundred times as many changes."""
         new = 0
         for part in _parts(entries):
             new += int(await self._apply_call(shard, part))
@@ -146,17 +146,17 @@ def _undelivered(group: dict[str, Any], stream: dict[str, Any]) -> int:
     return held if reported is None else min(int(reported), held)
 
 
-# Events per processor script call: a call blocks Redis while it runs, and a gate's scan
-# waits behind it. 200 single entries were one call; a batch entry holds up to 100 events.
-EVENTS_PER_CALL = 256
+# Changes per processor script call: a call blocks Redis while it runs, and a gate's scan
+# waits behind it. 200 single entries were one call; a batch entry holds up to 100 changes.
+CHANGES_PER_CALL = 256
 
 
 def _parts(entries: Sequence[StreamEntry]) -> Iterator[Sequence[StreamEntry]]:
-    """Runs of whole entries holding at most EVENTS_PER_CALL events (or one larger entry)."""
+    """Runs of whole entries holding at most CHANGES_PER_CALL changes (or one larger entry)."""
     start = size = 0
     for n, e in enumerate(entries):
         weight = entry_size(e.fields)
-        if size and size + weight > EVENTS_PER_CALL:
+        if size and size + weight > CHANGES_PER_CALL:
             yield entries[start:n]
             start, size = n, 0
         size += weight
@@ -170,9 +170,9 @@ _FIRST_BYTES = {shard: keys.first_bytes(shard) for shard in keys.SHARDS}
 
 
 def _add_batch_entry(shard: str, e: StreamEntry, script_keys: list[str], args: list[Arg]) -> None:
-    """A batch entry's events, as entry_changes gives them, made at a fraction of the cost
+    """A batch entry's changes, as entry_changes gives them, made at a fraction of the cost
     (they were most of the processor's time): when, as batch.lua makes them, its tickets
-    are all of its shard and its ids need no JSON escaping, each event's JSON is the entry's
+    are all of its shard and its ids need no JSON escaping, each change's JSON is the entry's
     own with the ticket's id put in."""
     text = e.fields["ids"]
     ids = text.split(",")

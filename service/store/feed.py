@@ -233,17 +233,17 @@ class Feed:
         return [event_from(i, values) for i, values in zip(ids, replies, strict=True) if values[0] is not None]
 
     async def changes_page(self, after: str | None, limit: int) -> FeedPage:
-        """The next `limit` events after cursor `after` (one this service issued), merged
-        across shards in event-id order. Each shard's position moves only past the events
-        returned, so no event is skipped or repeated. Raises FeedCursorExpired if the
+        """The next `limit` changes after cursor `after` (one this service issued), merged
+        across shards in change-id order. Each shard's position moves only past the changes
+        returned, so no change is skipped or repeated. Raises FeedCursorExpired if the
         streams were trimmed past the cursor.
 
-        Each shard gives about `per_shard` events (2 * limit spread over the shards, at
+        Each shard gives about `per_shard` changes (2 * limit spread over the shards, at
         least 4; whole entries, so a batch entry's may add up to 99): a page costs about
-        2 * limit + 4 * shards events read, not limit * shards. A shard that gave all it was
-        asked for may hold more, so the page ends at the earliest last event of such a
-        shard: what it returns is in order. A batch entry holds many events
-        (models.entry_changes); only those a page returns are made."""
+        2 * limit + 4 * shards changes read, not limit * shards. A shard that gave all it was
+        asked for may hold more, so the page ends at the earliest last change of such a
+        shard: what it returns is in order. A batch entry holds many changes
+        (entries.entry_changes); only those a page returns are made."""
         at = FeedCursor.start(len(keys.SHARDS)) if after is None else await self.feed_cursor(after)
         per_shard = max(4, -(-2 * limit // len(keys.SHARDS)))
         calls: list[tuple[Keys, Argv]] = [
@@ -272,7 +272,7 @@ class Feed:
         """The change feed of one event: its tickets, and scans at its lists, all in the
         event's shard, so one XRANGE. The shard also holds other events: their entries are
         read past and left out, so a page may hold fewer than `limit` (even none) while more
-        follow; the cursor has moved past the `limit` events read (fewer at the end), and a
+        follow; the cursor has moved past the `limit` changes read (fewer at the end), and a
         page that read nothing at all returns the cursor it was given."""
         at = FeedCursor.start(len(keys.SHARDS)) if after is None else await self.feed_cursor(after)
         shard = keys.shard_of(event_id)
@@ -343,7 +343,7 @@ class Feed:
         return out
 
 
-# An event not yet returned: (its sort key, its shard's index, its id, its fields).
+# A change not yet returned: (its sort key, its shard's index, its id, its fields).
 _Pending = tuple[tuple[int, int], int, str, Mapping[str, str]]
 
 
@@ -369,7 +369,7 @@ def _check_holds(pos: str, entries: Sequence[tuple[str, Mapping[str, str]]]) -> 
 
 
 def _events_after(pos: str, entries: Iterable[tuple[str, Mapping[str, str]]], i: int) -> Iterator[_Pending]:
-    """The events of the entries, in order, after position `pos`, made one at a time."""
+    """The changes of the entries, in order, after position `pos`, made one at a time."""
     after = (-1, -1) if pos == "0-0" else stream_id_key(pos)
     for entry_id, fields in entries:
         for eid, f in entry_changes(entry_id, fields):
@@ -379,7 +379,7 @@ def _events_after(pos: str, entries: Iterable[tuple[str, Mapping[str, str]]], i:
 
 
 def _of_event(fields: Mapping[str, str], event_id: str) -> bool:
-    """An event of one of the event's tickets, or a scan at one of its lists."""
+    """A change of one of the event's tickets, or a scan at one of its lists."""
     ticket_id, list_id = fields.get("t", ""), fields.get("l", "")
     return (len(ticket_id) == 36 and event_of(ticket_id) == event_id) or list_id[:8] == event_id
 

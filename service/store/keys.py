@@ -84,7 +84,7 @@ def stream(shard: str) -> str:
 
 def batches(shard: str) -> str:
     """The shard's stream entries that hold a batch's tickets, oldest first, with how many
-    events each holds beyond one: the stream's cap counts events (batch.lua)."""
+    changes each holds beyond one: the stream's cap counts changes (batch.lua)."""
     return f"batches:{{{shard}}}"
 
 

@@ -1,5 +1,5 @@
 """Ticket writes and reads: create, transition, get, history, stats. Every change is one Lua
-script call that also counts it and appends its event."""
+script call that also counts it and appends its change."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def _spec_args(spec: TicketSpec) -> tuple[str, ...]:
 
 class TicketStore:
     """Tickets in Redis: one hash per ticket, and per shard an id set, a counter hash and an
-    event stream."""
+    change stream."""
 
     def __init__(self, link: Link, secret: DeploymentSecret, cfg: StoreConfig) -> None:
         self._link, self._secret, self.cfg = link, secret, cfg
@@ -124,7 +124,7 @@ class TicketStore:
         self, ticket_id: str | None = None, *, spec: TicketSpec = TicketSpec(), origin: Origin = Origin(),
         idempotency: IdempotencyKey | None = None,
     ) -> WriteResult:
-        """Store a new valid ticket, timestamped by Redis, counted, with its `created` event;
+        """Store a new valid ticket, timestamped by Redis, counted, with its `created` change;
         a ticket of an event only while the event has room (SoldOut otherwise). A repeat of
         the same call gets the first answer instead of another ticket: with an idempotency
         key (kept IDEMPOTENCY_TTL_S), or as nginx re-sends it (the id derives from its
@@ -279,10 +279,10 @@ class TicketStore:
         self, ticket_id: str, transition: Transition, *, origin: Origin,
         idempotency: IdempotencyKey | None = None, reason: str | None = None,
     ) -> WriteResult:
-        """Apply `transition` atomically, with its event. A ticket already in the target
-        state raises TransitionRefused (and records a refused event). The same request id
+        """Apply `transition` atomically, with its change. A ticket already in the target
+        state raises TransitionRefused (and records a refused change). The same request id
         (from the same caller), or the same idempotency key, gets the first answer back,
-        refusal included, with no second event."""
+        refusal included, with no second change."""
         if idempotency is None:
             record = keys.replay(ticket_id, origin.actor, origin.replay_id)
             ttl_s = self.cfg.replay_ttl_s
@@ -309,7 +309,7 @@ class TicketStore:
         await bind(self._link, idempotency, self.cfg.idempotency_ttl_s)
 
     async def history(self, ticket_id: str) -> list[Change]:
-        """The ticket's events as the tickets processor recorded them, oldest first."""
+        """The ticket's changes as the tickets processor recorded them, oldest first."""
         script_keys = HistoryKeys(keys.ticket(ticket_id), keys.history(ticket_id))
         exists, *flat = await self._link.run("history", self._link.scripts.history, script_keys.flat(), NO_ARGV.flat())
         if not exists:
@@ -319,7 +319,7 @@ class TicketStore:
 
     async def stats(self) -> Stats:
         """Exact totals (kept by the same scripts that change tickets) and the processor's
-        counts by event type. One round trip per node."""
+        counts by change type. One round trip per node."""
         batch = self._link.batch()
         for shard in keys.SHARDS:
             batch.cmd.hmget(keys.stats(shard), list(_STAT_FIELDS))
