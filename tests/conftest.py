@@ -85,8 +85,11 @@ def any_redis(request: pytest.FixtureRequest) -> Redis:
 
 @pytest.fixture
 def store(any_redis: Redis) -> Store:
-    """The store on every backend, as the service builds it (replays kept a minute)."""
-    return Store(any_redis, StoreConfig(replay_ttl_s=60, events_maxlen=10_000))
+    """The store on every backend, as the service builds it (replays kept a minute). Its
+    timeout is generous: no test of this store is about time (the outage tests build their
+    own), and fakeredis compiles a script on the test's own CPU, which a busy 2-core machine
+    can hold up past the default second."""
+    return Store(any_redis, StoreConfig(replay_ttl_s=60, events_maxlen=10_000, timeout_ms=5_000))
 
 
 MakeStack = Callable[..., LocalStack]
