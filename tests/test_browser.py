@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import segno
 from PIL import Image
-from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Playwright, Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route, sync_playwright
 
 from tooling.procs import wait_until
 from tooling.stack import LocalStack
@@ -598,16 +598,13 @@ def test_signing_out_uploads_or_forgets_what_the_gate_holds(browser: Browser, st
     dismiss(page)
     # Offline, the queued scan cannot go up: the person is asked, and says no.
     page.locator("#change").click()
-    asked: list[str] = []
-
-    def decline(dialog: Dialog) -> None:
-        asked.append(dialog.message)
-        dialog.dismiss()
-
-    page.once("dialog", decline)
-    page.get_by_role("button", name="Sign out").click()
+    # The handler says no at once (a dialog left open would hold the click); the wait is for
+    # the question itself, as the upload is tried first, for however long it takes.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    with page.expect_event("dialog") as asked:
+        page.get_by_role("button", name="Sign out").click()
+    assert "not uploaded" in asked.value.message
     page.wait_for_function("() => !document.querySelector('#pick').hidden")
-    assert asked and "not uploaded" in asked[0]
     assert page.locator("#signin").is_hidden()
     # Online again, signing out uploads the queue first, then forgets every book.
     context.set_offline(False)
