@@ -1,10 +1,12 @@
-"""API keys and roles: parsed from API_KEYS, compared in constant time."""
+"""API keys and roles: the operators' keys parsed from API_KEYS, compared in constant time,
+and the credentials of devices enrolled at run time (a device key, an enrolment code)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +38,8 @@ class Permission(StrEnum):
     MANAGE_EVENTS = "manage_events"
     # A ticket's signed token and QR code: what a box office prints, never a gate's need.
     PRINT = "print"
+    # Make, list, roll and revoke devices: an admin's alone.
+    MANAGE_DEVICES = "manage_devices"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -114,3 +118,43 @@ def _parse_entry(entry: str) -> ApiKey:
 def describe(keys: Iterable[ApiKey]) -> str:
     """For the startup log: names and roles, never secrets."""
     return ", ".join(f"{k.name} ({k.role.value}{', event ' + k.event if k.event else ''})" for k in keys) or "none"
+
+
+# A device's credentials name the device they belong to, so that a replica finds it with one
+# read, and carry 256 random bits; only their SHA-256 is stored. `tkd_` a key, `tke_` a code.
+DEVICE_KEY_PREFIX = "tkd_"
+ENROLMENT_PREFIX = "tke_"
+_DEVICE_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+_CREDENTIAL_RE = re.compile(r"^(tkd_|tke_)([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$")
+
+
+def new_device_id() -> str:
+    return secrets.token_hex(8)
+
+
+def is_device_id(text: str) -> bool:
+    return bool(_DEVICE_ID_RE.fullmatch(text))
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCredential:
+    """A device key or enrolment code as presented: the device it names, and its digest."""
+
+    device_id: str
+    digest: str
+
+    @classmethod
+    def new(cls, prefix: str, device_id: str) -> tuple[str, DeviceCredential]:
+        text = f"{prefix}{device_id}.{secrets.token_urlsafe(32)}"
+        return text, cls(device_id, credential_digest(text))
+
+    @classmethod
+    def parse(cls, prefix: str, text: str) -> DeviceCredential | None:
+        match = _CREDENTIAL_RE.fullmatch(text)
+        if match is None or match.group(1) != prefix:
+            return None
+        return cls(match.group(2), credential_digest(text))
+
+
+def credential_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

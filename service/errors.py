@@ -175,3 +175,31 @@ class BadCursor(ServiceError):
 
 class UnsupportedMediaType(ServiceError):
     """A request body in an encoding or type the service does not take."""
+
+
+class DeviceNotFound(ServiceError):
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"no device {device_id}")
+
+
+class DeviceStateRefused(ServiceError):
+    """A roll or revocation the device's state does not allow."""
+
+    def __init__(self, device_id: str, why: str) -> None:
+        super().__init__(f"device {device_id} cannot be changed so: {why}")
+
+
+class EnrolmentRefused(ServiceError):
+    """An enrolment code that is unknown, already used or too late: the answer does not say
+    which, so that codes cannot be probed."""
+
+    def __init__(self) -> None:
+        super().__init__("this enrolment code is unknown, already used or expired: ask for a new one")
+
+
+class DeviceRevoked(Unauthenticated):
+    """A device key that was its device's once: the device was revoked, or its key rolled."""
+
+    def __init__(self) -> None:
+        ServiceError.__init__(self, "this device's key was revoked or replaced: enrol the device again")
+        self.token_given = True

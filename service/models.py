@@ -191,7 +191,7 @@ class IdempotencyKey:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Who made a request, for the event trail."""
+    """Who made a request, for the trail of changes."""
 
     actor: str = ANONYMOUS
     request_id: str = ""
@@ -384,3 +384,40 @@ class FeedCursor:
     @classmethod
     def start(cls, shard_count: int) -> FeedCursor:
         return cls(("0-0",) * shard_count)
+
+
+class DeviceState(StrEnum):
+    """A device's life: made and waiting for its enrolment code, enrolled, or revoked for good."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A phone or scanner with a key of its own, its role and its bindings."""
+
+    id: str
+    name: str
+    role: str  # an api_keys.Role's value
+    event: str | None
+    lists: tuple[str, ...]
+    direction: Direction | None
+    state: DeviceState
+    created_at: float
+    enrolled_at: float | None = None
+    last_seen: float | None = None
+    software: str | None = None
+    hardware: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """Its name in histories, logs and budgets: readable, and unique by its id."""
+        return f"{self.name}#{self.id}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "role": self.role, "event": self.event, "lists": list(self.lists),
+                "direction": self.direction.value if self.direction else None, "state": self.state.value,
+                "created_at": self.created_at, "enrolled_at": self.enrolled_at, "last_seen": self.last_seen,
+                "software": self.software, "hardware": self.hardware}

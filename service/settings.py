@@ -99,6 +99,11 @@ class Settings:
     budget_per_worker: int = 16000
     # How long a request over its key's budget waits for room before its 429.
     budget_wait_ms: int = 1000
+    # How long a new device's enrolment code works (POST /device/enrol).
+    enrolment_ttl_s: int = 15 * 60
+    # How often each worker asks whether a device was rolled or revoked (a GET of one
+    # counter, off the request path): a revoked key is refused everywhere within this.
+    device_cache_check_ms: int = 250
     # Empty: auth is off (the seed's behaviour), loudly.
     api_keys: ApiKeys = ApiKeys()
     # The secret nginx sends in X-Proxy-Auth. Only a request that carries it has its
@@ -140,6 +145,8 @@ class Settings:
             budget_per_key=env_int(env, "BUDGET_PER_KEY", d.budget_per_key, 1),
             budget_per_worker=env_int(env, "BUDGET_PER_WORKER", d.budget_per_worker, 1),
             budget_wait_ms=env_int(env, "BUDGET_WAIT_MS", d.budget_wait_ms, 0),
+            enrolment_ttl_s=env_int(env, "ENROLMENT_TTL_S", d.enrolment_ttl_s, 1),
+            device_cache_check_ms=env_int(env, "DEVICE_CACHE_CHECK_MS", d.device_cache_check_ms, 10),
             api_keys=ApiKeys.parse(secret_text(env, "API_KEYS")),
             proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
             signer=TicketSigner.parse(secret_text(env, "TICKET_SIGNING_KEYS")),

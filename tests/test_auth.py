@@ -200,7 +200,7 @@ async def test_bad_idempotency_key_is_400(keyed: Api, bad: str) -> None:
 # {event}, {list}, {ticket} and {token} of the event the route touches. Public routes name no
 # key; the rest must keep the event rule (service/api/auth.py) for every kind of key.
 PUBLIC_ROUTES = {("GET", "/"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"),
-                 ("GET", "/metrics"), ("GET", "/keys")}
+                 ("GET", "/metrics"), ("GET", "/keys"), ("POST", "/device/enrol")}
 EVENT_ROUTES: dict[tuple[str, str], list[tuple[str, dict[str, object] | None]]] = {
     ("GET", "/stats"): [("/stats", None)],
     ("GET", "/changes"): [("/changes?event={event}", None), ("/changes", None)],
@@ -230,6 +230,11 @@ EVENT_ROUTES: dict[tuple[str, str], list[tuple[str, dict[str, object] | None]]] 
                            ("/checkin", {"ticket": "{token}", "list": "{list}"})],
     ("POST", "/checkin/annul"): [("/checkin/annul", {"ticket": "{ticket}", "list": "{list}"})],
     ("GET", "/ticket/{id}"): [("/ticket/{ticket}", None), ("/ticket/{token}", None)],
+    ("POST", "/device"): [("/device", {"name": "Gate phone", "role": "scanner"})],
+    ("GET", "/device"): [("/device", None)],
+    ("GET", "/device/{id}"): [("/device/0123456789abcdef", None)],
+    ("POST", "/device/{id}/roll"): [("/device/0123456789abcdef/roll", None)],
+    ("POST", "/device/{id}/revoke"): [("/device/0123456789abcdef/revoke", None)],
 }
 
 

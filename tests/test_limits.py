@@ -103,3 +103,17 @@ async def test_a_batch_of_a_thousand_takes_its_larger_body_through_nginx(
     # Anywhere else, the body limit stays 16 KiB.
     async with http.post(stack.url + "/ticket", data=body[:20_000]) as r:
         await _problem(r, 413)
+
+
+async def test_enrolment_is_held_to_a_few_tries_a_minute_per_address(
+    stack: LocalStack, http: aiohttp.ClientSession,
+) -> None:
+    """POST /device/enrol needs no key: nginx lets an address try 6 at once (burst 5), then
+    about one each 5 s; the rest are 429 problems that never reach a replica."""
+    statuses = []
+    for _ in range(12):
+        async with http.post(stack.url + "/device/enrol", json={"token": "tke_nonsense"}) as r:
+            statuses.append(r.status)
+            if r.status == 429:
+                await _problem(r, 429)
+    assert statuses[:6] == [403] * 6 and statuses.count(429) >= 5, statuses

@@ -16,7 +16,16 @@ import msgspec
 import pytest
 
 from service import __version__
-from service.api.bodies import AnnulBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
+from service.api.bodies import (
+    AnnulBody,
+    CheckinBody,
+    DeviceBody,
+    EnrolBody,
+    EventBody,
+    ListBody,
+    RevokeBody,
+    TicketBody,
+)
 from service.api.inputs import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from service.api.openapi import build_openapi, operations
 from service.models import ChangeType, Refusal, TicketState
@@ -24,7 +33,7 @@ from service.signing import MAX_TOKEN_CHARS, TOKEN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT = ROOT / "tooling" / "lint"
-BODIES = (TicketBody, EventBody, RevokeBody, ListBody, CheckinBody, AnnulBody)
+BODIES = (TicketBody, EventBody, RevokeBody, ListBody, CheckinBody, AnnulBody, DeviceBody, EnrolBody)
 
 
 def test_the_document_states_the_codes_constants() -> None:

@@ -16,8 +16,9 @@ from ..store.client import redis_from_settings
 from ..store.link import Client
 from ..store.migrate import old_layout_present
 from . import parser_errors
-from .appkeys import API_KEYS, BUDGET, CHECKIN, CONSUMER, FEED, OPENAPI_BODY, SETTINGS, TICKETS
+from .appkeys import API_KEYS, BUDGET, CHECKIN, CONSUMER, DEVICE_CACHE, DEVICES, FEED, OPENAPI_BODY, SETTINGS, TICKETS
 from .budget import Budget
+from .device_cache import DeviceCache, device_cache_ctx
 from .handlers import setup_routes
 from .middleware import edge_middleware
 from .observability import metrics_flush_ctx
@@ -32,6 +33,8 @@ def _redis_ctx(injected: Client | None) -> Callable[[web.Application], AsyncIter
         client = injected if injected is not None else redis_from_settings(settings)
         store = Store(client, StoreConfig.from_settings(settings))
         app[TICKETS], app[FEED], app[CONSUMER], app[CHECKIN] = store.tickets, store.feed, store.consumer, store.checkin
+        app[DEVICES] = store.devices
+        app[DEVICE_CACHE] = DeviceCache(store.devices, settings.device_cache_check_ms)
         await _warn_of_old_layout(client)
         yield
         if injected is None:
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None, redis: Client | None = None) ->
     _log_start(settings)
     app[OPENAPI_BODY] = json.dumps(build_openapi()).encode()
     app.cleanup_ctx.append(_redis_ctx(redis))
+    app.cleanup_ctx.append(device_cache_ctx(DEVICE_CACHE))
     app.cleanup_ctx.append(metrics_flush_ctx)
     setup_routes(app)
     return app

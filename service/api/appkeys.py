@@ -5,15 +5,20 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..api_keys import ApiKeys
+from ..models import Device
 from ..settings import Settings
-from ..store import CheckinStore, Feed, StreamConsumer, TicketStore
+from ..store import CheckinStore, DeviceStore, Feed, StreamConsumer, TicketStore
 from .budget import Budget
+from .device_cache import DeviceCache
 
 SETTINGS = web.AppKey("settings", Settings)
 TICKETS = web.AppKey("tickets", TicketStore)
 FEED = web.AppKey("feed", Feed)
 CONSUMER = web.AppKey("consumer", StreamConsumer)
 CHECKIN = web.AppKey("checkin", CheckinStore)
+DEVICES = web.AppKey("devices", DeviceStore)
+# This worker's devices, by their keys' digests (device_cache.py).
+DEVICE_CACHE = web.AppKey("device_cache", DeviceCache)
 OPENAPI_BODY = web.AppKey("openapi_body", bytes)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 # What expensive requests each key, and all keys, may have in flight on this worker.
@@ -22,3 +27,5 @@ BUDGET = web.AppKey("budget", Budget)
 ACTOR = web.RequestKey("actor", str)
 # The one event a bound scanner key may scan ("" for any).
 BOUND_EVENT = web.RequestKey("bound_event", str)
+# The device whose key made the request, if a device's did: its lists and direction bind it.
+DEVICE = web.RequestKey("device", Device)

@@ -19,11 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api_keys import ROLE_PERMISSIONS, Permission
+from ..api_keys import DEVICE_KEY_PREFIX, ROLE_PERMISSIONS, Permission, Role
 from ..errors import Forbidden, Unauthenticated
 from ..models import ANONYMOUS, event_of, parse_ticket_id
 from ..signing import token_ticket_id
-from .appkeys import ACTOR, API_KEYS, BOUND_EVENT, BUDGET
+from .appkeys import ACTOR, API_KEYS, BOUND_EVENT, BUDGET, DEVICE, DEVICE_CACHE
 from .budget import Cost
 from .middleware import Handler
 
@@ -59,7 +59,7 @@ def requires(
     def guard(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> Any:
-            _authorize(request, rule)
+            await _authorize(request, rule)
             if scope is not None and request[BOUND_EVENT]:
                 event = scope(request)
                 if event is not None:
@@ -100,26 +100,45 @@ def _ticket_event(raw: str | None) -> str | None:
     return event_of(ticket_id) if ticket_id else None
 
 
-def _authorize(request: web.Request, rule: PermissionRule) -> None:
+async def _authorize(request: web.Request, rule: PermissionRule) -> None:
     """Leave the caller's name in request[ACTOR] (a refused known key too, for the log),
-    or raise."""
+    or raise. A device's key is found through this worker's cache: no Redis round trip but
+    the first on this worker, and after a roll or revocation anywhere."""
     api_keys = request.app[API_KEYS]
     if not api_keys.enabled:
         request[ACTOR], request[BOUND_EVENT] = ANONYMOUS, ""
         return
     secret = _bearer(request)
-    key = api_keys.authenticate(secret) if secret else None
-    if key is None:
-        raise Unauthenticated(token_given=secret is not None)
-    request[ACTOR], request[BOUND_EVENT] = key.name, key.event or ""
+    if secret is not None and secret.startswith(DEVICE_KEY_PREFIX):
+        device = await request.app[DEVICE_CACHE].resolve(secret)
+        request[ACTOR], request[BOUND_EVENT], request[DEVICE] = device.actor, device.event or "", device
+        role = Role(device.role)
+    else:
+        key = api_keys.authenticate(secret) if secret else None
+        if key is None:
+            raise Unauthenticated(token_given=secret is not None)
+        request[ACTOR], request[BOUND_EVENT] = key.name, key.event or ""
+        role = key.role
     permission = rule if isinstance(rule, Permission) else rule(request)
-    if permission not in ROLE_PERMISSIONS[key.role]:
-        raise Forbidden(key.name, permission.value)
+    if permission not in ROLE_PERMISSIONS[role]:
+        raise Forbidden(request[ACTOR], permission.value)
 
 
 def _bearer(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def check_device_binding(request: web.Request, list_id: str, direction: str | None) -> None:
+    """A device bound to lists scans at those only, and one with a fixed direction (a
+    turnstile) only in that direction."""
+    device = request.get(DEVICE)
+    if device is None:
+        return
+    if device.lists and list_id not in device.lists:
+        raise Forbidden(device.actor, f"scan at list {list_id} (bound to {', '.join(device.lists)})")
+    if direction is not None and device.direction is not None and direction != device.direction.value:
+        raise Forbidden(device.actor, f"scan {direction} (fixed to {device.direction.value})")
 
 
 def check_event_binding(request: web.Request, event: str) -> None:

@@ -108,3 +108,32 @@ class AnnulBody(msgspec.Struct, forbid_unknown_fields=True):
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
     # Each item is decoded on its own (as a TicketBody), so that the answer names every bad one.
     tickets: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+DeviceName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_PRINTABLE)]
+# What a device says it runs on: shown to admins, never trusted.
+Platform = Annotated[str, msgspec.Meta(min_length=1, max_length=120, pattern=_PRINTABLE)]
+
+
+class DeviceBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: DeviceName
+    role: Literal["scanner", "issuer", "admin"]
+    event: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{8}$")] | None = None
+    lists: Annotated[list[ListRef], msgspec.Meta(min_length=1, max_length=20)] | None = None
+    direction: Literal["entry", "exit"] | None = None
+
+    def __post_init__(self) -> None:
+        _printable(self.name)
+        if self.lists and (self.event is None or any(not lst.startswith(self.event) for lst in self.lists)):
+            raise ValueError("lists must be lists of the device's event, which it names")
+        if self.role != "scanner" and (self.lists or self.direction):
+            raise ValueError("only a scanner is bound to lists or a direction")
+
+
+class EnrolBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    software: Platform | None = None
+    hardware: Platform | None = None
+
+    def __post_init__(self) -> None:
+        _printable(self.software, self.hardware)

@@ -27,6 +27,7 @@ from .appkeys import API_KEYS, BOUND_EVENT, CHECKIN, CONSUMER, FEED, OPENAPI_BOD
 from .auth import (
     all_events,
     by_handler,
+    check_device_binding,
     check_event_binding,
     event_in_path,
     event_in_query,
@@ -36,6 +37,7 @@ from .auth import (
 )
 from .bodies import AnnulBody, BatchBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
 from .budget import STATS_COST, fixed, page_cost
+from .devices import setup_device_routes
 from .observability import metrics_handler
 from .problems import problem
 
@@ -252,6 +254,7 @@ async def checkin(request: web.Request) -> web.Response:
     except BadTicketToken as exc:  # a forged or altered code is the gate's refusal, counted
         ticket_id, refusal = "", exc.reason
     check_event_binding(request, event_of_list(body.list))
+    check_device_binding(request, body.list, body.direction)
     scanned_at_us = None if body.scanned_at is None else round(body.scanned_at * 1e6)
     operation = "checkin\n" + canonical
     idem = inputs.idempotency_key(request, operation)
@@ -274,6 +277,7 @@ async def annul_checkin(request: web.Request) -> web.Response:
     body, _ = await inputs.decode_body(request, _ANNUL_BODY)
     ticket_id = inputs.ticket_id(request, body.ticket)
     check_event_binding(request, event_of_list(body.list))
+    check_device_binding(request, body.list, None)
     inside = await request.app[CHECKIN].annul(
         ticket_id, body.list, origin=inputs.origin(request), window_s=request.app[SETTINGS].annul_window_s
     )
@@ -495,6 +499,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/event/{event}/list/{list}/book", list_book)
     r.add_post("/checkin", checkin)
     r.add_post("/checkin/annul", annul_checkin)
+    setup_device_routes(r)
     # The id pattern leaves out the words of the routes above, so `GET /ticket/invalidate` is
     # a 405 from its resource rather than a malformed-id 400 from this one.
     r.add_get(r"/ticket/{id:(?!(?:(?:in)?validate|batch)$)[^/]+}", get_ticket)

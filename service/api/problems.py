@@ -12,6 +12,10 @@ from aiohttp import web
 from .. import metrics
 from ..errors import (
     BadCursor,
+    DeviceNotFound,
+    DeviceRevoked,
+    DeviceStateRefused,
+    EnrolmentRefused,
     EventNotFound,
     FeedCursorExpired,
     Forbidden,
@@ -90,6 +94,11 @@ def _unauthenticated(request: web.Request, exc: Unauthenticated) -> web.Response
     return problem(401, "unauthenticated", "Unauthorized", str(exc), headers={"WWW-Authenticate": challenge})
 
 
+def _device_revoked(request: web.Request, exc: DeviceRevoked) -> web.Response:
+    return problem(401, "device-revoked", "Device revoked", str(exc),
+                   headers={"WWW-Authenticate": 'Bearer realm="tickets", error="invalid_token"'})
+
+
 def _unavailable(request: web.Request, exc: StoreUnavailable) -> web.Response:
     return problem(
         503, "store-unavailable", "Service unavailable",
@@ -159,6 +168,10 @@ ERROR_TABLE: dict[type[BaseException], Mapper] = {
     WorkerBusy: _busy,
     TransitionRefused: _refused,
     Unauthenticated: _unauthenticated,
+    DeviceRevoked: _device_revoked,
+    DeviceNotFound: _plain(404, "device-not-found", "Device not found"),
+    DeviceStateRefused: _plain(409, "device-state-conflict", "Device state conflict"),
+    EnrolmentRefused: _plain(403, "enrolment-refused", "Enrolment refused"),
     Forbidden: _plain(403, "forbidden", "Forbidden"),
     FeedCursorExpired: _plain(410, "cursor-expired", "Cursor expired"),
     IdempotencyKeyReused: _plain(422, "idempotency-key-reused", "Idempotency-Key reused"),

@@ -12,6 +12,7 @@ from .calls import Caller
 from .checkin import CheckinStore
 from .config import StoreConfig
 from .consumer import StreamConsumer, StreamEntry
+from .devices import DeviceSpec, DeviceStore, Enrolment
 from .feed import Feed, FeedPage, Page
 from .keys import PROCESSOR_GROUP, SHARDS
 from .link import Client, Durability, Link, has_replicas
@@ -19,7 +20,8 @@ from .secret import DeploymentSecret
 from .tickets import Stats, TicketStore, WriteResult
 
 __all__ = [
-    "PROCESSOR_GROUP", "SHARDS", "CheckinStore", "Feed", "FeedPage", "Page", "Stats", "Store", "StoreConfig",
+    "PROCESSOR_GROUP", "SHARDS", "CheckinStore", "DeviceSpec", "DeviceStore", "Enrolment", "Feed", "FeedPage", "Page",
+    "Stats", "Store", "StoreConfig",
     "StreamConsumer", "StreamEntry", "TicketStore", "WriteResult",
 ]
 
@@ -36,3 +38,4 @@ class Store:
         self.feed = Feed(link, secret)
         self.consumer = StreamConsumer(link)
         self.checkin = CheckinStore(link, cfg)
+        self.devices = DeviceStore(link, cfg.enrolment_ttl_s)

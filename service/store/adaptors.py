@@ -349,6 +349,52 @@ class HistoryKeys(Keys):
     history: str
 
 
+# --- device.lua, enrol.lua, device_state.lua ---------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DeviceKeys(Keys):
+    device: str
+    index: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceArgv(Argv):
+    device_id: str
+    name: str
+    role: str
+    event: str  # '' for none
+    lists: str  # comma-separated, '' for all
+    direction: str  # '' for either
+    enrol_digest: str
+    enrol_ttl_us: int
+    mark: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolKeys(Keys):
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolArgv(Argv):
+    enrol_digest: str
+    key_digest: str
+    software: str
+    hardware: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStateKeys(Keys):
+    device: str
+    generation: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStateArgv(Argv):
+    action: str  # 'roll' or 'revoke'
+    key_digest: str
+
+
 @dataclass(frozen=True, slots=True)
 class NoArgv(Argv):
     pass
@@ -363,4 +409,6 @@ ADAPTORS: dict[str, tuple[type[Keys], type[Argv]]] = {
     "event": (EventKeys, EventArgv), "list": (ListKeys, ListArgv), "checkin": (CheckinKeys, CheckinArgv),
     "annul": (AnnulKeys, AnnulArgv), "process": (ProcessKeys, ProcessArgv), "scan": (ScanKeys, ScanArgv),
     "read_many": (ReadManyKeys, NoArgv), "feed": (FeedKeys, FeedArgv), "history": (HistoryKeys, NoArgv),
+    "device": (DeviceKeys, DeviceArgv), "enrol": (EnrolKeys, EnrolArgv),
+    "device_state": (DeviceStateKeys, DeviceStateArgv),
 }

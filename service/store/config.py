@@ -18,6 +18,7 @@ class StoreConfig:
     min_replicas_ack: int | None = None
     wait_timeout_ms: int = 500
     offline_max_age_s: int = 24 * 3600
+    enrolment_ttl_s: int = 15 * 60
 
     @classmethod
     def from_settings(cls, s: Settings) -> StoreConfig:
@@ -26,4 +27,5 @@ class StoreConfig:
             events_maxlen=s.events_maxlen, timeout_ms=s.redis_timeout_ms,
             max_concurrent=s.redis_max_connections, min_replicas_ack=s.redis_min_replicas_ack,
             wait_timeout_ms=s.redis_wait_timeout_ms, offline_max_age_s=s.offline_max_age_s,
+            enrolment_ttl_s=s.enrolment_ttl_s,
         )

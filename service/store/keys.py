@@ -160,3 +160,21 @@ def check_in_list(list_id: str) -> str:
 
 def list_index(event_id: str) -> str:
     return f"lsts:{{{shard_of(event_id)}}}:{event_id}"
+
+
+# Devices: few (a venue's phones and scanners), read by every replica, changed rarely. They
+# share one slot, so that a device and the generation its changes move are one script's.
+DEVICES_TAG = "devices"
+
+
+def device(device_id: str) -> str:
+    return f"dev:{{{DEVICES_TAG}}}:{device_id}"
+
+
+def device_index() -> str:
+    return f"devs:{{{DEVICES_TAG}}}"
+
+
+def device_generation() -> str:
+    """Moved on at every roll and revocation: replicas drop their cached devices when it moves."""
+    return f"devgen:{{{DEVICES_TAG}}}"

@@ -27,7 +27,7 @@ def _script(name: str) -> Script:
 
 class Scripts:
     __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process", "event", "list", "checkin",
-                 "annul", "batch", "feed")
+                 "annul", "batch", "feed", "device", "enrol", "device_state")
 
     def __init__(self) -> None:
         self.create = _script("create")
@@ -43,6 +43,9 @@ class Scripts:
         self.annul = _script("annul")
         self.batch = _script("batch")
         self.feed = _script("feed")
+        self.device = _script("device")
+        self.enrol = _script("enrol")
+        self.device_state = _script("device_state")
 
 
 SCRIPTS = Scripts()

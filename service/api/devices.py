@@ -1,0 +1,105 @@
+"""The device routes: an admin makes a device and gets its one-use enrolment code; the device
+enrols with it and gets its key, shown once; an admin lists, rolls and revokes devices.
+Authentication by a device's key is auth.py's, through the worker's cache (device_cache.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from ..api_keys import DEVICE_KEY_PREFIX, ENROLMENT_PREFIX, DeviceCredential, Permission, is_device_id
+from ..errors import EnrolmentRefused, InvalidInput
+from ..models import Direction
+from ..store import DeviceSpec
+from . import inputs
+from .appkeys import DEVICES
+from .auth import all_events, requires
+from .bodies import DeviceBody, EnrolBody
+
+_DEVICE_BODY = msgspec.json.Decoder(DeviceBody)
+_ENROL_BODY = msgspec.json.Decoder(EnrolBody)
+_encode = msgspec.json.Encoder().encode
+# A key or a code is in the answer: no cache, no proxy, no browser may keep it.
+_SECRET_HEADERS = {"Cache-Control": "no-store"}
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=_encode(data), status=status, content_type="application/json", headers=headers)
+
+
+def _device_id(request: web.Request) -> str:
+    raw = request.match_info["id"]
+    if not is_device_id(raw):
+        raise InvalidInput("the device id is not one (16 hex digits)", slug="malformed-device-id")
+    return raw
+
+
+@requires(Permission.MANAGE_DEVICES, scope=all_events)
+async def create_device(request: web.Request) -> web.Response:
+    inputs.reject_unknown_params(request, ())
+    body, canonical = await inputs.decode_body(request, _DEVICE_BODY)
+    spec = DeviceSpec(body.name, body.role, body.event, tuple(body.lists or ()),
+                      Direction(body.direction) if body.direction else None)
+    made = await request.app[DEVICES].create(spec, origin=inputs.origin(request, "device\n" + canonical))
+    # The gate page enrols from this link or from a QR code of it (docs/pages.md).
+    url = f"/gate/#enrol={made.code}"
+    answer = {**made.device.to_json(),
+              "enrolment": {"token": made.code, "url": url, "expires_at": made.expires_at}}
+    return _json(answer, status=201, headers={**_SECRET_HEADERS, "Location": f"/device/{made.device.id}"})
+
+
+async def enrol_device(request: web.Request) -> web.Response:
+    """No key: the enrolment code is the credential, once (nginx holds each address to a few
+    tries a minute)."""
+    inputs.reject_unknown_params(request, ())
+    body, _ = await inputs.decode_body(request, _ENROL_BODY)
+    code = DeviceCredential.parse(ENROLMENT_PREFIX, body.token)
+    if code is None:
+        raise EnrolmentRefused()
+    key, credential = DeviceCredential.new(DEVICE_KEY_PREFIX, code.device_id)
+    device = await request.app[DEVICES].enrol(body.token, credential.digest, body.software or "",
+                                              body.hardware or "")
+    return _json({"device": device.to_json(), "key": key}, status=201, headers=_SECRET_HEADERS)
+
+
+@requires(Permission.MANAGE_DEVICES, scope=all_events)
+async def list_devices(request: web.Request) -> web.Response:
+    inputs.reject_unknown_params(request, ())
+    return _json([d.to_json() for d in await request.app[DEVICES].all()])
+
+
+@requires(Permission.MANAGE_DEVICES, scope=all_events)
+async def get_device(request: web.Request) -> web.Response:
+    inputs.reject_unknown_params(request, ())
+    return _json((await request.app[DEVICES].get(_device_id(request))).to_json())
+
+
+@requires(Permission.MANAGE_DEVICES, scope=all_events)
+async def roll_device(request: web.Request) -> web.Response:
+    """A new key for the device, shown once; its old key is refused from now on."""
+    inputs.reject_unknown_params(request, ())
+    device_id = _device_id(request)
+    key, credential = DeviceCredential.new(DEVICE_KEY_PREFIX, device_id)
+    devices = request.app[DEVICES]
+    await devices.roll(device_id, credential.digest)
+    return _json({"device": (await devices.get(device_id)).to_json(), "key": key}, headers=_SECRET_HEADERS)
+
+
+@requires(Permission.MANAGE_DEVICES, scope=all_events)
+async def revoke_device(request: web.Request) -> web.Response:
+    inputs.reject_unknown_params(request, ())
+    device_id = _device_id(request)
+    devices = request.app[DEVICES]
+    await devices.revoke(device_id)
+    return _json((await devices.get(device_id)).to_json())
+
+
+def setup_device_routes(r: Any) -> None:
+    r.add_post("/device", create_device)
+    r.add_get("/device", list_devices)
+    r.add_post("/device/enrol", enrol_device)
+    r.add_get(r"/device/{id:(?!enrol$)[^/]+}", get_device)
+    r.add_post("/device/{id}/roll", roll_device)
+    r.add_post("/device/{id}/revoke", revoke_device)
