@@ -4,6 +4,7 @@ authenticated from the worker's cache (device_cache.py)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -155,3 +156,44 @@ def test_the_device_settings_come_from_the_environment() -> None:
     for bad in ({"ENROLMENT_TTL_S": "0"}, {"DEVICE_CACHE_CHECK_MS": "5"}, {"ENROLMENT_TTL_S": "soon"}):
         with pytest.raises(ValueError):
             Settings.from_env(bad)
+
+
+async def test_stats_count_each_devices_scans_by_outcome(app_api: tuple[Any, Api]) -> None:
+    from service.api.appkeys import CONSUMER
+
+    app, api = app_api
+    event, north, _ = await _venue(api)
+    device, key = await _device(api, event=event)
+    other, other_key = await _device(api, event=event)
+    ticket = (await api.post("/ticket", json={"event": event}, headers=ADMIN)).body["id"]
+    for k in (key, key, other_key):  # admitted, then twice refused (already used)
+        assert (await api.post("/checkin", json={"ticket": ticket, "list": north}, headers=bearer(k))).status == 200
+    await api.post("/checkin", json={"ticket": ticket, "list": north}, headers=ADMIN)  # an API key's: no device
+    consumer = app[CONSUMER]
+    await consumer.ensure_group()
+    await consumer.apply(await consumer.read_new("c1", 100))
+    stats = (await api.get("/stats", headers=ADMIN)).body
+    mine = stats["devices"][device["id"]]
+    assert mine == {"checkin": 1, "checkin_refused": 1} and len(stats["devices"]) == 2
+    assert sum(n for counts in stats["devices"].values() for n in counts.values()) == 3
+    history = (await api.get(f"/ticket/{ticket}/history", headers=ADMIN)).body
+    mine_as, other_as = f"North 1#{device['id']}", f"North 1#{other['id']}"
+    assert [h["actor"] for h in history] == ["ops", mine_as, mine_as, other_as, "ops"]
+
+
+async def test_last_seen_is_written_by_a_flush_not_per_request_and_only_moves_forward(
+    app_api: tuple[Any, Api],
+) -> None:
+    app, api = app_api
+    event, _, _ = await _venue(api)
+    device, key = await _device(api, event=event)
+    before = time.time()
+    for _ in range(3):
+        assert (await api.get(f"/event/{event}", headers=bearer(key))).status == 200
+    assert (await api.get(f"/device/{device['id']}", headers=ADMIN)).body["last_seen"] is None  # not yet flushed
+    await app[DEVICE_CACHE].flush_seen()
+    seen = (await api.get(f"/device/{device['id']}", headers=ADMIN)).body["last_seen"]
+    assert before <= seen <= time.time()
+    await app[DEVICES].seen({device["id"]: before - 60, "0123456789abcdef": before})  # older; and a device gone
+    assert (await api.get(f"/device/{device['id']}", headers=ADMIN)).body["last_seen"] == seen
+    assert (await api.get("/device/0123456789abcdef", headers=ADMIN)).status == 404

@@ -28,6 +28,9 @@ from ..store import DeviceStore
 log = logging.getLogger(__name__)
 # A worker keeps at most this many devices; past it the cache starts again (a venue has tens).
 MAX_CACHED = 10_000
+# How often a worker writes when its devices were last seen: one script call, not a write
+# per request.
+SEEN_FLUSH_S = 10.0
 
 
 class DeviceCache:
@@ -39,6 +42,9 @@ class DeviceCache:
         self._generation: int | None = None
         # When a check last read the generation (monotonic seconds).
         self._checked_at = float("-inf")
+        # Devices seen since the last flush: id -> when (seconds since the epoch).
+        self._seen: dict[str, float] = {}
+        self._flushed_at = time.monotonic()
 
     def _fresh(self) -> bool:
         return time.monotonic() - self._checked_at <= 2 * self.check_s
@@ -51,6 +57,7 @@ class DeviceCache:
             raise Unauthenticated(token_given=True)
         cached = self._cached.get(credential.digest)
         if cached is not None and self._fresh():
+            self._seen[cached.id] = time.time()
             return cached
         generation = self._generation
         try:
@@ -64,6 +71,7 @@ class DeviceCache:
             if len(self._cached) >= MAX_CACHED:
                 self._cached.clear()
             self._cached[credential.digest] = device
+        self._seen[device.id] = time.time()
         return device
 
     async def check(self) -> None:
@@ -81,10 +89,22 @@ class DeviceCache:
             self._generation = generation
         self._checked_at = time.monotonic()
 
+    async def flush_seen(self) -> None:
+        """Write when this worker's devices were last seen; kept for the next flush if Redis
+        does not take it."""
+        seen, self._seen = self._seen, {}
+        self._flushed_at = time.monotonic()
+        try:
+            await self._devices.seen(seen)
+        except StoreError:
+            self._seen = {**seen, **self._seen}
+
     async def watch(self) -> None:
         while True:
             try:
                 await self.check()
+                if time.monotonic() - self._flushed_at >= SEEN_FLUSH_S:
+                    await self.flush_seen()
             except Exception:  # a defect: never leave a cache that nothing checks
                 log.exception("checking the devices' generation")
                 self._generation = None
@@ -101,5 +121,6 @@ def device_cache_ctx(key: web.AppKey[DeviceCache]) -> Callable[[web.Application]
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await app[key].flush_seen()  # before the Redis client closes (its context is older)
 
     return ctx

@@ -350,7 +350,7 @@ async def stats(request: web.Request) -> web.Response:
     events = await request.app[CHECKIN].event_figures()
     return _json({
         "total": s.total, "valid": s.valid, "invalid": s.invalid, "revoked": s.revoked, "refused": s.refused,
-        "processed": s.processed, "processor_lag": lag, "events": events,
+        "processed": s.processed, "processor_lag": lag, "events": events, "devices": s.devices,
     })
 
 

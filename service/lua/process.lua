@@ -10,19 +10,20 @@
 -- KEYS[1]  processed  processor counters of the shard   processed:{<shard>}  (field: change type)
 -- KEYS[2]  stream  change stream of the shard         events:{<shard>}
 -- KEYS[3]  unowned  changes with no history here       unowned:{<shard>}
--- KEYS[4..n]  histories  the history of each change's ticket   history:{<shard>}:<id>, one per change
+-- KEYS[4]  device_scans  scans by device and outcome   devscans:{<shard>}  (field: <device id>:<type>)
+-- KEYS[5..n]  histories  the history of each change's ticket   history:{<shard>}:<id>, one per change
 --             with a history
 -- ARGV[1]  group   the consumer group
 -- ARGV[2]  m       how many entries to acknowledge
 -- ARGV[3..2+m]  entry_ids  their entry ids
 -- ARGV[3+m..]  per_change  per change (an entry of a batch's tickets holds one per ticket): change id,
---           change type, change as JSON, and the index in KEYS of its history ('0': none,
---           KEYS[3] takes it)
+--           change type, change as JSON, the index in KEYS of its history ('0': none,
+--           KEYS[3] takes it), and the device that made a scan ('' for none)
 -- Returns  how many changes were counted now (the rest had been already)
 local group, unowned, m = ARGV[1], KEYS[3], tonumber(ARGV[2])
-local new, counts = 0, {}
-for a = 3 + m, #ARGV, 4 do
-  local id, kind, body, at = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+local new, counts, by_device = 0, {}, {}
+for a = 3 + m, #ARGV, 5 do
+  local id, kind, body, at, device = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
   local fresh
   if at == 0 then
     fresh = redis.call('HSETNX', unowned, id, kind)
@@ -32,6 +33,10 @@ for a = 3 + m, #ARGV, 4 do
   end
   if fresh == 1 then
     counts[kind] = (counts[kind] or 0) + 1
+    if device ~= '' then
+      local field = device .. ':' .. kind
+      by_device[field] = (by_device[field] or 0) + 1
+    end
     new = new + 1
   end
 end
@@ -39,6 +44,9 @@ end
 -- `created` changes, and each redis.call costs about as much again as its command.
 for kind, count in pairs(counts) do
   redis.call('HINCRBY', KEYS[1], kind, count)
+end
+for field, count in pairs(by_device) do
+  redis.call('HINCRBY', KEYS[4], field, count)
 end
 if m > 0 then
   redis.call('XACK', KEYS[2], group, unpack(ARGV, 3, 2 + m))

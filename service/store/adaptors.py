@@ -300,6 +300,7 @@ class ProcessKeys(Keys):
     processed: str
     stream: str
     unowned: str
+    device_scans: str
     histories: tuple[str, ...]
 
 
@@ -308,7 +309,7 @@ class ProcessArgv(Argv):
     group: str
     m: int
     entry_ids: tuple[str, ...]
-    per_change: tuple[Arg, ...]  # 4 values a change: its id, type, fields, history's KEYS position
+    per_change: tuple[Arg, ...]  # 5 values a change: id, type, fields, history's KEYS position, device
 
 
 # --- scan.lua, read_many.lua, feed.lua, history.lua ------------------------------------
@@ -396,6 +397,16 @@ class DeviceStateArgv(Argv):
 
 
 @dataclass(frozen=True, slots=True)
+class SeenKeys(Keys):
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SeenArgv(Argv):
+    seen_us: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class NoArgv(Argv):
     pass
 
@@ -410,5 +421,5 @@ ADAPTORS: dict[str, tuple[type[Keys], type[Argv]]] = {
     "annul": (AnnulKeys, AnnulArgv), "process": (ProcessKeys, ProcessArgv), "scan": (ScanKeys, ScanArgv),
     "read_many": (ReadManyKeys, NoArgv), "feed": (FeedKeys, FeedArgv), "history": (HistoryKeys, NoArgv),
     "device": (DeviceKeys, DeviceArgv), "enrol": (EnrolKeys, EnrolArgv),
-    "device_state": (DeviceStateKeys, DeviceStateArgv),
+    "device_state": (DeviceStateKeys, DeviceStateArgv), "seen": (SeenKeys, SeenArgv),
 }

@@ -100,8 +100,9 @@ class StreamConsumer:
         return new
 
     def _apply_call(self, shard: str, entries: Sequence[StreamEntry]) -> Awaitable[Any]:
-        script_keys = [keys.processed(shard), keys.stream(shard), keys.unowned(shard)]  # then the histories
-        args: list[Arg] = []  # 4 a change, the position of its history in script_keys among them
+        # Then the histories; each change's 5 values name its history's position among them.
+        script_keys = [keys.processed(shard), keys.stream(shard), keys.unowned(shard), keys.device_scans(shard)]
+        args: list[Arg] = []
         for e in entries:
             if "ids" in e.fields:
                 _add_batch_entry(shard, e, script_keys, args)
@@ -114,8 +115,11 @@ class StreamConsumer:
                      and e.fields.get("why") != Refusal.UNKNOWN_TICKET.value)
             if owned:
                 script_keys.append(keys.history(ticket_id))
-            args += [e.entry_id, e.fields["e"], _encode(e.fields), len(script_keys) if owned else 0]
-        call_keys = ProcessKeys(script_keys[0], script_keys[1], script_keys[2], tuple(script_keys[3:]))
+            kind = e.fields["e"]
+            device = _device_of(e.fields.get("a", "")) if kind.startswith("checkin") else ""
+            args += [e.entry_id, kind, _encode(e.fields), len(script_keys) if owned else 0, device]
+        processed, stream, unowned, device_scans, *histories = script_keys
+        call_keys = ProcessKeys(processed, stream, unowned, device_scans, tuple(histories))
         argv = ProcessArgv(self.group, len(entries), tuple(e.entry_id for e in entries), tuple(args))
         return self._link.run("process", self._link.scripts.process, call_keys.flat(), argv.flat())
 
@@ -179,7 +183,7 @@ def _add_batch_entry(shard: str, e: StreamEntry, script_keys: list[str], args: l
     first = _FIRST_BYTES[shard]
     if not (_SAFE_IDS.fullmatch(text) and all(len(t) == 36 and t[:2] in first for t in ids)):
         for event_id, fields in entry_changes(e.entry_id, e.fields):  # not one of batch.lua's
-            args += [event_id, fields["e"], _encode(fields), 0]
+            args += [event_id, fields["e"], _encode(fields), 0, ""]
         return
     rest = _encode({"t": "", **{k: v for k, v in e.fields.items() if k != "ids"}})[len(_T_OPEN):]
     kind, prefix = e.fields["e"], keys.history_prefix(shard)
@@ -187,7 +191,14 @@ def _add_batch_entry(shard: str, e: StreamEntry, script_keys: list[str], args: l
     at = len(script_keys)
     for n, ticket_id in enumerate(ids):
         script_keys.append(prefix + ticket_id)
-        args += (f"{ms}-{seq + n}", kind, _T_OPEN + ticket_id.encode() + rest, at + n + 1)
+        args += (f"{ms}-{seq + n}", kind, _T_OPEN + ticket_id.encode() + rest, at + n + 1, "")
+
+
+def _device_of(actor: str) -> str:
+    """The device id in a device's actor (`<name>#<id>`, models.Device.actor); '' for an API
+    key's, whose names hold no '#'."""
+    name, sep, device_id = actor.rpartition("#")
+    return device_id if sep and name else ""
 
 
 def _no_such_key(exc: Exception) -> bool:

@@ -16,7 +16,16 @@ from ..api_keys import ENROLMENT_PREFIX, DeviceCredential, new_device_id
 from ..errors import DeviceNotFound, DeviceStateRefused, EnrolmentRefused
 from ..models import Device, DeviceState, Direction, Origin
 from . import keys
-from .adaptors import DeviceArgv, DeviceKeys, DeviceStateArgv, DeviceStateKeys, EnrolArgv, EnrolKeys
+from .adaptors import (
+    DeviceArgv,
+    DeviceKeys,
+    DeviceStateArgv,
+    DeviceStateKeys,
+    EnrolArgv,
+    EnrolKeys,
+    SeenArgv,
+    SeenKeys,
+)
 from .link import Link
 
 # The device hash's fields a Device is made of, in order.
@@ -136,6 +145,16 @@ class DeviceStore:
         found = await batch.run(self._link.call("device_read")) if ids else []
         devices = [_device(i, v)[0] for i, v in zip(ids, found, strict=True) if v[5] is not None]
         return sorted(devices, key=lambda d: (d.created_at, d.id))
+
+    async def seen(self, last_seen: dict[str, float]) -> None:
+        """When devices were last seen (device id: seconds): each moves forward only. Not
+        waited for by replicas: a last_seen a failover loses comes back with the next flush."""
+        if not last_seen:
+            return
+        ids = sorted(last_seen)
+        script_keys = SeenKeys(tuple(keys.device(i) for i in ids))
+        argv = SeenArgv(tuple(round(last_seen[i] * 1e6) for i in ids))
+        await self._link.run("device_seen", self._link.scripts.seen, script_keys.flat(), argv.flat())
 
     async def generation(self) -> int:
         """Moved on at every roll and revocation (device_state.lua)."""

@@ -162,6 +162,11 @@ def list_index(event_id: str) -> str:
     return f"lsts:{{{shard_of(event_id)}}}:{event_id}"
 
 
+def device_scans(shard: str) -> str:
+    """The processor's count of the shard's scans by device and outcome (`<device id>:<type>`)."""
+    return f"devscans:{{{shard}}}"
+
+
 # Devices: few (a venue's phones and scanners), read by every replica, changed rarely. They
 # share one slot, so that a device and the generation its changes move are one script's.
 DEVICES_TAG = "devices"

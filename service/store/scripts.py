@@ -27,7 +27,7 @@ def _script(name: str) -> Script:
 
 class Scripts:
     __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process", "event", "list", "checkin",
-                 "annul", "batch", "feed", "device", "enrol", "device_state")
+                 "annul", "batch", "feed", "device", "enrol", "device_state", "seen")
 
     def __init__(self) -> None:
         self.create = _script("create")
@@ -46,6 +46,7 @@ class Scripts:
         self.device = _script("device")
         self.enrol = _script("enrol")
         self.device_state = _script("device_state")
+        self.seen = _script("seen")
 
 
 SCRIPTS = Scripts()
