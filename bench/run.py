@@ -43,8 +43,9 @@ import aiohttp
 from redis.asyncio import Redis
 
 from bench.commit import measured_commit
+from service.api_keys import DEVICE_KEY_PREFIX, DeviceCredential
 from service.models import EventSpec, ListSpec, TicketSpec
-from service.store import Store, StoreConfig, keys
+from service.store import DeviceSpec, Store, StoreConfig, keys
 from service.store.link import Client
 from service.store.scripts import SCRIPTS, Scripts
 from tooling.procs import children, free_port, free_port_run, http_status, wait_until
@@ -52,9 +53,11 @@ from tooling.stack import LocalStack
 from tooling.up import ROOT, StackConfig, binary, nginx_argv, prepare, replica_argv, replica_env
 
 BENCH = ROOT / "bench"
-SCENARIOS = ("create", "get", "invalidate", "checkin", "list", "mix")
+SCENARIOS = ("create", "get", "invalidate", "checkin", "checkin_device", "list", "mix")
 # Scenarios that use each pre-created ticket once (an invalidation, a single-entry scan).
-FRESH = ("invalidate", "checkin", "mix")
+FRESH = ("invalidate", "checkin", "checkin_device", "mix")
+# The same scans as checkin, made with an enrolled device's key instead of an API_KEYS one.
+_AS_SCENARIO = {"checkin_device": "checkin"}
 TOKEN = "bench-admin-0123456789abcdef"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The seed's Flask server, measured on our 2-core machines (the issue's anchor).
@@ -98,7 +101,8 @@ def cpu_ticks(pids: list[int]) -> int:
 
 
 def wrk(target: Target, scenario: str, duration_s: int, connections: int, fresh: Path | None) -> dict[str, Any]:
-    env = {**os.environ, "SCENARIO": scenario, "TOKEN": target.token, "LIST_ID": target.list_id}
+    env = {**os.environ, "SCENARIO": _AS_SCENARIO.get(scenario, scenario), "TOKEN": target.token,
+           "LIST_ID": target.list_id}
     if target.read_ids:
         env["READ_IDS"] = str(target.read_ids)
     if fresh:
@@ -250,7 +254,7 @@ def scenario_requests(
     """The same requests as bench/wrk/scenario.lua makes, as (method, path, JSON body)."""
     out: list[tuple[str, str, dict[str, str] | None]] = []
     for i in range(1, n + 1):
-        kind = scenario
+        kind = _AS_SCENARIO.get(scenario, scenario)
         if scenario == "mix":
             kind = {0: "create", 5: "invalidate"}.get(i % 10, "get")
         if kind == "create":
@@ -459,6 +463,7 @@ async def run() -> dict[str, Any]:
         event = await store.tickets.create_event(EventSpec("Bench"))
         gate = await store.checkin.create_list(event.id, ListSpec("Gate"))
         event_tickets = TicketSpec(event=event.id, type="general")
+        device_key = await _enrolled_device(store, event.id)
         assert stack.nginx and stack.processor
         service = Target("service", stack.url, {
             "nginx": [stack.nginx.pid], "api": [p.pid for p in stack.replicas if p],
@@ -477,7 +482,8 @@ async def run() -> dict[str, Any]:
                                    "topology": topology, "scenarios": {}}
         for scenario in scenarios:
             needs_fresh = scenario in FRESH
-            spec = event_tickets if scenario == "checkin" else TicketSpec()
+            spec = event_tickets if scenario in ("checkin", "checkin_device") else TicketSpec()
+            scanning = replace(service, token=device_key) if scenario == "checkin_device" else service
             row: dict[str, Any] = {}
             # Alternating rounds, the better of each side kept: the machine's own noise only
             # ever slows a run down. Each round reverses the last one's order (service first,
@@ -486,7 +492,7 @@ async def run() -> dict[str, Any]:
             runs: dict[str, list[int]] = {"service": [], "baseline": []}
             steal: dict[str, list[float]] = {"service": [], "baseline": []}
             for i in range(rounds):
-                for target in (service, baseline) if i % 2 == 0 else (baseline, service):
+                for target in (scanning, baseline) if i % 2 == 0 else (baseline, scanning):
                     fresh = (await preload(store, fresh_n, var_dir / f"fresh-{target.name}", spec)
                              if needs_fresh else None)
                     await settle(store, target, connections, aof)
@@ -498,7 +504,7 @@ async def run() -> dict[str, Any]:
                         row[target.name] = run
             fresh = await preload(store, 20_000, var_dir / "fresh-monitor", spec) if needs_fresh else None
             row["round_trips"], row["round_trip_commands"] = await round_trips(
-                service, _master_ports(stack), "tickets-api", scenario, fresh)
+                scanning, _master_ports(stack), "tickets-api", scenario, fresh)
             row["ratio"] = round(row["service"]["rps"] / row["baseline"]["rps"], 3)
             # Each round's own ratio: its two runs ran one after the other, so a slow spell of
             # the machine weighs on both (the best-of ratio above may pair two spells).
@@ -523,6 +529,14 @@ async def run() -> dict[str, Any]:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=30)
         stack.stop()
+
+
+async def _enrolled_device(store: Store, event_id: str) -> str:
+    """A scanner device of the bench's event, enrolled as POST /device/enrol does: its key."""
+    made = await store.devices.create(DeviceSpec("Bench gate", "scanner", event=event_id))
+    key, credential = DeviceCredential.new(DEVICE_KEY_PREFIX, made.device.id)
+    await store.devices.enrol(made.code, credential.digest, "bench", "")
+    return key
 
 
 BATCH_SIZE = 1000

@@ -59,6 +59,8 @@ class DeviceCache:
         if cached is not None and self._fresh():
             self._seen[cached.id] = time.time()
             return cached
+        if not self._fresh():
+            await self.check()  # the watch skips its checks while nothing is cached
         generation = self._generation
         try:
             device, key_digest = await self._devices.get_with_key(credential.device_id)
@@ -100,9 +102,12 @@ class DeviceCache:
             self._seen = {**seen, **self._seen}
 
     async def watch(self) -> None:
+        """Check while anything is cached (a worker that never saw a device key asks nothing:
+        an API key's request stays one round trip), and flush last_seen."""
         while True:
             try:
-                await self.check()
+                if self._cached:
+                    await self.check()
                 if time.monotonic() - self._flushed_at >= SEEN_FLUSH_S:
                     await self.flush_seen()
             except Exception:  # a defect: never leave a cache that nothing checks
