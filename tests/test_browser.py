@@ -6,6 +6,8 @@ var/screenshots, and the scan-to-verdict times (printed, and written beside them
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import re
 import shutil
@@ -176,15 +178,24 @@ def y4m_of(token: str, path: Path, width: int = 640, height: int = 480) -> None:
             f.write(b"FRAME\n" + bytes(luma) + chroma)
 
 
+@contextlib.contextmanager
+def camera_seeing(playwright: Playwright, code: str, tmp_path: Path) -> Iterator[Browser]:
+    """A Chromium whose fake camera shows the QR code of `code`, closed after."""
+    video = tmp_path / "camera.y4m"
+    y4m_of(code, video)
+    browser = playwright.chromium.launch(executable_path=chromium(), headless=True,
+                                         args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"])
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
 def test_the_camera_reads_a_ticket_and_then_says_already_used(
         playwright: Playwright, stack: LocalStack, api: Client, tmp_path: Path) -> None:
     event, gate = api.venue("Camera night")
     ticket, token = api.ticket(event, type="vip", holder="Ada Lovelace")
-    video = tmp_path / "ticket.y4m"
-    y4m_of(token, video)
-    browser = playwright.chromium.launch(executable_path=chromium(), headless=True,
-                                         args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"])
-    try:
+    with camera_seeing(playwright, token, tmp_path) as browser:
         page = new_context(browser).new_page()
         open_gate(page, stack, event, gate)
         page.wait_for_function("() => window.__gate.verdicts.some(v => v.source === 'camera')", timeout=30_000)
@@ -202,8 +213,6 @@ def test_the_camera_reads_a_ticket_and_then_says_already_used(
         assert dominant(screenshot(page, "gate-already-used")) == (176, 0, 32)
         history = api.call("GET", f"/ticket/{ticket}/history", "gate")
         assert [h["type"] for h in history][:1] == ["created"]
-    finally:
-        browser.close()
 
 
 def _hang(route: Route) -> None:
@@ -644,6 +653,66 @@ def test_the_book_keeps_a_ticket_used_after_an_annulled_exit(browser: Browser, s
     }""", [jwks, gate, event, ticket, token])
     assert got == ["already_used", False, True]
     page.context.close()
+
+
+def test_a_gate_enrols_from_the_offices_code_and_stops_when_revoked(
+        playwright: Playwright, browser: Browser, stack: LocalStack, api: Client, tmp_path: Path) -> None:
+    """The box office makes a device bound to a gate and shows its enrolment code; the gate
+    page reads it through the (fake) camera, enrols, takes its list and direction from the
+    device, scans; the office revokes it; the gate's next scan shows it revoked and leaves
+    nothing of the key on the device."""
+    event, gate = api.venue("Device night")
+    tickets = [api.ticket(event) for _ in range(2)]
+    office = new_context(browser).new_page()
+    office.goto(f"{stack.url}/office/")
+    office.get_by_label("Issuer key").fill(KEYS["ops"][1])
+    office.get_by_role("button", name="Sign in").click()
+    office.wait_for_selector("#devices", state="visible")
+    office.get_by_label("Device name").fill("North 1")
+    office.locator("#device-event").select_option(event)
+    office.wait_for_function(f"() => [...document.querySelectorAll('#device-list option')].some(o => o.value === "
+                             f"'{gate['id']}')")
+    office.locator("#device-list").select_option(gate["id"])
+    office.locator("#device-direction").select_option("entry")
+    office.get_by_role("button", name="Make device").click()
+    office.wait_for_selector("#enrolment", state="visible")
+    office.wait_for_function("() => document.querySelector('#enrolment-qr').naturalWidth > 0")
+    screenshot(office, "office-device-enrolment", full_page=True)
+    url = office.locator("#enrolment-link").get_attribute("href")
+    assert url is not None and "/gate/#enrol=tke_" in url
+    with camera_seeing(playwright, url, tmp_path) as camera:
+        page = new_context(camera).new_page()
+        page.goto(f"{stack.url}/gate/")
+        page.get_by_role("button", name="Scan enrolment code").click()
+        page.wait_for_function("() => window.__gate.enrolled && window.__gate.synced >= 1", timeout=30_000)
+        assert page.locator("#where").inner_text() == "North 1 · North gate · Entry"
+        assert scan_typed(page, tickets[0][1])["kind"] == "admitted"
+        screenshot(page, "gate-device-admitted")
+        dismiss(page)
+        device_key = page.evaluate("JSON.parse(localStorage.getItem('tickets.gate')).key")
+        office.once("dialog", lambda dialog: dialog.accept())
+        office.get_by_role("button", name="Revoke").click()
+        office.wait_for_selector("td.state.revoked")
+        # Every replica refuses the key once its worker has checked (within 250 ms).
+        for replica in (stack.replica_url(i) + f"/event/{event}" for i in range(2)):
+            wait_until(functools.partial(refused, replica, device_key), 5, f"{replica} to refuse the revoked key")
+        page.get_by_label("Ticket code (hand scanner or typed)").fill(tickets[1][1])
+        page.get_by_label("Ticket code (hand scanner or typed)").press("Enter")
+        page.wait_for_selector("#revoked", state="visible")
+        screenshot(page, "gate-device-revoked")
+        assert "wiped" in page.locator("#revoked-detail").inner_text() and page.locator("#where").inner_text() == ""
+        assert page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('tickets.gate'))") == []
+        assert api.call("GET", f"/event/{event}/list/{gate['id']}", "gate")["admitted"] == 1
+    office.context.close()
+
+
+def refused(url: str, key: str) -> bool:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5):
+            return False
+    except urllib.error.HTTPError as e:
+        return e.code == 401
 
 
 def test_the_service_workers_cache_is_named_for_the_files_it_holds() -> None:

@@ -42,7 +42,8 @@ async def _venue(api: Api) -> tuple[str, str, str]:
 async def _device(api: Api, **body: Any) -> tuple[dict[str, Any], str]:
     made = await api.post("/device", json={"name": "North 1", "role": "scanner", **body}, headers=ADMIN)
     assert made.status == 201 and made.headers["Cache-Control"] == "no-store", made.body
-    assert made.body["state"] == "pending" and made.body["enrolment"]["url"].startswith("/gate/#enrol=tke_")
+    assert made.body["enrolment"]["qr_svg"].startswith("<svg")
+    assert made.body["state"] == "pending" and "/gate/#enrol=tke_" in made.body["enrolment"]["url"]
     enrolled = await api.post("/device/enrol", json={"token": made.body["enrolment"]["token"],
                                                      "software": "gate/1.0", "hardware": "Pixel 7"})
     assert enrolled.status == 201 and enrolled.headers["Cache-Control"] == "no-store", enrolled.body
@@ -136,15 +137,15 @@ async def test_a_cached_device_costs_no_read_and_a_cut_off_worker_reads_again(
     assert reads == [device["id"]]  # the first request only
     # Cut off from Redis while the device is revoked: the check fails, the cache goes, and
     # the first request after reaching Redis again reads the device and is refused.
-    generation = store.generation
+    generation = cache.background.generation
 
     async def unreachable() -> int:
         raise StoreUnavailable("cut off")
 
-    monkeypatch.setattr(store, "generation", unreachable)
+    monkeypatch.setattr(cache.background, "generation", unreachable)
     await cache.check()
     await store.revoke(device["id"])
-    monkeypatch.setattr(store, "generation", generation)
+    monkeypatch.setattr(cache.background, "generation", generation)
     refused = await api.get(f"/event/{event}", headers=bearer(key))
     assert refused.status == 401 and reads == [device["id"]] * 2
 

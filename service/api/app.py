@@ -34,11 +34,15 @@ def _redis_ctx(injected: Client | None) -> Callable[[web.Application], AsyncIter
         store = Store(client, StoreConfig.from_settings(settings))
         app[TICKETS], app[FEED], app[CONSUMER], app[CHECKIN] = store.tickets, store.feed, store.consumer, store.checkin
         app[DEVICES] = store.devices
-        app[DEVICE_CACHE] = DeviceCache(store.devices, settings.device_cache_check_ms)
+        # The device cache's checks run on a client of their own (see DeviceCache).
+        background = injected if injected is not None else redis_from_settings(settings, "tickets-api-background")
+        app[DEVICE_CACHE] = DeviceCache(store.devices, settings.device_cache_check_ms,
+                                        Store(background, StoreConfig.from_settings(settings)).devices)
         await _warn_of_old_layout(client)
         yield
         if injected is None:
             await client.aclose()
+            await background.aclose()
 
     return redis_ctx
 

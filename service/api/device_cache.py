@@ -34,8 +34,13 @@ SEEN_FLUSH_S = 10.0
 
 
 class DeviceCache:
-    def __init__(self, devices: DeviceStore, check_ms: int) -> None:
+    """`devices` reads a device on the request path; `background` (a client of its own, so
+    that its commands are neither a request's nor keep the request path's connections busy)
+    checks the generation and writes last_seen."""
+
+    def __init__(self, devices: DeviceStore, check_ms: int, background: DeviceStore | None = None) -> None:
         self._devices = devices
+        self.background = background or devices
         self.check_s = check_ms / 1000
         self._cached: dict[str, Device] = {}
         # The generation the cache holds devices of; None: unknown, nothing is cached.
@@ -60,7 +65,7 @@ class DeviceCache:
             self._seen[cached.id] = time.time()
             return cached
         if not self._fresh():
-            await self.check()  # the watch skips its checks while nothing is cached
+            await self.check(self._devices)  # the watch skips its checks while nothing is cached
         generation = self._generation
         try:
             device, key_digest = await self._devices.get_with_key(credential.device_id)
@@ -76,10 +81,10 @@ class DeviceCache:
         self._seen[device.id] = time.time()
         return device
 
-    async def check(self) -> None:
+    async def check(self, devices: DeviceStore | None = None) -> None:
         """Drop the cache if the generation moved, or cannot be read."""
         try:
-            generation = await self._devices.generation()
+            generation = await (devices or self.background).generation()
         except StoreError:
             if self._generation is not None:
                 log.warning("devices' generation unreadable: device keys are read from Redis until it is")
@@ -97,7 +102,7 @@ class DeviceCache:
         seen, self._seen = self._seen, {}
         self._flushed_at = time.monotonic()
         try:
-            await self._devices.seen(seen)
+            await self.background.seen(seen)
         except StoreError:
             self._seen = {**seen, **self._seen}
 

@@ -4,6 +4,7 @@ Authentication by a device's key is auth.py's, through the worker's cache (devic
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ from . import inputs
 from .appkeys import DEVICES
 from .auth import all_events, requires
 from .bodies import DeviceBody, EnrolBody
+from .tokens import QR_BORDER, qr_of
 
 _DEVICE_BODY = msgspec.json.Decoder(DeviceBody)
 _ENROL_BODY = msgspec.json.Decoder(EnrolBody)
@@ -43,10 +45,15 @@ async def create_device(request: web.Request) -> web.Response:
     spec = DeviceSpec(body.name, body.role, body.event, tuple(body.lists or ()),
                       Direction(body.direction) if body.direction else None)
     made = await request.app[DEVICES].create(spec, origin=inputs.origin(request, "device\n" + canonical))
-    # The gate page enrols from this link or from a QR code of it (docs/pages.md).
-    url = f"/gate/#enrol={made.code}"
-    answer = {**made.device.to_json(),
-              "enrolment": {"token": made.code, "url": url, "expires_at": made.expires_at}}
+    # The gate page enrols from this link, or from the QR code of it that a phone's camera or
+    # the gate's own reads (docs/pages.md); the link is as absolute as the caller's Host.
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme)
+    url = f"{scheme}://{request.host}/gate/#enrol={made.code}"
+    qr = io.BytesIO()
+    qr_of(url).save(qr, kind="svg", scale=1, border=QR_BORDER, xmldecl=False, unit="mm",
+                    title=f"Enrol {made.device.name}", svgclass="enrolment-qr")
+    answer = {**made.device.to_json(), "enrolment": {
+        "token": made.code, "url": url, "expires_at": made.expires_at, "qr_svg": qr.getvalue().decode()}}
     return _json(answer, status=201, headers={**_SECRET_HEADERS, "Location": f"/device/{made.device.id}"})
 
 

@@ -3,6 +3,7 @@
 // uploaded (the conflicts an upload finds are listed for the steward).
 import { Problem, Unreachable, nextLink, formatTime, el } from "../shared/api.js";
 import { message } from "./book.js";
+import { isRevoked } from "./device.js";
 
 const FEED_PAGES_PER_SYNC = 50;
 const UPLOAD_TIMEOUT_MS = 5000;
@@ -15,7 +16,7 @@ export function bodyOf(scan) {
 }
 
 export class Sync {
-  // view: setOnline(bool), renderCounters(), renderWhere(); local: the counts of scans since
+  // view: setOnline(bool), renderCounters(), renderWhere(), revoked(); local: the counts of scans since
   // the list's counters were last read; probe: what the browser tests count.
   constructor({ api, book, event, list, view, local, probe }) {
     Object.assign(this, { api, book, event, list, view, local, probe });
@@ -46,6 +47,7 @@ export class Sync {
       this.view.renderWhere();
     } catch (err) {
       if (err instanceof Unreachable) this.view.setOnline(false);
+      else if (isRevoked(err)) this.view.revoked();
       else console.warn("sync", err);
     } finally {
       this.running = false;
@@ -121,7 +123,7 @@ export class Sync {
         answer = (await this.api.post("/checkin", { ...bodyOf(scan), offline: true },
                                       { idempotencyKey: `${scan.id}:upload`, timeoutMs: UPLOAD_TIMEOUT_MS })).body;
       } catch (err) {
-        if (!(err instanceof Problem)) throw err;
+        if (!(err instanceof Problem) || isRevoked(err)) throw err;  // kept: nothing can go up now
         refusedDetail = err.message;
       }
       book.state.queue.shift();

@@ -1,9 +1,10 @@
 // The box office: sign in with an issuer key, issue one ticket or a batch of an event and
 // type, see each with its QR code, print. An admin key also sees every event and list with
-// live counts, and makes events and lists.
+// live counts, makes events and lists, and makes, rolls and revokes devices (devices.js).
 import { Api, el } from "../shared/api.js";
 import { tryKey } from "../shared/signin.js";
 import { ticketCard } from "./cards.js";
+import { DevicesPanel } from "./devices.js";
 
 const SETTINGS_KEY = "tickets.office";
 const SHOWN = 100;
@@ -39,6 +40,7 @@ async function openDesk() {
   $("desk").hidden = false;
   $("signout").hidden = false;
   if (admin) {
+    await new DevicesPanel(api, () => events).open();
     await refreshCounts();
     clearInterval(countsTimer);
     countsTimer = setInterval(refreshCounts, 5000);
