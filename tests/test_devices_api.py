@@ -176,6 +176,9 @@ async def test_stats_count_each_devices_scans_by_outcome(app_api: tuple[Any, Api
     stats = (await api.get("/stats", headers=ADMIN)).body
     mine = stats["devices"][device["id"]]
     assert mine == {"checkin": 1, "checkin_refused": 1} and len(stats["devices"]) == 2
+    assert (await api.get(f"/device/{device['id']}", headers=ADMIN)).body["scans"] == mine
+    listed = {d["id"]: d["scans"] for d in (await api.get("/device", headers=ADMIN)).body}
+    assert listed == {device["id"]: mine, other["id"]: {"checkin_refused": 1}}
     assert sum(n for counts in stats["devices"].values() for n in counts.values()) == 3
     history = (await api.get(f"/ticket/{ticket}/history", headers=ADMIN)).body
     mine_as, other_as = f"North 1#{device['id']}", f"North 1#{other['id']}"

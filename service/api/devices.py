@@ -74,13 +74,18 @@ async def enrol_device(request: web.Request) -> web.Response:
 @requires(Permission.MANAGE_DEVICES, scope=all_events)
 async def list_devices(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
-    return _json([d.to_json() for d in await request.app[DEVICES].all()])
+    devices = request.app[DEVICES]
+    scans = await devices.scan_counts()
+    return _json([{**d.to_json(), "scans": scans.get(d.id, {})} for d in await devices.all()])
 
 
 @requires(Permission.MANAGE_DEVICES, scope=all_events)
 async def get_device(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
-    return _json((await request.app[DEVICES].get(_device_id(request))).to_json())
+    devices = request.app[DEVICES]
+    device = await devices.get(_device_id(request))
+    scans = await devices.scan_counts()
+    return _json({**device.to_json(), "scans": scans.get(device.id, {})})
 
 
 @requires(Permission.MANAGE_DEVICES, scope=all_events)

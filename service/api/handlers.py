@@ -23,7 +23,7 @@ from ..models import (
 from ..store import WriteResult
 from ..store.checkin import event_of_list
 from . import inputs, tokens
-from .appkeys import API_KEYS, BOUND_EVENT, CHECKIN, CONSUMER, FEED, OPENAPI_BODY, SETTINGS, TICKETS
+from .appkeys import API_KEYS, BOUND_EVENT, CHECKIN, CONSUMER, DEVICES, FEED, OPENAPI_BODY, SETTINGS, TICKETS
 from .auth import (
     all_events,
     by_handler,
@@ -348,9 +348,10 @@ async def stats(request: web.Request) -> web.Response:
     s = await request.app[TICKETS].stats()
     lag = await request.app[CONSUMER].lag()
     events = await request.app[CHECKIN].event_figures()
+    devices = await request.app[DEVICES].scan_counts()
     return _json({
         "total": s.total, "valid": s.valid, "invalid": s.invalid, "revoked": s.revoked, "refused": s.refused,
-        "processed": s.processed, "processor_lag": lag, "events": events, "devices": s.devices,
+        "processed": s.processed, "processor_lag": lag, "events": events, "devices": devices,
     })
 
 

@@ -156,6 +156,20 @@ class DeviceStore:
         argv = SeenArgv(tuple(round(last_seen[i] * 1e6) for i in ids))
         await self._link.run("device_seen", self._link.scripts.seen, script_keys.flat(), argv.flat())
 
+    async def scan_counts(self) -> dict[str, dict[str, int]]:
+        """Each device's scans by type, as the tickets processor counted them (devscans:{s},
+        process.lua): one read of every shard, one round trip per node."""
+        batch = self._link.batch()
+        for shard in keys.SHARDS:
+            batch.cmd.hgetall(keys.device_scans(shard))
+        counts: dict[str, dict[str, int]] = {}
+        for found in await batch.run(self._link.call("device_scans")):
+            for name, n in found.items():
+                device_id, _, kind = name.partition(":")
+                by_kind = counts.setdefault(device_id, {})
+                by_kind[kind] = by_kind.get(kind, 0) + int(n)
+        return counts
+
     async def generation(self) -> int:
         """Moved on at every roll and revocation (device_state.lua)."""
         key = keys.device_generation()

@@ -72,8 +72,6 @@ class Stats:
     refused: int
     # Changes the tickets processor has recorded, by type.
     processed: dict[str, int] = field(default_factory=dict)
-    # Scans the processor has recorded per device, by type (checkin, checkin_refused, ...).
-    devices: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _seconds(us: Any) -> float | None:
@@ -320,27 +318,20 @@ class TicketStore:
         return [change_of(entry_id, json.loads(raw)) for entry_id, raw in entries]
 
     async def stats(self) -> Stats:
-        """Exact totals (kept by the same scripts that change tickets), the processor's
-        counts by change type, and its counts of scans per device. One round trip per node."""
+        """Exact totals (kept by the same scripts that change tickets) and the processor's
+        counts by change type. One round trip per node."""
         batch = self._link.batch()
         for shard in keys.SHARDS:
             batch.cmd.hmget(keys.stats(shard), list(_STAT_FIELDS))
             batch.cmd.hgetall(keys.processed(shard))
-            batch.cmd.hgetall(keys.device_scans(shard))
         replies = await batch.run(self._link.call("stats"))
-        totals = [sum(int(r[i] or 0) for r in replies[::3]) for i in range(len(_STAT_FIELDS))]
+        totals = [sum(int(r[i] or 0) for r in replies[::2]) for i in range(len(_STAT_FIELDS))]
         processed: dict[str, int] = {t.value: 0 for t in ChangeType}
-        for counts in replies[1::3]:
+        for counts in replies[1::2]:
             for name, n in counts.items():
                 processed[name] = processed.get(name, 0) + int(n)
-        devices: dict[str, dict[str, int]] = {}
-        for counts in replies[2::3]:
-            for name, n in counts.items():
-                device_id, _, kind = name.partition(":")
-                by_kind = devices.setdefault(device_id, {})
-                by_kind[kind] = by_kind.get(kind, 0) + int(n)
         total, valid, invalid, revoked, refused = totals
-        return Stats(total, valid, invalid, revoked, refused, processed=processed, devices=devices)
+        return Stats(total, valid, invalid, revoked, refused, processed=processed)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless Redis answers."""
