@@ -201,3 +201,14 @@ async def test_last_seen_is_written_by_a_flush_not_per_request_and_only_moves_fo
     await app[DEVICES].seen({device["id"]: before - 60, "0123456789abcdef": before})  # older; and a device gone
     assert (await api.get(f"/device/{device['id']}", headers=ADMIN)).body["last_seen"] == seen
     assert (await api.get("/device/0123456789abcdef", headers=ADMIN)).status == 404
+
+
+async def test_the_enrolment_link_is_where_the_caller_reached_the_service(app_api: tuple[Any, Api]) -> None:
+    _, api = app_api
+    body = {"name": "Tablet", "role": "issuer"}
+    cases = [({"Origin": "https://box.venue.example:8443"}, "https://box.venue.example:8443/gate/#enrol=tke_"),
+             ({"X-Forwarded-Host": "venue.local:8080"}, "http://venue.local:8080/gate/#enrol=tke_"),
+             ({"Origin": "javascript:alert(1)", "X-Forwarded-Host": "a b"}, "http://127.0.0.1:")]
+    for headers, start in cases:
+        made = await api.post("/device", json=body, headers={**ADMIN, **headers})
+        assert made.status == 201 and made.body["enrolment"]["url"].startswith(start), made.body["enrolment"]["url"]

@@ -40,6 +40,7 @@ def call(base: str, method: str, path: str, key: str, body: Any = None) -> tuple
 
 def enrolled(stack: LocalStack, event: str) -> tuple[str, str]:
     _, made = call(stack.url, "POST", "/device", ADMIN, {"name": "North 1", "role": "scanner", "event": event})
+    assert made["enrolment"]["url"].startswith(stack.url + "/gate/#enrol=")  # the port too, through nginx
     status, answer = call(stack.url, "POST", "/device/enrol", "", {"token": made["enrolment"]["token"]})
     assert status == 201
     return made["id"], answer["key"]

@@ -5,6 +5,7 @@ Authentication by a device's key is auth.py's, through the worker's cache (devic
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import msgspec
@@ -25,10 +26,22 @@ _ENROL_BODY = msgspec.json.Decoder(EnrolBody)
 _encode = msgspec.json.Encoder().encode
 # A key or a code is in the answer: no cache, no proxy, no browser may keep it.
 _SECRET_HEADERS = {"Cache-Control": "no-store"}
+_HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+_ORIGIN_RE = re.compile(r"https?://(" + _HOST_RE.pattern + ")")
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=_encode(data), status=status, content_type="application/json", headers=headers)
+
+
+def _origin(request: web.Request) -> str:
+    """Where the caller reached the service: a browser's Origin (the office page's), else the
+    Host the client gave nginx (X-Forwarded-Host, port included), else the replica's own."""
+    origin = request.headers.get("Origin", "")
+    if _ORIGIN_RE.fullmatch(origin):
+        return origin
+    host = request.headers.get("X-Forwarded-Host", "")
+    return f"{request.scheme}://{host if _HOST_RE.fullmatch(host) else request.host}"
 
 
 def _device_id(request: web.Request) -> str:
@@ -46,9 +59,8 @@ async def create_device(request: web.Request) -> web.Response:
                       Direction(body.direction) if body.direction else None)
     made = await request.app[DEVICES].create(spec, origin=inputs.origin(request, "device\n" + canonical))
     # The gate page enrols from this link, or from the QR code of it that a phone's camera or
-    # the gate's own reads (docs/pages.md); the link is as absolute as the caller's Host.
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme)
-    url = f"{scheme}://{request.host}/gate/#enrol={made.code}"
+    # the gate's own reads (docs/pages.md).
+    url = f"{_origin(request)}/gate/#enrol={made.code}"
     qr = io.BytesIO()
     qr_of(url).save(qr, kind="svg", scale=1, border=QR_BORDER, xmldecl=False, unit="mm",
                     title=f"Enrol {made.device.name}", svgclass="enrolment-qr")
