@@ -16,6 +16,7 @@ from ..errors import EnrolmentRefused, InvalidInput
 from ..models import Direction
 from ..store import DeviceSpec
 from . import inputs
+from .answers import json_answer
 from .appkeys import DEVICES
 from .auth import all_events, requires
 from .bodies import DeviceBody, EnrolBody
@@ -23,15 +24,10 @@ from .tokens import QR_BORDER, qr_of
 
 _DEVICE_BODY = msgspec.json.Decoder(DeviceBody)
 _ENROL_BODY = msgspec.json.Decoder(EnrolBody)
-_encode = msgspec.json.Encoder().encode
 # A key or a code is in the answer: no cache, no proxy, no browser may keep it.
 _SECRET_HEADERS = {"Cache-Control": "no-store"}
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 _ORIGIN_RE = re.compile(r"https?://(" + _HOST_RE.pattern + ")")
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=_encode(data), status=status, content_type="application/json", headers=headers)
 
 
 def _origin(request: web.Request) -> str:
@@ -66,7 +62,7 @@ async def create_device(request: web.Request) -> web.Response:
                     title=f"Enrol {made.device.name}", svgclass="enrolment-qr")
     answer = {**made.device.to_json(), "enrolment": {
         "token": made.code, "url": url, "expires_at": made.expires_at, "qr_svg": qr.getvalue().decode()}}
-    return _json(answer, status=201, headers={**_SECRET_HEADERS, "Location": f"/device/{made.device.id}"})
+    return json_answer(answer, status=201, headers={**_SECRET_HEADERS, "Location": f"/device/{made.device.id}"})
 
 
 async def enrol_device(request: web.Request) -> web.Response:
@@ -80,7 +76,7 @@ async def enrol_device(request: web.Request) -> web.Response:
     key, credential = DeviceCredential.new(DEVICE_KEY_PREFIX, code.device_id)
     device = await request.app[DEVICES].enrol(body.token, credential.digest, body.software or "",
                                               body.hardware or "")
-    return _json({"device": device.to_json(), "key": key}, status=201, headers=_SECRET_HEADERS)
+    return json_answer({"device": device.to_json(), "key": key}, status=201, headers=_SECRET_HEADERS)
 
 
 @requires(Permission.MANAGE_DEVICES, scope=all_events)
@@ -88,7 +84,7 @@ async def list_devices(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     devices = request.app[DEVICES]
     scans = await devices.scan_counts()
-    return _json([{**d.to_json(), "scans": scans.get(d.id, {})} for d in await devices.all()])
+    return json_answer([{**d.to_json(), "scans": scans.get(d.id, {})} for d in await devices.all()])
 
 
 @requires(Permission.MANAGE_DEVICES, scope=all_events)
@@ -97,7 +93,7 @@ async def get_device(request: web.Request) -> web.Response:
     devices = request.app[DEVICES]
     device = await devices.get(_device_id(request))
     scans = await devices.scan_counts()
-    return _json({**device.to_json(), "scans": scans.get(device.id, {})})
+    return json_answer({**device.to_json(), "scans": scans.get(device.id, {})})
 
 
 @requires(Permission.MANAGE_DEVICES, scope=all_events)
@@ -108,7 +104,7 @@ async def roll_device(request: web.Request) -> web.Response:
     key, credential = DeviceCredential.new(DEVICE_KEY_PREFIX, device_id)
     devices = request.app[DEVICES]
     await devices.roll(device_id, credential.digest)
-    return _json({"device": (await devices.get(device_id)).to_json(), "key": key}, headers=_SECRET_HEADERS)
+    return json_answer({"device": (await devices.get(device_id)).to_json(), "key": key}, headers=_SECRET_HEADERS)
 
 
 @requires(Permission.MANAGE_DEVICES, scope=all_events)
@@ -117,7 +113,7 @@ async def revoke_device(request: web.Request) -> web.Response:
     device_id = _device_id(request)
     devices = request.app[DEVICES]
     await devices.revoke(device_id)
-    return _json((await devices.get(device_id)).to_json())
+    return json_answer((await devices.get(device_id)).to_json())
 
 
 def setup_device_routes(r: Any) -> None:

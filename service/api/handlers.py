@@ -23,6 +23,7 @@ from ..models import (
 from ..store import WriteResult
 from ..store.checkin import event_of_list
 from . import inputs, tokens
+from .answers import json_answer
 from .appkeys import API_KEYS, BOUND_EVENT, CHECKIN, CONSUMER, DEVICES, FEED, OPENAPI_BODY, SETTINGS, TICKETS
 from .auth import (
     all_events,
@@ -45,31 +46,22 @@ from .problems import problem
 # C parser refuses the token), so UPDATE exists at nginx only and no Allow here names it.
 TRANSITION_METHODS = ("POST", "PATCH")
 
-# msgspec's encoder: compact UTF-8 JSON in one C call, a fifth of the json module's cost
-# per ticket answer (measured in bench/results/profile-*).
-_encode = msgspec.json.Encoder().encode
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=_encode(data), status=status, content_type="application/json", headers=headers)
-
-
 def _write_headers(result: WriteResult, **extra: str) -> dict[str, str]:
     return {**extra, "Idempotent-Replayed": "true"} if result.replayed else extra
 
 
 async def index(request: web.Request) -> web.Response:
     auth = "on" if request.app[API_KEYS].enabled else "off"
-    return _json({"service": SERVICE_NAME, "version": __version__, "auth": auth})
+    return json_answer({"service": SERVICE_NAME, "version": __version__, "auth": auth})
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return json_answer({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     await request.app[TICKETS].ready()  # a write would succeed: not just a PING answered
-    return _json({"status": "ready"})
+    return json_answer({"status": "ready"})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -93,7 +85,7 @@ async def create_ticket(request: web.Request) -> web.Response:
     idem = inputs.idempotency_key(request, operation)
     result = await request.app[TICKETS].create(spec=spec, origin=inputs.origin(request, operation), idempotency=idem)
     headers = _write_headers(result, Location=f"/ticket/{result.ticket.id}")
-    return _json(result.ticket.to_json(), status=201, headers=headers)
+    return json_answer(result.ticket.to_json(), status=201, headers=headers)
 
 
 _BATCH_BODY = msgspec.json.Decoder(BatchBody)
@@ -129,7 +121,7 @@ async def create_batch(request: web.Request) -> web.Response:
     tickets, replayed = await request.app[TICKETS].issue_batch(
         specs, origin=inputs.origin(request, operation), idempotency=idem)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return _json({"tickets": [t.to_json() for t in tickets]}, status=201, headers=headers)
+    return json_answer({"tickets": [t.to_json() for t in tickets]}, status=201, headers=headers)
 
 
 def _batch_items(raws: list[msgspec.Raw]) -> tuple[list[TicketBody], list[dict[str, object]]]:
@@ -151,7 +143,7 @@ async def create_event(request: web.Request) -> web.Response:
     body, canonical = await inputs.decode_body(request, _EVENT_BODY)
     spec = EventSpec(body.name, body.starts_at, body.ends_at, body.capacity)
     event = await request.app[TICKETS].create_event(spec, origin=inputs.origin(request, "event\n" + canonical))
-    return _json(event.to_json(), status=201, headers={"Location": f"/event/{event.id}"})
+    return json_answer(event.to_json(), status=201, headers={"Location": f"/event/{event.id}"})
 
 
 def _event_id(raw: str) -> str:
@@ -164,7 +156,7 @@ def _event_id(raw: str) -> str:
 async def get_event(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     event = await request.app[TICKETS].get_event(_event_id(request.match_info["event"]))
-    return _json(event.to_json())
+    return json_answer(event.to_json())
 
 
 @requires(Permission.READ_EVENT, scope=by_handler, cost=page_cost(inputs.DEFAULT_PAGE_SIZE))
@@ -175,13 +167,13 @@ async def list_events(request: web.Request) -> web.Response:
     if bound:  # a bound key sees its own event only
         if "cursor" in request.query:
             await request.app[FEED].page_cursor(request.query["cursor"])
-        return _json([(await request.app[TICKETS].get_event(bound)).to_json()])
+        return json_answer([(await request.app[TICKETS].get_event(bound)).to_json()])
     page = await request.app[FEED].event_page(request.query.get("cursor"), limit)
     headers = {}
     if page.next_cursor is not None:
         nxt = request.rel_url.update_query(limit=limit, cursor=page.next_cursor)
         headers["Link"] = f'<{nxt}>; rel="next"'
-    return _json([e.to_json() for e in page.events], headers=headers)
+    return json_answer([e.to_json() for e in page.events], headers=headers)
 
 
 _LIST_BODY = msgspec.json.Decoder(ListBody)
@@ -198,7 +190,7 @@ async def create_list(request: web.Request) -> web.Response:
     spec = ListSpec(body.name, tuple(body.types or ()), body.reentry, body.capacity, tuple(body.leaves))
     origin = inputs.origin(request, f"list\n{event_id}\n{canonical}")
     made = await request.app[CHECKIN].create_list(event_id, spec, origin=origin)
-    return _json(made.to_json(), status=201, headers={"Location": f"/event/{event_id}/list/{made.id}"})
+    return json_answer(made.to_json(), status=201, headers={"Location": f"/event/{event_id}/list/{made.id}"})
 
 
 @requires(Permission.READ_EVENT, scope=event_in_path)
@@ -206,7 +198,7 @@ async def event_lists(request: web.Request) -> web.Response:
     """Every check-in list of an event, with its live counters: what a gate picks from."""
     inputs.reject_unknown_params(request, ())
     event_id = _event_id(request.match_info["event"])
-    return _json([info.to_json() for info in await request.app[CHECKIN].lists(event_id)])
+    return json_answer([info.to_json() for info in await request.app[CHECKIN].lists(event_id)])
 
 
 @requires(Permission.READ_EVENT, scope=event_in_path)
@@ -217,7 +209,7 @@ async def get_list(request: web.Request) -> web.Response:
     if not is_list_id(list_id):
         raise InvalidInput("the list id is not one (its event's 8 hex digits, a dash and 4 more)",
                            slug="malformed-list-id")
-    return _json((await request.app[CHECKIN].get_list(event_id, list_id)).to_json())
+    return json_answer((await request.app[CHECKIN].get_list(event_id, list_id)).to_json())
 
 
 @requires(Permission.CHECKIN, scope=event_in_path, cost=page_cost(inputs.MAX_PAGE_SIZE))
@@ -238,7 +230,7 @@ async def list_book(request: web.Request) -> web.Response:
     tickets = [{"id": e.ticket_id, "status": e.state.value, "plain_used": e.plain_used,
                 "used_at": None if e.used_at_us is None else e.used_at_us / 1e6, "inside": e.inside}
                for e in page.entries]
-    return _json({"tickets": tickets, "changes_after": page.changes_after, "next": page.next_cursor},
+    return json_answer({"tickets": tickets, "changes_after": page.changes_after, "next": page.next_cursor},
                  headers=headers)
 
 
@@ -267,7 +259,7 @@ async def checkin(request: web.Request) -> web.Response:
         outcome = "admitted" if result.admitted else "conflict" if result.conflict else "refused"
         reason = result.reason.value if result.reason else ""
         metrics.scan_counter(body.direction, outcome, reason).inc()
-    return _json(result.to_json(), headers={"Idempotent-Replayed": "true"} if replayed else None)
+    return json_answer(result.to_json(), headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
 @requires(Permission.CHECKIN, scope=by_handler)
@@ -281,7 +273,7 @@ async def annul_checkin(request: web.Request) -> web.Response:
     inside = await request.app[CHECKIN].annul(
         ticket_id, body.list, origin=inputs.origin(request), window_s=request.app[SETTINGS].annul_window_s
     )
-    return _json({"annulled": True, "ticket": ticket_id, "list": body.list, "inside": inside})
+    return json_answer({"annulled": True, "ticket": ticket_id, "list": body.list, "inside": inside})
 
 
 @requires(Permission.REVOKE, scope=ticket_event_in_path)
@@ -295,7 +287,7 @@ async def revoke_ticket(request: web.Request) -> web.Response:
     result = await request.app[TICKETS].transition(
         ticket_id, Transition.REVOKE, origin=inputs.origin(request, operation), idempotency=idem, reason=body.reason
     )
-    return _json(result.ticket.to_json(), headers=_write_headers(result))
+    return json_answer(result.ticket.to_json(), headers=_write_headers(result))
 
 
 def _get_tickets_permission(request: web.Request) -> Permission:
@@ -320,7 +312,7 @@ async def get_tickets(request: web.Request) -> web.Response:
         if "cursor" in request.query:
             await request.app[FEED].page_cursor(request.query["cursor"])
         ticket = await request.app[TICKETS].get(inputs.ticket_id(request, request.query["id"]))
-        return _json([ticket.to_json()])
+        return json_answer([ticket.to_json()])
     return await _list_page(request)
 
 
@@ -332,14 +324,14 @@ async def _list_page(request: web.Request) -> web.Response:
     if page.next_cursor is not None:
         nxt = request.rel_url.update_query(limit=limit, cursor=page.next_cursor)
         headers["Link"] = f'<{nxt}>; rel="next"'
-    return _json([t.to_json() for t in page.tickets], headers=headers)
+    return json_answer([t.to_json() for t in page.tickets], headers=headers)
 
 
 @requires(Permission.HISTORY, scope=ticket_event_in_path)
 async def ticket_history(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     changes = await request.app[TICKETS].history(inputs.ticket_id(request, request.match_info["id"]))
-    return _json([c.to_json() for c in changes])
+    return json_answer([c.to_json() for c in changes])
 
 
 @requires(Permission.STATS, scope=all_events, cost=fixed(STATS_COST))
@@ -349,7 +341,7 @@ async def stats(request: web.Request) -> web.Response:
     lag = await request.app[CONSUMER].lag()
     events = await request.app[CHECKIN].event_figures()
     devices = await request.app[DEVICES].scan_counts()
-    return _json({
+    return json_answer({
         "total": s.total, "valid": s.valid, "invalid": s.invalid, "revoked": s.revoked, "refused": s.refused,
         "processed": s.processed, "processor_lag": lag, "events": events, "devices": devices,
     })
@@ -382,7 +374,7 @@ async def changes(request: web.Request) -> web.Response:
     else:
         page = await feed.changes_page(request.query.get("after") or None, limit)
     nxt = request.rel_url.update_query(limit=limit, after=page.next_cursor)
-    return _json([e.to_json() for e in page.changes], headers={"Link": f'<{nxt}>; rel="next"'})
+    return json_answer([e.to_json() for e in page.changes], headers={"Link": f'<{nxt}>; rel="next"'})
 
 
 async def deprecated_events(request: web.Request) -> web.StreamResponse:
@@ -402,7 +394,7 @@ deprecated_events.event_scope = changes.event_scope  # type: ignore[attr-defined
 async def get_ticket(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     ticket = await request.app[TICKETS].get(inputs.ticket_id(request, request.match_info["id"]))
-    return _json(ticket.to_json())
+    return json_answer(ticket.to_json())
 
 
 async def _transition(request: web.Request, ticket_id: str, transition: Transition) -> web.Response:
@@ -412,7 +404,7 @@ async def _transition(request: web.Request, ticket_id: str, transition: Transiti
     result = await request.app[TICKETS].transition(
         ticket_id, transition, origin=inputs.origin(request, operation), idempotency=idem
     )
-    return _json(result.ticket.to_json(), headers=_write_headers(result))
+    return json_answer(result.ticket.to_json(), headers=_write_headers(result))
 
 
 _TRANSITION_PERMISSION = {Transition.INVALIDATE: Permission.INVALIDATE, Transition.VALIDATE: Permission.VALIDATE}
