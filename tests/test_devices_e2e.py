@@ -1,6 +1,8 @@
 """A revoked or rolled device key, refused by every replica of a real stack within a second,
-measured per replica; and a replica stopped while the device was revoked refuses it from its
-very first answer after it runs again."""
+measured per replica; a replica stopped while the device was revoked refuses it from its very
+first answer after it runs again; and a replica cut off from Redis (a partition: a relay that
+holds every byte) while the device was revoked never admits it, and refuses it within a second
+of the network's return."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tooling.relay import Relay
 from tooling.stack import LocalStack
 
 from .conftest import MakeStack
@@ -46,14 +49,15 @@ def enrolled(stack: LocalStack, event: str) -> tuple[str, str]:
     return made["id"], answer["key"]
 
 
-def until_refused(base: str, path: str, key: str, started: float) -> float:
-    """Ask until the key is refused as device-revoked; how long after `started`, in ms."""
+def until_refused(base: str, path: str, key: str, started: float, allowed: tuple[int, ...] = (200,)) -> float:
+    """Ask until the key is refused as device-revoked, with no answer but `allowed` before;
+    how long after `started`, in ms."""
     while True:
         status, body = call(base, "GET", path, key)
         if status == 401:
             assert body["type"].endswith("device-revoked")
             return (time.monotonic() - started) * 1000
-        assert status == 200 and time.monotonic() - started < 5
+        assert status in allowed and time.monotonic() - started < 5, (status, body)
 
 
 def test_every_replica_refuses_a_revoked_or_rolled_key_within_a_second(stack: LocalStack) -> None:
@@ -95,3 +99,30 @@ def test_a_replica_stopped_while_a_device_was_revoked_refuses_it_at_once(stack: 
     print(f"\nDEVICES the stopped replica's first answer after resuming: {status} "
           f"in {(time.monotonic() - resumed) * 1000:.1f} ms")
     assert status == 401 and body["type"].endswith("device-revoked")
+
+
+def test_a_replica_cut_off_from_redis_while_a_device_was_revoked_never_serves_it(stack: LocalStack) -> None:
+    relay = Relay(stack.cfg.redis_port).start()
+    stack.kill_replica(1)
+    stack.start_replica(1, env={"REDIS_URL": f"redis://127.0.0.1:{relay.port}/0"})
+    try:
+        _, event = call(stack.url, "POST", "/event", ADMIN, {"name": "Partition"})
+        path = f"/event/{event['id']}"
+        device, key = enrolled(stack, event["id"])
+        cut_off = stack.replica_url(1)
+        assert call(cut_off, "GET", path, key)[0] == 200  # cached there
+        relay.cut()
+        assert call(stack.replica_url(0), "POST", f"/device/{device}/revoke", ADMIN)[0] == 200
+        # While cut off, it answers: never 200, whatever it had cached.
+        during = [call(cut_off, "GET", path, key) for _ in range(3)]
+        assert all(status == 503 and body["type"].endswith("unavailable") for status, body in during), during
+        relay.heal()
+        healed = time.monotonic()
+        ms = until_refused(cut_off, path, key, healed, allowed=(503,))
+        print(f"\nDEVICES the cut-off replica's answers while cut: {[s for s, _ in during]}; "
+              f"refused {ms:.1f} ms after the network came back")
+        assert ms < 1000
+    finally:
+        stack.kill_replica(1)
+        relay.stop()
+        stack.start_replica(1)

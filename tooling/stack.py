@@ -98,9 +98,11 @@ class LocalStack:
         except OSError:
             return False
 
-    def start_replica(self, i: int) -> None:
+    def start_replica(self, i: int, env: dict[str, str] | None = None) -> None:
+        """Start replica i; `env` over the stack's (a REDIS_URL through a tooling.relay.Relay,
+        to cut this replica alone off from Redis)."""
         port = self.cfg.api_ports[i]
-        env = {**replica_env(self.cfg), **self.env}
+        env = {**replica_env(self.cfg), **self.env, **(env or {})}
         self.replicas[i] = self._spawn(f"api{i + 1}", replica_argv(self.cfg, port), env)
         wait_until(lambda: http_status(self.replica_url(i) + "/readyz") == 200, what=f"replica {i}")
 
