@@ -293,12 +293,21 @@ class Change:
     offline: bool = False
 
     def to_json(self) -> dict[str, Any]:
+        device = device_of(self.actor)
         return {
             "event_id": self.id, "ticket_id": self.ticket_id, "type": self.type.value,
             "timestamp": self.timestamp, "actor": self.actor, "request_id": self.request_id,
             "client_ip": self.client_ip, "reason": self.reason, "list": self.list,
             "direction": self.direction, "scanned_at": self.scanned_at, "offline": self.offline,
+            "device": None if device is None else {"id": device[0], "name": device[1]},
         }
+
+
+def device_of(actor: str) -> tuple[str, str] | None:
+    """The (id, name) of the device an actor is (`<name>#<id>`, Device.actor); None for an API
+    key's, whose names hold no '#' (api_keys._NAME_RE)."""
+    name, sep, device_id = actor.rpartition("#")
+    return (device_id, name) if sep and name and device_id else None
 
 
 def new_ticket_id(event: str = DEFAULT_EVENT, random16: bytes | bytearray | None = None) -> str:

@@ -183,6 +183,10 @@ async def test_stats_count_each_devices_scans_by_outcome(app_api: tuple[Any, Api
     history = (await api.get(f"/ticket/{ticket}/history", headers=ADMIN)).body
     mine_as, other_as = f"North 1#{device['id']}", f"North 1#{other['id']}"
     assert [h["actor"] for h in history] == ["ops", mine_as, mine_as, other_as, "ops"]
+    mine_is, other_is = {"id": device["id"], "name": "North 1"}, {"id": other["id"], "name": "North 1"}
+    assert [h["device"] for h in history] == [None, mine_is, mine_is, other_is, None]
+    feed = (await api.get(f"/changes?event={event}&limit=1000", headers=ADMIN)).body
+    assert [c["device"] for c in feed if c["ticket_id"] == ticket] == [None, mine_is, mine_is, other_is, None]
 
 
 async def test_last_seen_is_written_by_a_flush_not_per_request_and_only_moves_forward(

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 from redis.exceptions import ResponseError
 
-from ..models import Refusal
+from ..models import Refusal, device_of
 from . import keys
 from .adaptors import ProcessArgv, ProcessKeys
 from .entries import entry_changes, entry_size, first_change_key, stream_id_key
@@ -116,8 +116,8 @@ class StreamConsumer:
             if owned:
                 script_keys.append(keys.history(ticket_id))
             kind = e.fields["e"]
-            device = _device_of(e.fields.get("a", "")) if kind.startswith("checkin") else ""
-            args += [e.entry_id, kind, _encode(e.fields), len(script_keys) if owned else 0, device]
+            device = device_of(e.fields.get("a", "")) if kind.startswith("checkin") else None
+            args += [e.entry_id, kind, _encode(e.fields), len(script_keys) if owned else 0, device[0] if device else ""]
         processed, stream, unowned, device_scans, *histories = script_keys
         call_keys = ProcessKeys(processed, stream, unowned, device_scans, tuple(histories))
         argv = ProcessArgv(self.group, len(entries), tuple(e.entry_id for e in entries), tuple(args))
@@ -192,13 +192,6 @@ def _add_batch_entry(shard: str, e: StreamEntry, script_keys: list[str], args: l
     for n, ticket_id in enumerate(ids):
         script_keys.append(prefix + ticket_id)
         args += (f"{ms}-{seq + n}", kind, _T_OPEN + ticket_id.encode() + rest, at + n + 1, "")
-
-
-def _device_of(actor: str) -> str:
-    """The device id in a device's actor (`<name>#<id>`, models.Device.actor); '' for an API
-    key's, whose names hold no '#'."""
-    name, sep, device_id = actor.rpartition("#")
-    return device_id if sep and name else ""
 
 
 def _no_such_key(exc: Exception) -> bool:
