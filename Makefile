@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: up test test-fast lint system clean bench bench-memory bench-profile bench-redis bench-floor bench-starve \
-	bench-lighthouse
+	bench-lighthouse bench-webhooks
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
@@ -48,6 +48,7 @@ test-fast: $(STAMP) system
 bench: $(STAMP) system
 	bash tooling/ensure-system.sh wrk
 	$(BIN)/python -m bench.run
+	[ "$${BENCH_WEBHOOKS:-1}" = 0 ] || $(BIN)/python -m bench.webhooks
 
 # py-spy samples a worker under the get and create scenarios (bench/profile.py).
 bench-profile: $(STAMP) system
@@ -61,6 +62,10 @@ bench-redis: $(STAMP) system
 # Each write's Redis CPU with Redis alone on a core: the floor under make bench's figures.
 bench-floor: $(STAMP) system
 	$(BIN)/python -m bench.script_floor
+
+# Webhook deliveries per second and the delay from a change to its delivery (bench/webhooks.py).
+bench-webhooks: $(STAMP) system
+	$(BIN)/python -m bench.webhooks
 
 # One key's flood of expensive reads against another key's plain reads (bench/starve.py).
 bench-starve: $(STAMP) system

@@ -40,6 +40,8 @@ class Permission(StrEnum):
     PRINT = "print"
     # Make, list, roll and revoke devices: an admin's alone.
     MANAGE_DEVICES = "manage_devices"
+    # Register, read, roll and delete webhooks, read and retry their deliveries: an admin's.
+    MANAGE_WEBHOOKS = "manage_webhooks"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

@@ -203,3 +203,18 @@ class DeviceRevoked(Unauthenticated):
     def __init__(self) -> None:
         ServiceError.__init__(self, "this device's key was revoked or replaced: enrol the device again")
         self.token_given = True
+
+
+class WebhookNotFound(ServiceError):
+    def __init__(self, webhook_id: str) -> None:
+        super().__init__(f"no webhook {webhook_id}")
+
+
+class DeliveryNotFound(ServiceError):
+    def __init__(self, webhook_id: str, delivery_id: str) -> None:
+        super().__init__(f"webhook {webhook_id} has no delivery {delivery_id}")
+
+
+class WebhookTargetRefused(ServiceError):
+    """A webhook URL that deliveries may not go to: not http(s), or a name that resolves to an
+    address the service does not send to (loopback, private, its own) unless allowed."""

@@ -1,7 +1,8 @@
 """The tickets processor (`python -m service.processor`): the diagram's consumer.
 
 It reads every shard's change stream as one consumer of the `processor` group, records each
-change in its ticket's history and counts it, then acknowledges it. Entries that a dead
+change in its ticket's history and counts it, queues the webhooks' deliveries of it
+(service/deliverer.py, which also sends them), then acknowledges it. Entries that a dead
 consumer left unacknowledged are claimed (XAUTOCLAIM) after PROCESSOR_CLAIM_IDLE_MS. Each
 step is idempotent per entry, so redelivery never counts twice. Run as many as you like.
 """
@@ -21,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
 from . import SERVER_HEADER, metrics
+from .deliverer import Deliverer, DeliverySettings, Outbox, Webhooks
 from .errors import StoreError
 from .settings import Settings, env_int
 from .store import SHARDS, CheckinStore, Store, StoreConfig, StreamConsumer, StreamEntry
@@ -67,8 +69,8 @@ class ProcessorSettings:
 
 
 class Processor:
-    def __init__(self, consumer: StreamConsumer, cfg: ProcessorSettings) -> None:
-        self.consumer, self.cfg = consumer, cfg
+    def __init__(self, consumer: StreamConsumer, cfg: ProcessorSettings, outbox: Outbox | None = None) -> None:
+        self.consumer, self.cfg, self.outbox = consumer, cfg, outbox
         self._next_claim_at = 0.0
         self._last_batch = 0
         self._idle_s = cfg.poll_ms / 1000
@@ -141,6 +143,10 @@ class Processor:
         return entries
 
     async def _apply(self, entries: list[StreamEntry]) -> int:
+        if self.outbox is not None:
+            # Before the acknowledgement: a crash between the two reads the batch again,
+            # and queues no delivery twice (service/deliverer.py).
+            await self.outbox.enqueue(entries)
         new = await self.consumer.apply(entries)
         metrics.PROCESSED.labels("new").inc(new)
         metrics.PROCESSED.labels("duplicate").inc(sum(entry_size(e.fields) for e in entries) - new)
@@ -214,7 +220,10 @@ async def main() -> None:
     settings, cfg = Settings.from_env(), ProcessorSettings.from_env()
     redis = redis_from_settings(settings, client_name="tickets-processor")
     store = Store(redis, StoreConfig.from_settings(settings))
-    processor = Processor(store.consumer, cfg)
+    webhooks = Webhooks(store.webhooks)
+    outbox = Outbox(webhooks, settings.webhook_keep_s)
+    processor = Processor(store.consumer, cfg, outbox)
+    deliverer = Deliverer(webhooks, outbox, DeliverySettings.of(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -223,7 +232,7 @@ async def main() -> None:
     log.info("consumer %s of group %s; metrics on %s:%d", cfg.consumer, processor.consumer.group,
              cfg.metrics_host, cfg.metrics_port)
     try:
-        await processor.run(stop)
+        await asyncio.gather(processor.run(stop), deliverer.run(stop))
     finally:
         await runner.cleanup()
         await redis.aclose()

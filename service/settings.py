@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,6 +105,22 @@ class Settings:
     # How often each worker asks whether a device was rolled or revoked (a GET of one
     # counter, off the request path): a revoked key is refused everywhere within this.
     device_cache_check_ms: int = 250
+    # Webhooks (docs/webhooks.md). Networks deliveries may go to although they are not public
+    # (CIDRs: 127.0.0.0/8 for a receiver on the same host); none by default.
+    webhook_allowed_networks: tuple[str, ...] = ()
+    # Each attempt's bound; a failed delivery is tried again after about webhook_first_retry_ms,
+    # twice as long after each failure up to webhook_retry_cap_s, for webhook_retry_for_s,
+    # then given up and its webhook disabled.
+    webhook_timeout_ms: int = 10_000
+    webhook_first_retry_ms: int = 5_000
+    webhook_retry_cap_s: int = 6 * 3600
+    webhook_retry_for_s: int = 3 * 24 * 3600
+    # How long a delivery stays in the log; at least webhook_retry_for_s.
+    webhook_keep_s: int = 7 * 24 * 3600
+    # After a roll, how long the old secret still signs (both are sent).
+    webhook_secret_grace_s: int = 24 * 3600
+    # Attempts in flight to one webhook at a time.
+    webhook_concurrency: int = 4
     # Empty: auth is off (the seed's behaviour), loudly.
     api_keys: ApiKeys = ApiKeys()
     # The secret nginx sends in X-Proxy-Auth. Only a request that carries it has its
@@ -147,6 +164,14 @@ class Settings:
             budget_wait_ms=env_int(env, "BUDGET_WAIT_MS", d.budget_wait_ms, 0),
             enrolment_ttl_s=env_int(env, "ENROLMENT_TTL_S", d.enrolment_ttl_s, 1),
             device_cache_check_ms=env_int(env, "DEVICE_CACHE_CHECK_MS", d.device_cache_check_ms, 10),
+            webhook_allowed_networks=_networks(env.get("WEBHOOK_ALLOWED_NETWORKS", "")),
+            webhook_timeout_ms=env_int(env, "WEBHOOK_TIMEOUT_MS", d.webhook_timeout_ms, 100),
+            webhook_first_retry_ms=env_int(env, "WEBHOOK_FIRST_RETRY_MS", d.webhook_first_retry_ms, 10),
+            webhook_retry_cap_s=env_int(env, "WEBHOOK_RETRY_CAP_S", d.webhook_retry_cap_s, 1),
+            webhook_retry_for_s=env_int(env, "WEBHOOK_RETRY_FOR_S", d.webhook_retry_for_s, 1),
+            webhook_keep_s=env_int(env, "WEBHOOK_KEEP_S", d.webhook_keep_s, 1),
+            webhook_secret_grace_s=env_int(env, "WEBHOOK_SECRET_GRACE_S", d.webhook_secret_grace_s, 0),
+            webhook_concurrency=env_int(env, "WEBHOOK_CONCURRENCY", d.webhook_concurrency, 1),
             api_keys=ApiKeys.parse(secret_text(env, "API_KEYS")),
             proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
             signer=TicketSigner.parse(secret_text(env, "TICKET_SIGNING_KEYS")),
@@ -156,6 +181,8 @@ class Settings:
         waits = settings.topology is not Topology.STANDALONE or bool(settings.redis_min_replicas_ack)
         if waits and settings.redis_wait_timeout_ms >= settings.redis_timeout_ms:
             raise ValueError("REDIS_WAIT_TIMEOUT_MS must be less than REDIS_TIMEOUT_MS")
+        if settings.webhook_keep_s < settings.webhook_retry_for_s:
+            raise ValueError("WEBHOOK_KEEP_S must be at least WEBHOOK_RETRY_FOR_S")
         return settings
 
     @property
@@ -163,6 +190,17 @@ class Settings:
         if self.redis_cluster_nodes:
             return Topology.CLUSTER
         return Topology.SENTINEL if self.redis_sentinels else Topology.STANDALONE
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    """WEBHOOK_ALLOWED_NETWORKS: CIDRs separated by commas or spaces, each checked."""
+    found = tuple(n for n in raw.replace(",", " ").split() if n)
+    for network in found:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(f"WEBHOOK_ALLOWED_NETWORKS: {network!r} is not a network") from None
+    return found
 
 
 def secret_text(env: Mapping[str, str], name: str) -> str:

@@ -235,6 +235,15 @@ EVENT_ROUTES: dict[tuple[str, str], list[tuple[str, dict[str, object] | None]]] 
     ("GET", "/device/{id}"): [("/device/0123456789abcdef", None)],
     ("POST", "/device/{id}/roll"): [("/device/0123456789abcdef/roll", None)],
     ("POST", "/device/{id}/revoke"): [("/device/0123456789abcdef/revoke", None)],
+    ("POST", "/webhook"): [("/webhook", {"url": "https://203.0.113.9/hook"})],
+    ("GET", "/webhook"): [("/webhook", None)],
+    ("GET", "/webhook/{id}"): [("/webhook/0123456789abcdef", None)],
+    ("DELETE", "/webhook/{id}"): [("/webhook/0123456789abcdef", None)],
+    ("POST", "/webhook/{id}/secret"): [("/webhook/0123456789abcdef/secret", None)],
+    ("POST", "/webhook/{id}/enable"): [("/webhook/0123456789abcdef/enable", None)],
+    ("GET", "/webhook/{id}/deliveries"): [("/webhook/0123456789abcdef/deliveries", None)],
+    ("POST", "/webhook/{id}/deliveries/{delivery}/retry"): [
+        ("/webhook/0123456789abcdef/deliveries/msg_0123456789abcdef0123456789/retry", None)],
 }
 
 

@@ -27,13 +27,14 @@ from tooling.stack import LocalStack
 from .conftest import MakeStack
 from .load import make_tickets
 from .test_e2e import check_seed_examples
+from .test_webhooks_e2e import WEBHOOK_ENV, Receiver, register, serve
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module", params=["sentinel", "cluster"])
 def ha(request: pytest.FixtureRequest, make_stack: MakeStack) -> Iterator[LocalStack]:
-    stack = make_stack(request.param, topology=request.param)
+    stack = make_stack(request.param, topology=request.param, env=WEBHOOK_ENV)
     yield stack
     stack.stop()  # before the other topology's: one at a time
 
@@ -197,6 +198,10 @@ async def test_a_master_killed_under_load_is_replaced_by_redis_and_nothing_is_lo
     topology = nodes.layout.topology
     victim, shards = _busiest_master(ha)
     replicas_before = {n.name for n in nodes.data_nodes()} - set(nodes.masters())
+    receiver = Receiver()
+    receiver.open = True
+    server = await serve(receiver)
+    await register(http, ha.url, receiver, server)
     load = RushLoad(http, ha.url, await make_tickets(http, ha.url, 3000))
     load.start()
     await load.until(lambda: len(load.shots) >= 600, 60)
@@ -235,6 +240,10 @@ async def test_a_master_killed_under_load_is_replaced_by_redis_and_nothing_is_lo
             if r.status != 200 or (shot.ticket in used_set and body["valid"]):
                 lost.append((shot.op, round(shot.ended - killed_at, 3)))
     assert not lost, f"{len(lost)} acknowledged writes lost (op, s after the kill): {lost[:20]}"
+    # Every acknowledged create reaches the webhook, one id per ticket however often sent.
+    await receiver.until(lambda: receiver.delivered >= set(created), 120)
+    await server.close()
+    assert receiver.unverified == 0 and all(len(set(ids)) == 1 for ids in receiver.attempts.values())
     # The promoted node started with an empty script cache: the store loaded its scripts.
     assert _script_loads(nodes.nodes[new_master].port) > 0
     first_failure = min((s.started for s in failures), default=killed_at)
@@ -246,5 +255,7 @@ async def test_a_master_killed_under_load_is_replaced_by_redis_and_nothing_is_lo
         "unavailable_window_s": round(last_failure - first_failure, 2),
         "promotion_after_kill_s": round(promoted_at - killed_at, 2),
         "first_success_after_promotion_s": round(recovered_at - promoted_at, 2),
+        "webhook_deliveries": len(receiver.delivered),
+        "webhook_retried": sum(1 for ids in receiver.attempts.values() if len(ids) > 1),
     }))
     assert len(shots) > 1200

@@ -31,7 +31,7 @@ def _adaptor(cls: type[Keys] | type[Argv]) -> list[tuple[str, bool]]:
 
 
 def test_every_script_has_an_adaptor() -> None:
-    assert len(SCRIPTS) == 17 and set(SCRIPTS) == set(ADAPTORS)
+    assert len(SCRIPTS) == 23 and set(SCRIPTS) == set(ADAPTORS)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -25,6 +25,7 @@ from service.api.bodies import (
     ListBody,
     RevokeBody,
     TicketBody,
+    WebhookBody,
 )
 from service.api.inputs import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from service.api.openapi import build_openapi, operations
@@ -33,7 +34,7 @@ from service.signing import MAX_TOKEN_CHARS, TOKEN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT = ROOT / "tooling" / "lint"
-BODIES = (TicketBody, EventBody, RevokeBody, ListBody, CheckinBody, AnnulBody, DeviceBody, EnrolBody)
+BODIES = (TicketBody, EventBody, RevokeBody, ListBody, CheckinBody, AnnulBody, DeviceBody, EnrolBody, WebhookBody)
 
 
 def test_the_document_states_the_codes_constants() -> None:

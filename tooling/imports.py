@@ -26,7 +26,7 @@ PACKAGES = ("service", "tooling", "bench", "tests", "deploy")
 LAYERS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     ("lua", 0, ("service.lua",)),
     ("store", 2, ("service.store",)),
-    ("processor", 3, ("service.processor",)),
+    ("processor", 3, ("service.processor", "service.deliverer")),
     ("http", 3, ("service.api",)),
     ("core", 1, ("service",)),
     ("tooling", 4, ("tooling", "deploy")),

@@ -15,8 +15,22 @@ from ..store import Store, StoreConfig
 from ..store.client import redis_from_settings
 from ..store.link import Client
 from ..store.migrate import old_layout_present
+from ..webhooks import TargetPolicy
 from . import parser_errors
-from .appkeys import API_KEYS, BUDGET, CHECKIN, CONSUMER, DEVICE_CACHE, DEVICES, FEED, OPENAPI_BODY, SETTINGS, TICKETS
+from .appkeys import (
+    API_KEYS,
+    BUDGET,
+    CHECKIN,
+    CONSUMER,
+    DEVICE_CACHE,
+    DEVICES,
+    FEED,
+    OPENAPI_BODY,
+    SETTINGS,
+    TICKETS,
+    WEBHOOK_POLICY,
+    WEBHOOKS,
+)
 from .budget import Budget
 from .device_cache import DeviceCache, device_cache_ctx
 from .handlers import setup_routes
@@ -33,7 +47,7 @@ def _redis_ctx(injected: Client | None) -> Callable[[web.Application], AsyncIter
         client = injected if injected is not None else redis_from_settings(settings)
         store = Store(client, StoreConfig.from_settings(settings))
         app[TICKETS], app[FEED], app[CONSUMER], app[CHECKIN] = store.tickets, store.feed, store.consumer, store.checkin
-        app[DEVICES] = store.devices
+        app[DEVICES], app[WEBHOOKS] = store.devices, store.webhooks
         # The device cache's checks run on a client of their own (see DeviceCache).
         background = injected if injected is not None else redis_from_settings(settings, "tickets-api-background")
         app[DEVICE_CACHE] = DeviceCache(store.devices, settings.device_cache_check_ms,
@@ -89,6 +103,7 @@ def create_app(settings: Settings | None = None, redis: Client | None = None) ->
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.api_keys
+    app[WEBHOOK_POLICY] = TargetPolicy.here(settings.webhook_allowed_networks)
     app[BUDGET] = Budget(settings.budget_per_key, settings.budget_per_worker, settings.budget_wait_ms / 1000)
     _log_start(settings)
     app[OPENAPI_BODY] = json.dumps(build_openapi()).encode()

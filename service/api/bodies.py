@@ -137,3 +137,14 @@ class EnrolBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
     def __post_init__(self) -> None:
         _printable(self.software, self.hardware)
+
+
+WebhookTypeName = Literal["ticket.issued", "ticket.invalidated", "ticket.validated", "ticket.revoked", "ticket.refused",
+                          "checkin.scanned", "checkin.refused", "checkin.annulled", "checkin.conflict"]
+
+
+class WebhookBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    url: Annotated[str, msgspec.Meta(min_length=8, max_length=2048, pattern=r"^https?://[\x21-\x7e]+$")]
+    types: Annotated[list[WebhookTypeName], msgspec.Meta(min_length=1, max_length=20)] | None = None
+    event: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{8}$")] | None = None
+    description: Annotated[str, msgspec.Meta(max_length=500, pattern=_PRINTABLE)] | None = None

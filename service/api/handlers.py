@@ -41,6 +41,7 @@ from .budget import STATS_COST, fixed, page_cost
 from .devices import setup_device_routes
 from .observability import metrics_handler
 from .problems import problem
+from .webhooks import setup_webhook_routes
 
 # The seed's `curl -X UPDATE` reaches the replicas as PATCH: nginx translates it (aiohttp's
 # C parser refuses the token), so UPDATE exists at nginx only and no Allow here names it.
@@ -457,6 +458,9 @@ class _Router:
     def add_post(self, path: str, handler: Any) -> None:
         self.add_route("POST", path, handler)
 
+    def add_delete(self, path: str, handler: Any) -> None:
+        self.add_route("DELETE", path, handler)
+
 
 def setup_routes(app: web.Application) -> None:
     r = _Router(app)
@@ -493,6 +497,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/checkin", checkin)
     r.add_post("/checkin/annul", annul_checkin)
     setup_device_routes(r)
+    setup_webhook_routes(r)
     # The id pattern leaves out the words of the routes above, so `GET /ticket/invalidate` is
     # a 405 from its resource rather than a malformed-id 400 from this one.
     r.add_get(r"/ticket/{id:(?!(?:(?:in)?validate|batch)$)[^/]+}", get_ticket)

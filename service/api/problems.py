@@ -12,6 +12,7 @@ from aiohttp import web
 from .. import metrics
 from ..errors import (
     BadCursor,
+    DeliveryNotFound,
     DeviceNotFound,
     DeviceRevoked,
     DeviceStateRefused,
@@ -35,6 +36,8 @@ from ..errors import (
     TransitionRefused,
     Unauthenticated,
     UnsupportedMediaType,
+    WebhookNotFound,
+    WebhookTargetRefused,
     WorkerBusy,
 )
 from .appkeys import SETTINGS
@@ -172,6 +175,9 @@ ERROR_TABLE: dict[type[BaseException], Mapper] = {
     DeviceNotFound: _plain(404, "device-not-found", "Device not found"),
     DeviceStateRefused: _plain(409, "device-state-conflict", "Device state conflict"),
     EnrolmentRefused: _plain(403, "enrolment-refused", "Enrolment refused"),
+    WebhookNotFound: _plain(404, "webhook-not-found", "Webhook not found"),
+    DeliveryNotFound: _plain(404, "delivery-not-found", "Delivery not found"),
+    WebhookTargetRefused: _plain(422, "webhook-target-refused", "Webhook target refused"),
     Forbidden: _plain(403, "forbidden", "Forbidden"),
     FeedCursorExpired: _plain(410, "cursor-expired", "Cursor expired"),
     IdempotencyKeyReused: _plain(422, "idempotency-key-reused", "Idempotency-Key reused"),

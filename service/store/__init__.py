@@ -4,7 +4,7 @@ and replica acknowledgement on any topology), `pipe` (auto-pipelining of the req
 single calls), `client` (the client the topology needs),
 `secret` (the deployment's
 shared secret), `tickets` (writes and reads), `feed` (listing and the change feed) and
-`consumer` (the tickets processor's side of the streams). `Store` puts them together."""
+`consumer` (the tickets processor's side of the streams), `devices` and `webhooks`. `Store` puts them together."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from .keys import PROCESSOR_GROUP, SHARDS
 from .link import Client, Durability, Link, has_replicas
 from .secret import DeploymentSecret
 from .tickets import Stats, TicketStore, WriteResult
+from .webhooks import Claimed, WebhookSpec, WebhookStore
 
 __all__ = [
-    "PROCESSOR_GROUP", "SHARDS", "CheckinStore", "DeviceSpec", "DeviceStore", "Enrolment", "Feed", "FeedPage", "Page",
+    "PROCESSOR_GROUP", "SHARDS", "CheckinStore", "Claimed", "DeviceSpec", "DeviceStore", "Enrolment", "Feed",
+    "FeedPage", "Page", "WebhookSpec", "WebhookStore",
     "Stats", "Store", "StoreConfig",
     "StreamConsumer", "StreamEntry", "TicketStore", "WriteResult",
 ]
@@ -39,3 +41,4 @@ class Store:
         self.consumer = StreamConsumer(link)
         self.checkin = CheckinStore(link, cfg)
         self.devices = DeviceStore(link, cfg.enrolment_ttl_s)
+        self.webhooks = WebhookStore(link)

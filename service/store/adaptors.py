@@ -406,6 +406,73 @@ class SeenArgv(Argv):
     seen_us: tuple[int, ...]
 
 
+# --- webhook.lua, webhook_state.lua, deliver_*.lua -----------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class WebhookKeys(Keys):
+    webhook: str
+    index: str
+    generation: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookArgv(Argv):
+    webhook_id: str
+    url: str
+    types: str  # comma-separated, '' for every type
+    event: str  # '' for every event
+    description: str
+    secret: str
+    mark: str  # '' for none
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookStateArgv(Argv):
+    webhook_id: str
+    action: str  # 'roll', 'disable', 'enable' or 'delete'
+    value: str
+    grace_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueKeys(Keys):
+    queue: str
+    records: str
+    log: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueArgv(Argv):
+    keep_ms: int
+    deliveries: tuple[Arg, ...]  # per delivery: id, created_ms, record
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryKeys(Keys):
+    queue: str
+    records: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimDueArgv(Argv):
+    limit: int
+    lease_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SettleArgv(Argv):
+    delivery_id: str
+    outcome: str  # 'delivered', 'failed' or 'retry'
+    retry_in_ms: int
+    attempt: str
+    log_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryArgv(Argv):
+    delivery_id: str
+
+
 @dataclass(frozen=True, slots=True)
 class NoArgv(Argv):
     pass
@@ -422,4 +489,7 @@ ADAPTORS: dict[str, tuple[type[Keys], type[Argv]]] = {
     "read_many": (ReadManyKeys, NoArgv), "feed": (FeedKeys, FeedArgv), "history": (HistoryKeys, NoArgv),
     "device": (DeviceKeys, DeviceArgv), "enrol": (EnrolKeys, EnrolArgv),
     "device_state": (DeviceStateKeys, DeviceStateArgv), "seen": (SeenKeys, SeenArgv),
+    "webhook": (WebhookKeys, WebhookArgv), "webhook_state": (WebhookKeys, WebhookStateArgv),
+    "deliver_enqueue": (EnqueueKeys, EnqueueArgv), "deliver_claim": (DeliveryKeys, ClaimDueArgv),
+    "deliver_settle": (DeliveryKeys, SettleArgv), "deliver_retry": (DeliveryKeys, RetryArgv),
 }

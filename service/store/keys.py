@@ -183,3 +183,37 @@ def device_index() -> str:
 def device_generation() -> str:
     """Moved on at every roll and revocation: replicas drop their cached devices when it moves."""
     return f"devgen:{{{DEVICES_TAG}}}"
+
+
+# Webhooks: few, read by the tickets processor, changed rarely; one slot, with the generation
+# every change moves on (the processor reloads them when it moves).
+WEBHOOKS_TAG = "webhooks"
+
+
+def webhook(webhook_id: str) -> str:
+    return f"wh:{{{WEBHOOKS_TAG}}}:{webhook_id}"
+
+
+def webhook_index() -> str:
+    return f"whs:{{{WEBHOOKS_TAG}}}"
+
+
+def webhook_generation() -> str:
+    return f"whgen:{{{WEBHOOKS_TAG}}}"
+
+
+# A webhook's deliveries live in a slot of their own ({wh-<id>}): one busy or failing endpoint's
+# queue is one script's, and another endpoint's never waits behind it.
+def delivery_queue(webhook_id: str) -> str:
+    """Its pending deliveries, scored by when each is next due (ms)."""
+    return f"whq:{{wh-{webhook_id}}}"
+
+
+def delivery_records(webhook_id: str) -> str:
+    """Its deliveries, delivery id -> record (webhooks.Delivery.record)."""
+    return f"whd:{{wh-{webhook_id}}}"
+
+
+def delivery_log(webhook_id: str) -> str:
+    """Its deliveries by when they were made (ms): the log's order, and what ages out."""
+    return f"whl:{{wh-{webhook_id}}}"

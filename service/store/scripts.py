@@ -27,7 +27,8 @@ def _script(name: str) -> Script:
 
 class Scripts:
     __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process", "event", "list", "checkin",
-                 "annul", "batch", "feed", "device", "enrol", "device_state", "seen")
+                 "annul", "batch", "feed", "device", "enrol", "device_state", "seen", "webhook", "webhook_state",
+                 "deliver_enqueue", "deliver_claim", "deliver_settle", "deliver_retry")
 
     def __init__(self) -> None:
         self.create = _script("create")
@@ -47,6 +48,12 @@ class Scripts:
         self.enrol = _script("enrol")
         self.device_state = _script("device_state")
         self.seen = _script("seen")
+        self.webhook = _script("webhook")
+        self.webhook_state = _script("webhook_state")
+        self.deliver_enqueue = _script("deliver_enqueue")
+        self.deliver_claim = _script("deliver_claim")
+        self.deliver_settle = _script("deliver_settle")
+        self.deliver_retry = _script("deliver_retry")
 
 
 SCRIPTS = Scripts()
