@@ -161,10 +161,14 @@ class Deliverer:
         self._session: aiohttp.ClientSession | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy), limit=0, force_close=True)
+        # Kept-alive connections: each was made to an address the resolver allowed.
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy), limit=0)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         try:
             while not stop.is_set():
+                # Cleared before the step, not after: a delivery queued or settled while the
+                # step runs leaves it set, and the wait below returns at once.
+                self.outbox.queued.clear()
                 try:
                     await self.webhooks.current()
                     await self.step()
@@ -214,7 +218,6 @@ class Deliverer:
         pause_s = min([self.cfg.poll_s, *(t - time.time() for t in due)])
         if pause_s <= 0:
             return
-        self.outbox.queued.clear()
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.outbox.queued.wait())]
         await asyncio.wait(waits, timeout=pause_s, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
