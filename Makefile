@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: up test test-fast lint system clean bench bench-memory bench-profile bench-redis bench-floor bench-starve \
-	bench-lighthouse bench-webhooks
+	bench-lighthouse bench-webhooks bench-export
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
@@ -66,6 +66,10 @@ bench-floor: $(STAMP) system
 # Webhook deliveries per second and the delay from a change to its delivery (bench/webhooks.py).
 bench-webhooks: $(STAMP) system
 	$(BIN)/python -m bench.webhooks
+
+# A million scans of one event exported, NDJSON and CSV: time and the worker's memory (bench/export.py).
+bench-export: $(STAMP) system
+	$(BIN)/python -m bench.export
 
 # One key's flood of expensive reads against another key's plain reads (bench/starve.py).
 bench-starve: $(STAMP) system

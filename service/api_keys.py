@@ -42,6 +42,8 @@ class Permission(StrEnum):
     MANAGE_DEVICES = "manage_devices"
     # Register, read, roll and delete webhooks, read and retry their deliveries: an admin's.
     MANAGE_WEBHOOKS = "manage_webhooks"
+    # Every scan of an event, exported (GET /event/{id}/scans): an admin's.
+    EXPORT = "export"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

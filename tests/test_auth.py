@@ -226,6 +226,7 @@ EVENT_ROUTES: dict[tuple[str, str], list[tuple[str, dict[str, object] | None]]] 
     ("GET", "/event/{event}/list"): [("/event/{event}/list", None)],
     ("GET", "/event/{event}/list/{list}"): [("/event/{event}/list/{list}", None)],
     ("GET", "/event/{event}/list/{list}/book"): [("/event/{event}/list/{list}/book", None)],
+    ("GET", "/event/{event}/scans"): [("/event/{event}/scans", None)],
     ("POST", "/checkin"): [("/checkin", {"ticket": "{ticket}", "list": "{list}"}),
                            ("/checkin", {"ticket": "{token}", "list": "{list}"})],
     ("POST", "/checkin/annul"): [("/checkin/annul", {"ticket": "{ticket}", "list": "{list}"})],

@@ -358,15 +358,16 @@ def test_a_batch_entrys_events_are_recorded_as_entry_events_gives_them() -> None
     script_keys: list[str] = []
     args: list[Any] = []
     add_batch_entry(shard, StreamEntry(shard, "1796168120635-44", fields), script_keys, args)
-    made = [(a[0], a[1], json.loads(a[2]), script_keys[a[3] - 1], a[4]) for a in zip(*[iter(args)] * 5, strict=True)]
-    assert made == [(eid, f["e"], dict(f), keys.history(f["t"]), "")  # a creation: no device's scan
+    made = [(a[0], a[1], json.loads(a[2]), script_keys[a[3] - 1], a[4], a[5])
+            for a in zip(*[iter(args)] * 6, strict=True)]
+    assert made == [(eid, f["e"], dict(f), keys.history(f["t"]), "", 0)  # a creation: no device, no scan log
                     for eid, f in entry_changes("1796168120635-44", fields)]
     assert made[0][0] == "1796168120635-5" and made[-1][0] == "1796168120635-44"
     # An entry batch.lua did not make (a ticket of another shard) is recorded without a history.
     other = keys.in_shard(new_ticket_id(), SHARDS[(SHARDS.index(shard) + 1) % len(SHARDS)])
     args = []
     add_batch_entry(shard, StreamEntry(shard, "5-1", {**fields, "ids": f"{ids[0]},{other}"}), [], args)
-    assert args[3::5] == [0, 0] and [json.loads(b)["t"] for b in args[2::5]] == [ids[0], other]
+    assert args[3::6] == [0, 0] and [json.loads(b)["t"] for b in args[2::6]] == [ids[0], other]
 
 
 async def test_a_batch_takes_ids_after_the_streams_last_even_when_that_entry_is_gone(

@@ -39,6 +39,7 @@ from .auth import (
 from .bodies import AnnulBody, BatchBody, CheckinBody, EventBody, ListBody, RevokeBody, TicketBody
 from .budget import STATS_COST, fixed, page_cost
 from .devices import setup_device_routes
+from .export import export_scans
 from .observability import metrics_handler
 from .problems import problem
 from .webhooks import setup_webhook_routes
@@ -494,6 +495,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/event/{event}/list", event_lists)
     r.add_get("/event/{event}/list/{list}", get_list)
     r.add_get("/event/{event}/list/{list}/book", list_book)
+    r.add_get("/event/{event}/scans", export_scans)
     r.add_post("/checkin", checkin)
     r.add_post("/checkin/annul", annul_checkin)
     setup_device_routes(r)

@@ -4,7 +4,8 @@ and replica acknowledgement on any topology), `pipe` (auto-pipelining of the req
 single calls), `client` (the client the topology needs),
 `secret` (the deployment's
 shared secret), `tickets` (writes and reads), `feed` (listing and the change feed) and
-`consumer` (the tickets processor's side of the streams), `devices` and `webhooks`. `Store` puts them together."""
+`consumer` (the tickets processor's side of the streams), `devices`, `webhooks` and `scans`
+(each event's scan log). `Store` puts them together."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from .devices import DeviceSpec, DeviceStore, Enrolment
 from .feed import Feed, FeedPage, Page
 from .keys import PROCESSOR_GROUP, SHARDS
 from .link import Client, Durability, Link, has_replicas
+from .scans import Scan, ScanLog
 from .secret import DeploymentSecret
 from .tickets import Stats, TicketStore, WriteResult
 from .webhooks import Claimed, WebhookSpec, WebhookStore
 
 __all__ = [
     "PROCESSOR_GROUP", "SHARDS", "CheckinStore", "Claimed", "DeviceSpec", "DeviceStore", "Enrolment", "Feed",
-    "FeedPage", "Page", "WebhookSpec", "WebhookStore",
+    "FeedPage", "Page", "Scan", "ScanLog", "WebhookSpec", "WebhookStore",
     "Stats", "Store", "StoreConfig",
     "StreamConsumer", "StreamEntry", "TicketStore", "WriteResult",
 ]
@@ -42,3 +44,4 @@ class Store:
         self.checkin = CheckinStore(link, cfg)
         self.devices = DeviceStore(link, cfg.enrolment_ttl_s)
         self.webhooks = WebhookStore(link)
+        self.scans = ScanLog(link)

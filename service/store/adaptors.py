@@ -301,7 +301,7 @@ class ProcessKeys(Keys):
     stream: str
     unowned: str
     device_scans: str
-    histories: tuple[str, ...]
+    tail: tuple[str, ...]  # the histories and the scan logs the changes name by position
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +309,7 @@ class ProcessArgv(Argv):
     group: str
     m: int
     entry_ids: tuple[str, ...]
-    per_change: tuple[Arg, ...]  # 5 values a change: id, type, fields, history's KEYS position, device
+    per_change: tuple[Arg, ...]  # 6 a change: id, type, fields, history's position, device, scan log's position
 
 
 # --- scan.lua, read_many.lua, feed.lua, history.lua ------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -100,8 +100,10 @@ class StreamConsumer:
         return new
 
     def _apply_call(self, shard: str, entries: Sequence[StreamEntry]) -> Awaitable[Any]:
-        # Then the histories; each change's 5 values name its history's position among them.
+        # Then the histories and the scan logs; each change's 6 values name its history's
+        # position among them, and its event's scan log's.
         script_keys = [keys.processed(shard), keys.stream(shard), keys.unowned(shard), keys.device_scans(shard)]
+        scan_logs: dict[str, int] = {}
         args: list[Arg] = []
         for e in entries:
             if "ids" in e.fields:
@@ -117,9 +119,10 @@ class StreamConsumer:
                 script_keys.append(keys.history(ticket_id))
             kind = e.fields["e"]
             device = device_of(e.fields.get("a", "")) if kind.startswith("checkin") else None
-            args += [e.entry_id, kind, _encode(e.fields), len(script_keys) if owned else 0, device[0] if device else ""]
-        processed, stream, unowned, device_scans, *histories = script_keys
-        call_keys = ProcessKeys(processed, stream, unowned, device_scans, tuple(histories))
+            args += [e.entry_id, kind, _encode(e.fields), len(script_keys) if owned else 0,
+                     device[0] if device else "", _scan_log_at(shard, e.fields, script_keys, scan_logs)]
+        processed, stream, unowned, device_scans, *tail = script_keys
+        call_keys = ProcessKeys(processed, stream, unowned, device_scans, tuple(tail))
         argv = ProcessArgv(self.group, len(entries), tuple(e.entry_id for e in entries), tuple(args))
         return self._link.run("process", self._link.scripts.process, call_keys.flat(), argv.flat())
 
@@ -183,7 +186,7 @@ def _add_batch_entry(shard: str, e: StreamEntry, script_keys: list[str], args: l
     first = _FIRST_BYTES[shard]
     if not (_SAFE_IDS.fullmatch(text) and all(len(t) == 36 and t[:2] in first for t in ids)):
         for event_id, fields in entry_changes(e.entry_id, e.fields):  # not one of batch.lua's
-            args += [event_id, fields["e"], _encode(fields), 0, ""]
+            args += [event_id, fields["e"], _encode(fields), 0, "", 0]
         return
     rest = _encode({"t": "", **{k: v for k, v in e.fields.items() if k != "ids"}})[len(_T_OPEN):]
     kind, prefix = e.fields["e"], keys.history_prefix(shard)
@@ -191,7 +194,22 @@ def _add_batch_entry(shard: str, e: StreamEntry, script_keys: list[str], args: l
     at = len(script_keys)
     for n, ticket_id in enumerate(ids):
         script_keys.append(prefix + ticket_id)
-        args += (f"{ms}-{seq + n}", kind, _T_OPEN + ticket_id.encode() + rest, at + n + 1, "")
+        args += (f"{ms}-{seq + n}", kind, _T_OPEN + ticket_id.encode() + rest, at + n + 1, "", 0)
+
+
+def _scan_log_at(shard: str, fields: Mapping[str, str], script_keys: list[str], scan_logs: dict[str, int]) -> int:
+    """The KEYS position of the scan log of a scan's event (added once a call), 0 for a change
+    that is not a scan. A list's scans are in its event's shard: its id begins with the event's."""
+    if not fields["e"].startswith("checkin") or len(fields.get("l", "")) < 8:
+        return 0
+    event_id = fields["l"][:8]
+    if keys.shard_of(event_id) != shard:
+        return 0
+    key = keys.scan_log(event_id)
+    if key not in scan_logs:
+        script_keys.append(key)
+        scan_logs[key] = len(script_keys)
+    return scan_logs[key]
 
 
 def _no_such_key(exc: Exception) -> bool:

@@ -162,6 +162,12 @@ def list_index(event_id: str) -> str:
     return f"lsts:{{{shard_of(event_id)}}}:{event_id}"
 
 
+def scan_log(event_id: str) -> str:
+    """Every scan at the event's lists, as the tickets processor recorded it (never trimmed:
+    GET /event/{id}/scans exports it)."""
+    return f"scans:{{{shard_of(event_id)}}}:{event_id}"
+
+
 def device_scans(shard: str) -> str:
     """The processor's count of the shard's scans by device and outcome (`<device id>:<type>`)."""
     return f"devscans:{{{shard}}}"
