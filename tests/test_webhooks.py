@@ -192,6 +192,7 @@ async def test_a_failing_endpoint_is_retried_with_the_same_id_until_it_takes_it(
     assert len({h["webhook-id"] for h, _ in receiver.got}) == 1
     assert len({h["webhook-timestamp"] for h, _ in receiver.got}) >= 1
     [delivery] = await venue.deliveries(hook["id"])
+    print(f"\nWEBHOOKS delivery log: {json.dumps(delivery)}")
     assert delivery["state"] == "delivered" and delivery["attempts"] == 3
     assert [a["status"] for a in delivery["log"]] == [500, 503, 200]
     first, second, third = (a["at"] for a in delivery["log"])
