@@ -98,7 +98,9 @@ class Webhook:
         """Whether this change is one of its types, of its event, and made after it was."""
         if self.types and TYPE_OF_CHANGE[change.type] not in self.types:
             return False
-        if self.event is not None and not change.ticket_id.startswith(self.event):
+        # A scan is its list's event's (a refused scan may name another event's ticket, or none).
+        of_event = change.list[:8] if change.list else change.ticket_id[:8]
+        if self.event is not None and of_event != self.event:
             return False
         return change.timestamp >= self.created_at
 

@@ -406,6 +406,20 @@ async def test_webhooks_are_made_rolled_disabled_and_deleted(store: Store) -> No
     assert await hooks.all() == [] and await hooks.generation() == generation + 5
 
 
+def test_a_scan_belongs_to_its_lists_event_whatever_ticket_it_names() -> None:
+    from service.models import Change, ChangeType
+    from service.webhooks import Webhook, WebhookState
+
+    hook = Webhook("0123456789abcdef", "https://93.184.216.34/h", (), "0a0b0c0d", "", WebhookState.ACTIVE, 0.0)
+    foreign = Change("1-0", "ffffffff-0000-4000-8000-000000000000", ChangeType.CHECKIN_REFUSED, 1.0, "gate", "r",
+                     "ip", "wrong_event", "0a0b0c0d-0001", "entry")
+    assert hook.wants(foreign)
+    assert not hook.wants(replace(foreign, list="ffffffff-0001"))
+    issued = replace(foreign, type=ChangeType.CREATED, list=None, ticket_id="0a0b0c0d" + foreign.ticket_id[8:])
+    assert hook.wants(issued)
+    assert not hook.wants(replace(foreign, timestamp=-1.0))  # made before the webhook
+
+
 def test_the_policy_refuses_what_is_not_public_and_allows_what_the_operator_says() -> None:
     strict = TargetPolicy.of((), own=("93.184.216.34",))
     for host in ("127.0.0.1", "10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254", "::1", "fe80::1",
