@@ -14,8 +14,6 @@ Results go to bench/results/export-<date>-<commit>.json and .md."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import json
 import os
 import tempfile
 import time
@@ -25,11 +23,10 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from bench.commit import measured_commit
+from bench.commit import write_result
 from service.store import keys
 from tooling.stack import LocalStack
 
-ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "bench-admin-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 PIPELINE = 5000
@@ -109,11 +106,7 @@ def table(result: dict[str, Any]) -> str:
 
 def main() -> None:
     scans = int(os.environ.get("BENCH_EXPORT_SCANS", "1000000"))
-    result = {"date": dt.date.today().isoformat(), "commit": measured_commit(), **asyncio.run(measure(scans))}
-    out = ROOT / "bench" / "results" / f"export-{result['date']}-{result['commit']}"
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(table(result))
-    print(table(result))
+    write_result("export", asyncio.run(measure(scans)), table)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Results go to bench/results/webhooks-<date>-<commit>.json and .md."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import os
 import statistics
@@ -27,10 +26,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bench.commit import measured_commit
+from bench.commit import write_result
 from tooling.stack import LocalStack
 
-ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "bench-admin-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 BATCH = 1000
@@ -141,12 +139,7 @@ def table(result: dict[str, Any]) -> str:
 def main() -> None:
     tickets = int(os.environ.get("BENCH_WEBHOOK_TICKETS", "20000"))
     scans = int(os.environ.get("BENCH_WEBHOOK_SCANS", "400"))
-    result = {"date": dt.date.today().isoformat(), "commit": measured_commit(),
-              **asyncio.run(measure(tickets, scans))}
-    out = ROOT / "bench" / "results" / f"webhooks-{result['date']}-{result['commit']}"
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(table(result))
-    print(table(result))
+    write_result("webhooks", asyncio.run(measure(tickets, scans)), table)
 
 
 if __name__ == "__main__":
