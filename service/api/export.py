@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ..api_keys import Permission
 from ..errors import InvalidInput, StoreError
-from ..models import is_event_id, is_list_id
+from ..models import is_list_id
 from ..store import Scan
 from . import inputs
 from .appkeys import SCANS, TICKETS
@@ -91,9 +91,7 @@ def _format(request: web.Request) -> _Format:
 @requires(Permission.EXPORT, scope=event_in_path, cost=fixed(PAGE))
 async def export_scans(request: web.Request) -> web.StreamResponse:
     inputs.reject_unknown_params(request, ("after", "list", "from", "until"))
-    event_id = request.match_info["event"]
-    if not is_event_id(event_id):
-        raise InvalidInput("the event id is not one (8 hex digits)", slug="malformed-event-id")
+    event_id = inputs.event_id(request.match_info["event"])
     await request.app[TICKETS].get_event(event_id)  # 404 for an event that is not
     after = request.query.get("after")
     if after is not None and not _CURSOR_RE.fullmatch(after):

@@ -17,7 +17,6 @@ from ..models import (
     Refusal,
     TicketSpec,
     Transition,
-    is_event_id,
     is_list_id,
 )
 from ..store import WriteResult
@@ -148,16 +147,10 @@ async def create_event(request: web.Request) -> web.Response:
     return json_answer(event.to_json(), status=201, headers={"Location": f"/event/{event.id}"})
 
 
-def _event_id(raw: str) -> str:
-    if not is_event_id(raw):
-        raise InvalidInput("the event id is not one (8 hex digits)", slug="malformed-event-id")
-    return raw
-
-
 @requires(Permission.READ_EVENT, scope=event_in_path)
 async def get_event(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
-    event = await request.app[TICKETS].get_event(_event_id(request.match_info["event"]))
+    event = await request.app[TICKETS].get_event(inputs.event_id(request.match_info["event"]))
     return json_answer(event.to_json())
 
 
@@ -187,7 +180,7 @@ _ANNUL_BODY = msgspec.json.Decoder(AnnulBody)
 async def create_list(request: web.Request) -> web.Response:
     """A check-in list of an event: a gate or an area."""
     inputs.reject_unknown_params(request, ())
-    event_id = _event_id(request.match_info["event"])
+    event_id = inputs.event_id(request.match_info["event"])
     body, canonical = await inputs.decode_body(request, _LIST_BODY)
     spec = ListSpec(body.name, tuple(body.types or ()), body.reentry, body.capacity, tuple(body.leaves))
     origin = inputs.origin(request, f"list\n{event_id}\n{canonical}")
@@ -199,14 +192,14 @@ async def create_list(request: web.Request) -> web.Response:
 async def event_lists(request: web.Request) -> web.Response:
     """Every check-in list of an event, with its live counters: what a gate picks from."""
     inputs.reject_unknown_params(request, ())
-    event_id = _event_id(request.match_info["event"])
+    event_id = inputs.event_id(request.match_info["event"])
     return json_answer([info.to_json() for info in await request.app[CHECKIN].lists(event_id)])
 
 
 @requires(Permission.READ_EVENT, scope=event_in_path)
 async def get_list(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
-    event_id = _event_id(request.match_info["event"])
+    event_id = inputs.event_id(request.match_info["event"])
     list_id = request.match_info["list"]
     if not is_list_id(list_id):
         raise InvalidInput("the list id is not one (its event's 8 hex digits, a dash and 4 more)",
@@ -218,7 +211,7 @@ async def get_list(request: web.Request) -> web.Response:
 async def list_book(request: web.Request) -> web.Response:
     """An offline gate's book of the event for its list, from the tickets themselves."""
     inputs.reject_unknown_params(request, ("limit", "cursor"))
-    event_id = _event_id(request.match_info["event"])
+    event_id = inputs.event_id(request.match_info["event"])
     list_id = request.match_info["list"]
     if not is_list_id(list_id):
         raise InvalidInput("the list id is not one (its event's 8 hex digits, a dash and 4 more)",
@@ -371,7 +364,7 @@ async def changes(request: web.Request) -> web.Response:
     feed = request.app[FEED]
     limit = inputs.bounded_int(request.query.get("limit"), "limit", inputs.DEFAULT_PAGE_SIZE, inputs.MAX_PAGE_SIZE)
     if "event" in request.query:
-        event_id = _event_id(request.query["event"])
+        event_id = inputs.event_id(request.query["event"])
         page = await feed.event_changes(request.query.get("after") or None, event_id, limit)
     else:
         page = await feed.changes_page(request.query.get("after") or None, limit)

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .. import metrics
 from ..errors import BadTicketToken, InvalidInput, UnsupportedMediaType
-from ..models import IdempotencyKey, Origin, parse_ticket_id
+from ..models import IdempotencyKey, Origin, is_event_id, parse_ticket_id
 from ..signing import Claims, TokenRefused, looks_like_token
 from .appkeys import ACTOR, SETTINGS
 
@@ -54,6 +54,13 @@ def bounded_int(raw: str | None, name: str, default: int, maximum: int) -> int:
         raise InvalidInput(f"{name} must be an integer from 1 to {maximum}, in ASCII digits",
                            slug=f"bad-{name}")
     return int(raw)
+
+
+def event_id(raw: str) -> str:
+    """An event id from a path or query (8 hex digits), or a 400."""
+    if not is_event_id(raw):
+        raise InvalidInput("the event id is not one (8 hex digits)", slug="malformed-event-id")
+    return raw
 
 
 def ticket_id(request: web.Request, raw: str | None) -> str:
