@@ -44,11 +44,13 @@ class Permission(StrEnum):
     MANAGE_WEBHOOKS = "manage_webhooks"
     # Every scan of an event, exported (GET /event/{id}/scans): an admin's.
     EXPORT = "export"
+    # Tickets sold elsewhere, imported into an event and removed by source: a box office's too.
+    IMPORT = "import"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ISSUER: frozenset({Permission.CREATE, Permission.READ, Permission.REVOKE, Permission.READ_EVENT,
-                            Permission.PRINT}),
+                            Permission.PRINT, Permission.IMPORT}),
     Role.SCANNER: frozenset({Permission.READ, Permission.INVALIDATE, Permission.HISTORY, Permission.READ_EVENT,
                              Permission.CHECKIN}),
     Role.ADMIN: frozenset(Permission),

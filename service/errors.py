@@ -218,3 +218,13 @@ class DeliveryNotFound(ServiceError):
 class WebhookTargetRefused(ServiceError):
     """A webhook URL that deliveries may not go to: not http(s), or a name that resolves to an
     address the service does not send to (loopback, private, its own) unless allowed."""
+
+
+class CodesDuplicated(ServiceError):
+    """An import naming a code twice, or a code the event already has from another import:
+    nothing was imported. Each duplicate: its index in the call, its code, where the other is
+    ("call" or "stored") and, when stored, that ticket's id."""
+
+    def __init__(self, duplicates: list[dict[str, object]]) -> None:
+        super().__init__(f"{len(duplicates)} code(s) would be in two tickets; nothing was imported")
+        self.duplicates = duplicates

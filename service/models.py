@@ -72,17 +72,23 @@ class Ticket(NamedTuple):
     seat: str | None = None
     valid_from: float | None = None
     valid_until: float | None = None
+    # An imported ticket's source and outside code (POST /event/{id}/import); None for ours.
+    source: str | None = None
+    code: str | None = None
 
     @property
     def valid(self) -> bool:
         return self.state is TicketState.VALID
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id, "timestamp": self.timestamp, "valid": self.state is TicketState.VALID,
             "event": event_of(self.id), "type": self.type, "holder": self.holder, "seat": self.seat,
             "valid_from": self.valid_from, "valid_until": self.valid_until, "status": self.state.value,
         }
+        if self.source is not None:
+            out["source"], out["code"] = self.source, self.code
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +229,8 @@ class ChangeType(StrEnum):
     CHECKIN_ANNULLED = "checkin_annulled"
     # An offline device admitted the holder, and the scan, uploaded later, was refused.
     CHECKIN_CONFLICT = "checkin_conflict"
+    # An imported ticket never scanned, removed with its source (DELETE /event/{id}/import/{source}).
+    REMOVED = "removed"
 
 
 class Direction(StrEnum):
@@ -291,6 +299,10 @@ class Change:
     scanned_at: float | None = None
     # The device had admitted the holder offline before it uploaded the scan.
     offline: bool = False
+    # An imported ticket's creation: what a gate needs to judge its code offline.
+    imported: ImportedCode | None = None
+    # The source of an imported ticket's creation or removal.
+    source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         device = device_of(self.actor)
@@ -300,7 +312,30 @@ class Change:
             "client_ip": self.client_ip, "reason": self.reason, "list": self.list,
             "direction": self.direction, "scanned_at": self.scanned_at, "offline": self.offline,
             "device": None if device is None else {"id": device[0], "name": device[1]},
+            "source": self.source, "imported": None if self.imported is None else self.imported.to_json(),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedCode:
+    """What a gate must know of an imported ticket to judge its code offline, as no signed
+    token carries it: the code's digest (never the code), the ticket's type and validity."""
+
+    code_digest: str
+    type: str | None = None
+    valid_from: float | None = None
+    valid_until: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code_digest": self.code_digest, "type": self.type, "valid_from": self.valid_from,
+                "valid_until": self.valid_until}
+
+
+def code_digest(event: str, code: str) -> str:
+    """How a gate's book names an imported code without holding it: SHA-256 of the event id, a
+    newline and the code, its first 128 bits in hex. Must change together: web/gate/book.js
+    (codeDigest) computes the same."""
+    return hashlib.sha256(f"{event}\n{code}".encode()).hexdigest()[:32]
 
 
 def device_of(actor: str) -> tuple[str, str] | None:

@@ -44,6 +44,7 @@ class WebhookType(StrEnum):
     TICKET_VALIDATED = "ticket.validated"
     TICKET_REVOKED = "ticket.revoked"
     TICKET_REFUSED = "ticket.refused"
+    TICKET_REMOVED = "ticket.removed"
     CHECKIN_SCANNED = "checkin.scanned"
     CHECKIN_REFUSED = "checkin.refused"
     CHECKIN_ANNULLED = "checkin.annulled"
@@ -60,6 +61,8 @@ TYPE_OF_CHANGE: dict[ChangeType, WebhookType] = {
     ChangeType.INVALIDATE_REFUSED: WebhookType.TICKET_REFUSED,
     ChangeType.VALIDATE_REFUSED: WebhookType.TICKET_REFUSED,
     ChangeType.REVOKE_REFUSED: WebhookType.TICKET_REFUSED,
+    # An imported ticket never scanned, removed with its source.
+    ChangeType.REMOVED: WebhookType.TICKET_REMOVED,
     ChangeType.CHECKIN: WebhookType.CHECKIN_SCANNED,
     ChangeType.CHECKIN_REFUSED: WebhookType.CHECKIN_REFUSED,
     ChangeType.CHECKIN_ANNULLED: WebhookType.CHECKIN_ANNULLED,

@@ -204,7 +204,8 @@ async def test_a_scanner_bound_to_an_event_scans_that_event_only(aiohttp_client:
 
 
 @pytest.mark.parametrize("body", [
-    {}, {"ticket": "x", "list": "0000beef-0000"}, {"ticket": new_ticket_id(), "list": "nope"},
+    {}, {"ticket": " x", "list": "0000beef-0000"}, {"ticket": "x\u0007", "list": "0000beef-0000"},
+    {"ticket": new_ticket_id(), "list": "nope"},
     {"ticket": new_ticket_id(), "list": "0000beef-0000", "direction": "sideways"},
     {"ticket": new_ticket_id(), "list": "0000beef-0000", "scanned_at": "yesterday"},
     {"ticket": new_ticket_id(), "list": "0000beef-0000", "gate": 3},

@@ -132,7 +132,7 @@ def _route_paths() -> list[str]:
     from service.settings import Settings
 
     app = create_app(Settings())
-    concrete = {"{event}": "0123abcd", "{list}": "0123abcd-0000", "{delivery}": "msg_" + "0" * 26}
+    concrete = {"{event}": "0123abcd", "{list}": "0123abcd-0000", "{delivery}": "msg_" + "0" * 26, "{source}": "shop"}
     paths = set()
     for resource in app.router.resources():
         path = re.sub(r"\{id[^}]*\}", UUID, resource.canonical)

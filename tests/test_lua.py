@@ -31,7 +31,7 @@ def _adaptor(cls: type[Keys] | type[Argv]) -> list[tuple[str, bool]]:
 
 
 def test_every_script_has_an_adaptor() -> None:
-    assert len(SCRIPTS) == 23 and set(SCRIPTS) == set(ADAPTORS)
+    assert len(SCRIPTS) == 25 and set(SCRIPTS) == set(ADAPTORS)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -97,5 +97,5 @@ def _entry_fields(source: str) -> set[str]:
 def test_every_field_a_script_writes_into_a_change_entry_is_a_field() -> None:
     written = {name: _entry_fields(LUA.joinpath(f"{name}.lua").read_text()) for name in SCRIPTS}
     writers = {name for name, fields in written.items() if fields}
-    assert writers == {"create", "batch", "transition", "checkin", "annul"}
+    assert writers == {"create", "batch", "import_codes", "withdraw", "transition", "checkin", "annul"}
     assert set().union(*written.values()) == {f.value for f in Field}

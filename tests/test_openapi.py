@@ -22,6 +22,7 @@ from service.api.bodies import (
     DeviceBody,
     EnrolBody,
     EventBody,
+    ImportBody,
     ListBody,
     RevokeBody,
     TicketBody,
@@ -34,7 +35,8 @@ from service.signing import MAX_TOKEN_CHARS, TOKEN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT = ROOT / "tooling" / "lint"
-BODIES = (TicketBody, EventBody, RevokeBody, ListBody, CheckinBody, AnnulBody, DeviceBody, EnrolBody, WebhookBody)
+BODIES = (TicketBody, EventBody, RevokeBody, ListBody, CheckinBody, AnnulBody, DeviceBody, EnrolBody, WebhookBody,
+          ImportBody)
 
 
 def test_the_document_states_the_codes_constants() -> None:

@@ -25,6 +25,7 @@ from .appkeys import (
     DEVICE_CACHE,
     DEVICES,
     FEED,
+    IMPORTS,
     OPENAPI_BODY,
     SCANS,
     SETTINGS,
@@ -49,6 +50,7 @@ def _redis_ctx(injected: Client | None) -> Callable[[web.Application], AsyncIter
         store = Store(client, StoreConfig.from_settings(settings))
         app[TICKETS], app[FEED], app[CONSUMER], app[CHECKIN] = store.tickets, store.feed, store.consumer, store.checkin
         app[DEVICES], app[WEBHOOKS], app[SCANS] = store.devices, store.webhooks, store.scans
+        app[IMPORTS] = store.imports
         # The device cache's checks run on a client of their own (see DeviceCache).
         background = injected if injected is not None else redis_from_settings(settings, "tickets-api-background")
         app[DEVICE_CACHE] = DeviceCache(store.devices, settings.device_cache_check_ms,

@@ -7,7 +7,7 @@ from aiohttp import web
 from ..api_keys import ApiKeys
 from ..models import Device
 from ..settings import Settings
-from ..store import CheckinStore, DeviceStore, Feed, ScanLog, StreamConsumer, TicketStore, WebhookStore
+from ..store import CheckinStore, DeviceStore, Feed, ImportStore, ScanLog, StreamConsumer, TicketStore, WebhookStore
 from ..webhooks import TargetPolicy
 from .budget import Budget
 from .device_cache import DeviceCache
@@ -20,6 +20,7 @@ CHECKIN = web.AppKey("checkin", CheckinStore)
 DEVICES = web.AppKey("devices", DeviceStore)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 SCANS = web.AppKey("scans", ScanLog)
+IMPORTS = web.AppKey("imports", ImportStore)
 # Which addresses a webhook may be registered for (its deliveries are checked again).
 WEBHOOK_POLICY = web.AppKey("webhook_policy", TargetPolicy)
 # This worker's devices, by their keys' digests (device_cache.py).

@@ -71,8 +71,16 @@ class RevokeBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
 
 ListRef = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}$")]
-# A ticket's id, or the signed token of its QR code (service/signing.py).
-TicketRef = Annotated[str, msgspec.Meta(min_length=36, max_length=MAX_TOKEN_CHARS)]
+# Printable, and neither beginning nor ending with a space: a code is matched exactly, and a
+# space a scanner or a spreadsheet added would make another code.
+_CODE = r"^[^\x00-\x20\x7f]([^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$"
+# A ticket's id, the signed token of its QR code (service/signing.py), or an imported code.
+TicketRef = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOKEN_CHARS, pattern=_CODE)]
+# An outside barcode's text, as an import gives it and a gate scans it.
+Code = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_CODE)]
+# Who sold the imported tickets: a short name, part of a key (store/keys.imported).
+SourceName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+SOURCE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class ListBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -103,6 +111,24 @@ class CheckinBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
 class AnnulBody(msgspec.Struct, forbid_unknown_fields=True):
     ticket: TicketRef
     list: ListRef
+
+
+class CodeBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    code: Code
+    type: TypeName | None = None
+    holder: Holder | None = None
+    seat: Seat | None = None
+    valid_from: Seconds | None = None
+    valid_until: Seconds | None = None
+
+    def __post_init__(self) -> None:
+        _printable(self.code, self.holder, self.seat)
+        _window(self.valid_from, self.valid_until, ("valid_from", "valid_until"))
+
+
+class ImportBody(msgspec.Struct, forbid_unknown_fields=True):
+    source: SourceName
+    codes: Annotated[list[CodeBody], msgspec.Meta(min_length=1, max_length=1000)]
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -140,7 +166,8 @@ class EnrolBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 WebhookTypeName = Literal["ticket.issued", "ticket.invalidated", "ticket.validated", "ticket.revoked", "ticket.refused",
-                          "checkin.scanned", "checkin.refused", "checkin.annulled", "checkin.conflict"]
+                          "ticket.removed", "checkin.scanned", "checkin.refused", "checkin.annulled",
+                          "checkin.conflict"]
 
 
 class WebhookBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -23,7 +23,7 @@ from ..store import WriteResult
 from ..store.checkin import event_of_list
 from . import inputs, tokens
 from .answers import json_answer
-from .appkeys import API_KEYS, BOUND_EVENT, CHECKIN, CONSUMER, DEVICES, FEED, OPENAPI_BODY, SETTINGS, TICKETS
+from .appkeys import API_KEYS, BOUND_EVENT, CHECKIN, CONSUMER, DEVICES, FEED, IMPORTS, OPENAPI_BODY, SETTINGS, TICKETS
 from .auth import (
     all_events,
     by_handler,
@@ -39,6 +39,7 @@ from .bodies import AnnulBody, BatchBody, CheckinBody, EventBody, ListBody, Revo
 from .budget import STATS_COST, fixed, page_cost
 from .devices import setup_device_routes
 from .export import export_scans
+from .imports import setup_import_routes
 from .observability import metrics_handler
 from .problems import problem
 from .webhooks import setup_webhook_routes
@@ -223,7 +224,8 @@ async def list_book(request: web.Request) -> web.Response:
     if page.next_cursor is not None:
         headers["Link"] = f'<{request.rel_url.update_query(limit=limit, cursor=page.next_cursor)}>; rel="next"'
     tickets = [{"id": e.ticket_id, "status": e.state.value, "plain_used": e.plain_used,
-                "used_at": None if e.used_at_us is None else e.used_at_us / 1e6, "inside": e.inside}
+                "used_at": None if e.used_at_us is None else e.used_at_us / 1e6, "inside": e.inside,
+                "imported": None if e.imported is None else e.imported.to_json()}
                for e in page.entries]
     return json_answer({"tickets": tickets, "changes_after": page.changes_after, "next": page.next_cursor},
                  headers=headers)
@@ -236,19 +238,23 @@ async def checkin(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     body, canonical = await inputs.decode_body(request, _CHECKIN_BODY)
     refusal: Refusal | None = None
+    event = event_of_list(body.list)
+    code_id = None
     try:
-        ticket_id = inputs.ticket_id(request, body.ticket)
+        ticket_id, code = inputs.scanned(request, body.ticket, event)
     except BadTicketToken as exc:  # a forged or altered code is the gate's refusal, counted
-        ticket_id, refusal = "", exc.reason
-    check_event_binding(request, event_of_list(body.list))
+        ticket_id, code, refusal = "", None, exc.reason
+    if code is not None:  # an imported ticket's code: its id is known without a read
+        code_id = await request.app[IMPORTS].ticket_id_of(event, code)
+    check_event_binding(request, event)
     check_device_binding(request, body.list, body.direction)
     scanned_at_us = None if body.scanned_at is None else round(body.scanned_at * 1e6)
     operation = "checkin\n" + canonical
     idem = inputs.idempotency_key(request, operation)
     result, replayed = await request.app[CHECKIN].checkin(
-        ticket_id, body.list, Direction(body.direction), origin=inputs.origin(request, operation),
-        scanned_at_us=scanned_at_us,
-        idempotency=idem, refusal=refusal, offline=body.offline,
+        ticket_id or code_id or "", body.list, Direction(body.direction), origin=inputs.origin(request, operation),
+        scanned_at_us=scanned_at_us, idempotency=idem, refusal=refusal, offline=body.offline,
+        code_id=code_id if ticket_id else None,
     )
     if not replayed:
         outcome = "admitted" if result.admitted else "conflict" if result.conflict else "refused"
@@ -262,8 +268,11 @@ async def annul_checkin(request: web.Request) -> web.Response:
     """Undo this key's own last scan of the ticket on the list, within ANNUL_WINDOW_S."""
     inputs.reject_unknown_params(request, ())
     body, _ = await inputs.decode_body(request, _ANNUL_BODY)
-    ticket_id = inputs.ticket_id(request, body.ticket)
-    check_event_binding(request, event_of_list(body.list))
+    event = event_of_list(body.list)
+    ticket_id, code = inputs.scanned(request, body.ticket, event)
+    if ticket_id is None or code is not None:  # a code, or another event's id: as this event's code
+        ticket_id = await request.app[IMPORTS].ticket_id_of(event, body.ticket)
+    check_event_binding(request, event)
     check_device_binding(request, body.list, None)
     inside = await request.app[CHECKIN].annul(
         ticket_id, body.list, origin=inputs.origin(request), window_s=request.app[SETTINGS].annul_window_s
@@ -493,6 +502,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/checkin/annul", annul_checkin)
     setup_device_routes(r)
     setup_webhook_routes(r)
+    setup_import_routes(r)
     # The id pattern leaves out the words of the routes above, so `GET /ticket/invalidate` is
     # a 405 from its resource rather than a malformed-id 400 from this one.
     r.add_get(r"/ticket/{id:(?!(?:(?:in)?validate|batch)$)[^/]+}", get_ticket)

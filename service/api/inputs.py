@@ -8,14 +8,14 @@ import hmac
 import re
 import uuid
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from .. import metrics
 from ..errors import BadTicketToken, InvalidInput, UnsupportedMediaType
-from ..models import IdempotencyKey, Origin, is_event_id, parse_ticket_id
+from ..models import IdempotencyKey, Origin, event_of, is_event_id, parse_ticket_id
 from ..signing import Claims, TokenRefused, looks_like_token
 from .appkeys import ACTOR, SETTINGS
 
@@ -84,6 +84,26 @@ def ticket_claims(request: web.Request, raw: str | None) -> tuple[str, Claims | 
     if parsed is None:
         raise InvalidInput("the ticket id is neither a ticket id (a UUID) nor a ticket's token", slug="malformed-id")
     return parsed, None
+
+
+class Scanned(NamedTuple):
+    """What a gate's scan names: our ticket (its id, from the id or a verified token), or a
+    code, taken for an imported ticket's."""
+
+    ticket_id: str | None
+    code: str | None
+
+
+def scanned(request: web.Request, raw: str, event: str) -> Scanned:
+    """A scan's `ticket` at a list of `event`: a token (verified here), one of the event's
+    ticket ids, else a code. A UUID of another event's shape is both: another event's
+    ticket, or an imported code that happens to be a UUID (store/checkin.py tells them)."""
+    if looks_like_token(raw):
+        return Scanned(ticket_id(request, raw), None)
+    parsed = parse_ticket_id(raw)
+    if parsed is None:
+        return Scanned(None, raw)
+    return Scanned(parsed, None if event_of(parsed) == event else raw)
 
 
 def _check_encoding(request: web.Request) -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 from .. import metrics
 from ..errors import (
     BadCursor,
+    CodesDuplicated,
     DeliveryNotFound,
     DeviceNotFound,
     DeviceRevoked,
@@ -92,6 +93,10 @@ def _refused(request: web.Request, exc: TransitionRefused) -> web.Response:
                    headers=_REPLAYED if exc.replayed else None, extra={"ticket": exc.ticket.to_json()})
 
 
+def _duplicated(request: web.Request, exc: CodesDuplicated) -> web.Response:
+    return problem(409, "duplicate-codes", "Duplicate codes", str(exc), extra={"duplicates": exc.duplicates})
+
+
 def _unauthenticated(request: web.Request, exc: Unauthenticated) -> web.Response:
     challenge = 'Bearer realm="tickets"' + (', error="invalid_token"' if exc.token_given else "")
     return problem(401, "unauthenticated", "Unauthorized", str(exc), headers={"WWW-Authenticate": challenge})
@@ -163,6 +168,7 @@ ERROR_TABLE: dict[type[BaseException], Mapper] = {
     TicketNotFound: _plain(404, "ticket-not-found", "Ticket not found"),
     EventNotFound: _plain(404, "event-not-found", "Event not found"),
     SoldOut: _plain(409, "sold-out", "Sold out"),
+    CodesDuplicated: _duplicated,
     SigningOff: _plain(501, "signing-off", "Not Implemented"),
     ListNotFound: _plain(404, "list-not-found", "Check-in list not found"),
     NothingToAnnul: _plain(409, "nothing-to-annul", "Nothing to annul"),

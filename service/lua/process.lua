@@ -5,7 +5,8 @@
 -- An entry whose ticket lives in another shard (a scan, at this shard's list, of another
 -- event's ticket) or that names no ticket (a token that did not verify) has no history
 -- here: it stays in its list's counters and the feed, and is counted once through the
--- shard's `unowned` hash of entry ids (which expires a day after it first appears).
+-- shard's `unowned` hash of entry ids (which expires a day after it first appears). A
+-- `removed` change (withdraw.lua) is counted so too, and deletes its ticket's history.
 --
 -- KEYS[1]  processed  processor counters of the shard   processed:{<shard>}  (field: change type)
 -- KEYS[2]  stream  change stream of the shard         events:{<shard>}
@@ -41,9 +42,12 @@ for a = 3 + m, #ARGV, 6 do
   local id, kind, body, at, device = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
   local scan_log = tonumber(ARGV[a + 5])
   local fresh
-  if at == 0 then
+  if at == 0 or kind == 'removed' then
     fresh = redis.call('HSETNX', unowned, id, kind)
     redis.call('EXPIRE', unowned, 86400, 'NX')
+    -- A removed ticket's history goes with it: its earlier changes were recorded before
+    -- (one stream, read in order), and no read shows a history without its ticket.
+    if at > 0 then redis.call('DEL', KEYS[at]) end
   else
     fresh = redis.call('HSETNX', KEYS[at], id, body)
   end

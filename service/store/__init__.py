@@ -15,6 +15,7 @@ from .config import StoreConfig
 from .consumer import StreamConsumer, StreamEntry
 from .devices import DeviceSpec, DeviceStore, Enrolment
 from .feed import Feed, FeedPage, Page
+from .imports import CodeItem, ImportStore, Withdrawal
 from .keys import PROCESSOR_GROUP, SHARDS
 from .link import Client, Durability, Link, has_replicas
 from .scans import Scan, ScanLog
@@ -24,7 +25,7 @@ from .webhooks import Claimed, WebhookSpec, WebhookStore
 
 __all__ = [
     "PROCESSOR_GROUP", "SHARDS", "CheckinStore", "Claimed", "DeviceSpec", "DeviceStore", "Enrolment", "Feed",
-    "FeedPage", "Page", "Scan", "ScanLog", "WebhookSpec", "WebhookStore",
+    "CodeItem", "FeedPage", "ImportStore", "Page", "Withdrawal", "Scan", "ScanLog", "WebhookSpec", "WebhookStore",
     "Stats", "Store", "StoreConfig",
     "StreamConsumer", "StreamEntry", "TicketStore", "WriteResult",
 ]
@@ -45,3 +46,4 @@ class Store:
         self.devices = DeviceStore(link, cfg.enrolment_ttl_s)
         self.webhooks = WebhookStore(link)
         self.scans = ScanLog(link)
+        self.imports = ImportStore(link, secret, cfg)

@@ -126,6 +126,66 @@ class BatchReply(NamedTuple):
         return cls(outcome, bool(replayed), flat)
 
 
+# --- import_codes.lua ------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ImportKeys(Keys):
+    index: str
+    stats: str
+    stream: str
+    event: str
+    source: str
+    tickets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportArgv(Argv):
+    actor: str
+    request_id: str
+    client_ip: str
+    events_maxlen: int
+    source: str
+    mark: str
+    kinds: int
+    per_kind: tuple[Arg, ...]  # 5 values a kind
+    per_ticket: tuple[Arg, ...]  # id, code, code digest and kind, a ticket
+
+
+class ImportReply(NamedTuple):
+    outcome: str  # 'imported', 'duplicate', 'no_event', 'sold_out'
+    replayed: bool
+    flat: list[Any]  # (ts, valid) per ticket; for 'duplicate', the 1-based positions
+
+    @classmethod
+    def of(cls, raw: list[Any]) -> ImportReply:
+        outcome, *rest = raw
+        if outcome == "imported":
+            return cls(outcome, bool(rest[0]), rest[1:])
+        return cls(outcome, False, rest)
+
+
+# --- withdraw.lua ----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class WithdrawArgv(Argv):
+    actor: str
+    request_id: str
+    client_ip: str
+    events_maxlen: int
+    source: str
+    ids: tuple[Arg, ...]
+
+
+class WithdrawReply(NamedTuple):
+    removed: int
+    kept: list[tuple[str, str]]  # (ticket id, code) of each ticket kept: it was scanned
+
+    @classmethod
+    def of(cls, raw: list[Any]) -> WithdrawReply:
+        removed, *flat = raw
+        return cls(int(removed), list(zip(flat[::2], flat[1::2], strict=True)))
+
+
 # --- transition.lua --------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -483,6 +543,7 @@ NO_ARGV = NoArgv()
 # Each script's adaptor, by the script's name: the header test walks this.
 ADAPTORS: dict[str, tuple[type[Keys], type[Argv]]] = {
     "create": (CreateKeys, CreateArgv), "batch": (BatchKeys, BatchArgv),
+    "import_codes": (ImportKeys, ImportArgv), "withdraw": (ImportKeys, WithdrawArgv),
     "transition": (TransitionKeys, TransitionArgv), "claim": (ClaimKeys, ClaimArgv),
     "event": (EventKeys, EventArgv), "list": (ListKeys, ListArgv), "checkin": (CheckinKeys, CheckinArgv),
     "annul": (AnnulKeys, AnnulArgv), "process": (ProcessKeys, ProcessArgv), "scan": (ScanKeys, ScanArgv),

@@ -136,6 +136,7 @@ class CheckinStore:
     async def checkin(
         self, ticket_id: str, list_id: str, direction: Direction, *, origin: Origin, scanned_at_us: int | None = None,
         idempotency: IdempotencyKey | None = None, refusal: Refusal | None = None, offline: bool = False,
+        code_id: str | None = None,
     ) -> tuple[CheckinResult, bool]:
         """Decide and record one scan: (the answer, whether it is the stored first answer to
         the same request). The same request again (nginx's re-send, the same
@@ -146,13 +147,16 @@ class CheckinStore:
         `refusal` is a scan already refused before Redis (a ticket token that did not
         verify; `ticket_id` is then ""): it is recorded and counted as the list's refusal.
         `offline`: the device admitted the holder offline and uploads the scan now, so a
-        refusal is recorded as a conflict, not as a refusal at the gate."""
+        refusal is recorded as a conflict, not as a refusal at the gate.
+        `code_id`: for a scanned UUID not of the list's event, the id the same text has as an
+        imported code of the event: the scan is of that ticket if it exists."""
         event = event_of_list(list_id)
         leaves = await self._leaves(list_id)
         shard = keys.shard_of(list_id)
         same_event = refusal is None and event_of(ticket_id) == event
         if refusal is None and not same_event:
-            refusal = await self._not_of_this_event(ticket_id)
+            refusal, ticket_id = await self._not_of_this_event(ticket_id, code_id)
+            same_event = refusal is None
         if idempotency is not None:
             await bind(self._link, idempotency, self.cfg.idempotency_ttl_s)
             record, ttl_s = keys.idempotency_answer(idempotency.actor, idempotency.key, ticket_id, shard), \
@@ -179,13 +183,19 @@ class CheckinStore:
                                conflict=offline and not reply.admitted)
         return result, reply.replayed
 
-    async def _not_of_this_event(self, ticket_id: str) -> Refusal:
-        """A scan of an id that is not of the list's event: a ticket of another event, or a
-        code nobody issued. Its hash lives in another slot than the list's, so it is asked
-        apart: a second round trip, on this path only."""
-        async with self._link.call("ticket_exists"):
-            exists = await self.redis.exists(keys.ticket(ticket_id))
-        return Refusal.WRONG_EVENT if exists else Refusal.UNKNOWN_TICKET
+    async def _not_of_this_event(self, ticket_id: str, code_id: str | None) -> tuple[Refusal | None, str]:
+        """A scan of an id that is not of the list's event: a ticket of another event, an
+        imported code that is a UUID (then its ticket, `code_id`, is scanned), or a code
+        nobody issued. Its hash lives in another slot than the list's, so it is asked apart:
+        a second round trip, on this path only. (refusal or None, the ticket id to scan)"""
+        batch = self._link.batch()
+        batch.cmd.exists(keys.ticket(ticket_id))
+        if code_id is not None:
+            batch.cmd.exists(keys.ticket(code_id))
+        exists, *imported = await batch.run(self._link.call("ticket_exists"))
+        if imported and imported[0]:
+            return None, str(code_id)
+        return (Refusal.WRONG_EVENT if exists else Refusal.UNKNOWN_TICKET), ticket_id
 
     async def annul(self, ticket_id: str, list_id: str, *, origin: Origin, window_s: int) -> int:
         """Undo this caller's own last scan of the ticket on the list; its occupancy after."""

@@ -2,7 +2,8 @@
 its decoding for the consumer, the feed and a ticket's history.
 
 Must change together: the Lua scripts that append entries (create.lua, batch.lua,
-transition.lua, checkin.lua, annul.lua: each names these fields in its XADD), feed.lua (which
+import_codes.lua, withdraw.lua, transition.lua, checkin.lua, annul.lua: each names these
+fields in its XADD), feed.lua (which
 reads `ids` first), `Field` below and `change_of`. `tests/test_lua.py` checks that every field a
 script appends is one of `Field`.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from enum import StrEnum
 
-from ..models import Change, ChangeType
+from ..models import Change, ChangeType, ImportedCode
 
 
 class Field(StrEnum):
@@ -30,6 +31,12 @@ class Field(StrEnum):
     SCANNED_AT_US = "at"  # when an offline device scanned it, µs
     OFFLINE = "off"  # "1": the device had admitted the holder offline
     IDS = "ids"  # a batch entry: its tickets' ids, comma-separated, one `created` each
+    # An imported ticket's creation (import_codes.lua) or removal (withdraw.lua):
+    SOURCE = "src"
+    CODE_DIGEST = "cd"  # models.code_digest of its code
+    TICKET_TYPE = "ty"
+    VALID_FROM_US = "vf"
+    VALID_UNTIL_US = "vu"
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:
@@ -71,4 +78,13 @@ def change_of(entry_id: str, f: Mapping[str, str]) -> Change:
         entry_id, f[Field.TICKET], ChangeType(f[Field.TYPE]), int(f[Field.TIMESTAMP_US]) / 1e6,
         f[Field.ACTOR], f[Field.REQUEST_ID], f[Field.CLIENT_IP], f.get(Field.REASON), f.get(Field.LIST),
         f.get(Field.DIRECTION), int(at) / 1e6 if at else None, f.get(Field.OFFLINE) == "1",
+        _imported(f), f.get(Field.SOURCE),
     )
+
+
+def _imported(f: Mapping[str, str]) -> ImportedCode | None:
+    digest = f.get(Field.CODE_DIGEST)
+    if digest is None:
+        return None
+    vf, vu = f.get(Field.VALID_FROM_US), f.get(Field.VALID_UNTIL_US)
+    return ImportedCode(digest, f.get(Field.TICKET_TYPE), int(vf) / 1e6 if vf else None, int(vu) / 1e6 if vu else None)

@@ -19,9 +19,11 @@ from ..models import (
     Change,
     EventInfo,
     FeedCursor,
+    ImportedCode,
     PageCursor,
     Ticket,
     TicketState,
+    code_digest,
     event_of,
     is_event_id,
     parse_ticket_id,
@@ -71,6 +73,8 @@ class BookEntry:
     plain_used: bool  # used by the seed's plain invalidate: refused at every single-entry list
     used_at_us: int | None  # its first admission at the list
     inside: bool  # inside the list's area now
+    # An imported ticket: a gate knows its code only from here (no signed token carries it).
+    imported: ImportedCode | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +313,7 @@ class Feed:
         positions = ["0-0"] * len(keys.SHARDS)
         positions[keys.SHARD_INDEX[shard]] = tail
         changes_after = await self._sign("feed", _pack_positions(positions))
-        entries = await self._book_entries([i for i in ids if event_of(i) == event_id], list_id)
+        entries = await self._book_entries(event_id, [i for i in ids if event_of(i) == event_id], list_id)
         done = next_scan == "0" and not resume_after
         nxt = None if done else await self._sign("book", f"{next_scan}.{resume_after}.{tail}".encode())
         return BookPage(entries, changes_after, nxt)
@@ -327,20 +331,31 @@ class Feed:
             raise BadCursor("cursor")
         return int(parts[0]), parts[1], parts[2]
 
-    async def _book_entries(self, ids: Sequence[str], list_id: str) -> list[BookEntry]:
+    async def _book_entries(self, event_id: str, ids: Sequence[str], list_id: str) -> list[BookEntry]:
         if not ids:
             return []
         batch = self._link.batch()
         for ticket_id in ids:
-            batch.cmd.hmget(keys.ticket(ticket_id), ["valid", "p", f"a:{list_id}", f"in:{list_id}"])
+            batch.cmd.hmget(keys.ticket(ticket_id), ["valid", "p", f"a:{list_id}", f"in:{list_id}", *_IMPORTED])
         out = []
-        for ticket_id, (valid, plain, first, inside) in zip(ids, await batch.run(self._link.call("book_read")),
-                                                              strict=True):
-            if valid is None or (valid == "1" and not first and inside != "1"):
-                continue  # gone, or nothing a gate needs: valid and never admitted here
+        for ticket_id, (valid, plain, first, inside, code, *fields) in zip(
+                ids, await batch.run(self._link.call("book_read")), strict=True):
+            imported = None if code is None else _imported(event_id, code, fields)
+            if valid is None or (valid == "1" and not first and inside != "1" and imported is None):
+                continue  # gone, or nothing a gate needs: ours, valid and never admitted here
             out.append(BookEntry(ticket_id, STATES_BY_CODE[valid], plain == "1", int(first) if first else None,
-                                 inside == "1"))
+                                 inside == "1", imported))
         return out
+
+
+# What a book reads of an imported ticket (import_codes.lua): its code, type and validity.
+_IMPORTED = ("code", "ty", "vf", "vu")
+
+
+def _imported(event_id: str, code: str, fields: Sequence[str | None]) -> ImportedCode:
+    ty, vf, vu = fields
+    return ImportedCode(code_digest(event_id, code), ty or None, int(vf) / 1e6 if vf else None,
+                        int(vu) / 1e6 if vu else None)
 
 
 # A change not yet returned: (its sort key, its shard's index, its id, its fields).

@@ -162,6 +162,12 @@ def list_index(event_id: str) -> str:
     return f"lsts:{{{shard_of(event_id)}}}:{event_id}"
 
 
+def imported(event_id: str, source: str) -> str:
+    """The ids of the tickets a source imported into the event (a set), with the event's
+    tickets. A source's name is letters, digits, '.', '_' and '-' (bodies.SourceName)."""
+    return f"imp:{{{shard_of(event_id)}}}:{event_id}:{source}"
+
+
 def scan_log(event_id: str) -> str:
     """Every scan at the event's lists, as the tickets processor recorded it (never trimmed:
     GET /event/{id}/scans exports it)."""

@@ -27,8 +27,8 @@ def _script(name: str) -> Script:
 
 class Scripts:
     __slots__ = ("create", "transition", "claim", "scan", "read_many", "history", "process", "event", "list", "checkin",
-                 "annul", "batch", "feed", "device", "enrol", "device_state", "seen", "webhook", "webhook_state",
-                 "deliver_enqueue", "deliver_claim", "deliver_settle", "deliver_retry")
+                 "annul", "batch", "import_codes", "withdraw", "feed", "device", "enrol", "device_state", "seen",
+                 "webhook", "webhook_state", "deliver_enqueue", "deliver_claim", "deliver_settle", "deliver_retry")
 
     def __init__(self) -> None:
         self.create = _script("create")
@@ -43,6 +43,8 @@ class Scripts:
         self.checkin = _script("checkin")
         self.annul = _script("annul")
         self.batch = _script("batch")
+        self.import_codes = _script("import_codes")
+        self.withdraw = _script("withdraw")
         self.feed = _script("feed")
         self.device = _script("device")
         self.enrol = _script("enrol")

@@ -245,10 +245,11 @@ class TicketStore:
     async def get(self, ticket_id: str) -> Ticket:
         """Return the ticket, or raise TicketNotFound."""
         key = keys.ticket(ticket_id)
-        values = await self._link.command("get", key, ("HMGET", key, *TICKET_FIELDS))
+        *values, source, code = await self._link.command("get", key, ("HMGET", key, *TICKET_FIELDS, "src", "code"))
         if values[0] is None:
             raise TicketNotFound(ticket_id)
-        return ticket_from(ticket_id, values)
+        ticket = ticket_from(ticket_id, values)
+        return ticket if source is None else ticket._replace(source=source, code=code)
 
     async def create_event(self, spec: EventSpec, origin: Origin = Origin()) -> EventInfo:
         """A new event. Through nginx its id derives from the caller and request id, so the
