@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import re
 import shutil
@@ -594,6 +595,69 @@ def test_the_gate_reads_its_book_from_the_tickets_and_refuses_a_revoked_ticket_o
     assert scan_typed(page, used_token)["reason"] == "already_used"
     dismiss(page)
     context.close()
+
+
+def test_a_gate_scans_imported_codes_online_and_judges_them_offline_from_digests(
+        browser: Browser, stack: LocalStack, api: Client) -> None:
+    """Tickets sold elsewhere: the gate knows their codes from its book (read before) and the
+    change feed (imported since), as digests only, and judges them offline as our own."""
+    event, gate = api.venue("Imported night")
+    codes = ["EXT-ONLINE", "EXT-OFFLINE", "EXT-USED", "EXT-NEVER-HERE"]
+    api.call("POST", f"/event/{event}/import", "box", {
+        "source": "outside-shop", "codes": [{"code": c, "type": "standard"} for c in codes]})
+    api.call("POST", "/checkin", "gate2", {"ticket": "EXT-USED", "list": gate["id"]})
+    context = new_context(browser)
+    page = context.new_page()
+    open_gate(page, stack, event, gate)
+    online = scan_typed(page, "EXT-ONLINE")
+    assert online == {"kind": "admitted", "reason": None, "mode": "online", "source": "typed"}
+    assert "Type: standard" in verdict_text(page)
+    screenshot(page, "gate-imported-admitted")
+    dismiss(page)
+    # Imported while the gate is open: the change feed brings its code's digest.
+    api.call("POST", f"/event/{event}/import", "box", {"source": "outside-shop", "codes": [{"code": "EXT-LATE"}]})
+    synced = page.evaluate("window.__gate.synced")
+    page.wait_for_function(f"() => window.__gate.synced > {synced}", timeout=20_000)
+    context.set_offline(True)
+    assert scan_typed(page, "EXT-OFFLINE")["kind"] == "offline"
+    assert "Admitted offline" in verdict_text(page)
+    screenshot(page, "gate-imported-offline")
+    dismiss(page)
+    assert scan_typed(page, "EXT-OFFLINE")["reason"] == "already_used"
+    dismiss(page)
+    assert scan_typed(page, "EXT-USED")["reason"] == "already_used"  # used elsewhere before the book was read
+    dismiss(page)
+    assert scan_typed(page, "EXT-LATE")["kind"] == "offline"
+    dismiss(page)
+    unknown = scan_typed(page, "EXT-NOBODY-SOLD")
+    assert unknown["reason"] == "unknown_ticket" and "No such ticket." in verdict_text(page)
+    dismiss(page)
+    stored = page.evaluate("JSON.stringify(Object.assign({}, window.localStorage))")
+    assert "EXT-NEVER-HERE" not in stored and "EXT-USED" not in stored  # codes as digests only
+    digest = hashlib.sha256(f"{event}\nEXT-NEVER-HERE".encode()).hexdigest()[:32]
+    assert digest in stored
+    # Back online: the offline admissions go up by their codes, and land as scans of the tickets.
+    context.set_offline(False)
+    page.wait_for_function("() => document.querySelector('#queue').textContent === ''", timeout=20_000)
+    counts = api.call("GET", f"/event/{event}/list/{gate['id']}", "gate")
+    assert counts["admitted"] == 4 and counts["conflicts"] == 0  # used (gate2), online, offline, late
+    context.close()
+
+
+def test_the_camera_reads_an_imported_code(playwright: Playwright, stack: LocalStack, api: Client,
+                                           tmp_path: Path) -> None:
+    event, gate = api.venue("Imported camera night")
+    made = api.call("POST", f"/event/{event}/import", "box", {"source": "shop", "codes": [{"code": "SHOP-0042"}]})
+    with camera_seeing(playwright, "SHOP-0042", tmp_path) as browser:
+        page = new_context(browser).new_page()
+        open_gate(page, stack, event, gate)
+        page.wait_for_function("() => window.__gate.verdicts.some(v => v.source === 'camera')", timeout=30_000)
+        assert verdicts(page)[0] == {"kind": "admitted", "reason": None, "mode": "online", "source": "camera"}
+        screenshot(page, "gate-imported-camera")
+    ticket = made["tickets"][0]["id"]
+    wait_until(lambda: len(api.call("GET", f"/ticket/{ticket}/history", "gate")) >= 2,
+               what="the camera's scan in the imported ticket's history")
+    assert [h["type"] for h in api.call("GET", f"/ticket/{ticket}/history", "gate")][:2] == ["created", "checkin"]
 
 
 def test_signing_out_uploads_or_forgets_what_the_gate_holds(browser: Browser, stack: LocalStack, api: Client) -> None:

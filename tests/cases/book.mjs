@@ -1,7 +1,8 @@
 // The gate's offline twin of the check-in decision (web/gate/book.js) over the shared cases
 // (checkin.json), as one device that made every scan itself, offline: run by
 // tests/test_checkin_cases.py, which gives on stdin the cases with the tokens and times the
-// service used, and compares what this prints with the service's verdicts.
+// service used (and the list's book read before the steps: an imported ticket's code is known
+// only from it), and compares what this prints with the service's verdicts.
 //   node --experimental-default-type=module tests/cases/book.mjs < input.json
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -21,6 +22,7 @@ async function run(c) {
   book.setKeys(input.jwks);
   book.state.list = c.list;
   book.state.event = c.event;
+  book.load(c.book, null);  // the list's book as the service gave it before the steps
   let last = null;
   for (const step of c.steps) {
     if (step === "entry" || step === "exit") {

@@ -1,13 +1,13 @@
 // What a gate knows for its offline checks, kept on the device: the list and its event, the
-// public keys, the tickets used, inside and revoked (read from the service's tickets, then
-// kept up from the event's change feed while online, and from its own offline admissions),
-// the queue of scans to upload, and the conflicts found when they were. One localStorage
-// entry per list.
+// public keys, the tickets used, inside and revoked, and the imported tickets' codes as
+// digests (read from the service's tickets, then kept up from the event's change feed while
+// online, and from its own offline admissions), the queue of scans to upload, and the
+// conflicts found when they were. One localStorage entry per list.
 //
 // Must change together: `decide` is the offline twin of decide_entry in
 // service/lua/checkin.lua, and MESSAGES the sentences of service/models.py (Refusal);
 // tests/cases/checkin.json holds the cases that run against the service and this module alike
-// (tests/test_checkin_cases.py).
+// (tests/test_checkin_cases.py); codeDigest is service/models.py's code_digest.
 import { TokenError, verifyToken, publicKeysOf, looksLikeToken } from "./token.js";
 
 const MESSAGES = {
@@ -33,8 +33,22 @@ export function message(reason) {
 
 function empty(listId) {
   return { listId, cursor: null, jwks: { keys: [] }, event: null, list: null, listNames: {},
-           used: {}, inside: {}, revoked: {}, plainUsed: {}, queue: [], conflicts: [] };
+           used: {}, inside: {}, revoked: {}, plainUsed: {}, codes: {}, gone: {}, queue: [], conflicts: [] };
 }
+
+// How the service names an imported code in a book and the feed (service/models.py,
+// code_digest): SHA-256 of the event id, a newline and the code, its first 32 hex digits.
+export async function codeDigest(event, code) {
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${event}\n${code}`));
+  return Array.from(new Uint8Array(hash).subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// An imported ticket's claims, as a signed token would carry them: from a book or a change.
+function importedClaims(ticketId, imported) {
+  return { ticketId, type: imported.type, validFrom: imported.valid_from, validUntil: imported.valid_until };
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export class Book {
   constructor(listId, storage = window.localStorage) {
@@ -79,6 +93,12 @@ export class Book {
           delete s.inside[id];
         }
         break;
+      case "created":
+        if (change.imported) s.codes[change.imported.code_digest] = importedClaims(id, change.imported);
+        break;
+      case "removed":  // an imported ticket withdrawn with its source: its code is no ticket now
+        s.gone[id] = 1;
+        break;
       case "revoked":
         s.revoked[id] = 1;
         break;
@@ -98,8 +118,9 @@ export class Book {
   // over from `changesAfter`.
   load(tickets, changesAfter) {
     const s = this.state;
-    s.used = {}; s.inside = {}; s.revoked = {}; s.plainUsed = {};
+    s.used = {}; s.inside = {}; s.revoked = {}; s.plainUsed = {}; s.codes = {}; s.gone = {};
     for (const t of tickets) {
+      if (t.imported) s.codes[t.imported.code_digest] = importedClaims(t.id, t.imported);
       if (t.status === "revoked") s.revoked[t.id] = 1;
       if (t.plain_used) s.plainUsed[t.id] = 1;
       if (t.used_at !== null) s.used[t.id] = { at: t.used_at, list: s.listId };
@@ -112,13 +133,19 @@ export class Book {
   // The offline verdict for a scanned code, as the service would decide it with what this
   // device knows: {admitted, reason, usedAt, usedList, ticketId}.
   async decide(code, direction, nowS) {
-    if (!looksLikeToken(code)) return { admitted: false, reason: "not_signed" };
     let claims;
-    try {
-      claims = await verifyToken(code, this.keys);
-    } catch (err) {
-      if (err instanceof TokenError) return { admitted: false, reason: err.reason };
-      throw err;
+    if (looksLikeToken(code)) {
+      try {
+        claims = await verifyToken(code, this.keys);
+      } catch (err) {
+        if (err instanceof TokenError) return { admitted: false, reason: err.reason };
+        throw err;
+      }
+    } else {
+      claims = await this.imported(code);
+      // A bare id of ours says nothing offline (only its signed token does); any other code
+      // not in the book is no ticket of this event, as far as this device knows.
+      if (!claims) return { admitted: false, reason: UUID.test(code) ? "not_signed" : "unknown_ticket" };
     }
     const s = this.state, id = claims.ticketId;
     const refuse = (reason, extra = {}) => ({ admitted: false, reason, ticketId: id, claims, ...extra });
@@ -141,6 +168,14 @@ export class Book {
       return refuse("already_used");
     }
     return { admitted: true, reason: null, ticketId: id, claims };
+  }
+
+  // An imported code's claims, from its digest in the book; null for a code the book lacks.
+  async imported(code) {
+    const s = this.state;
+    if (!s.list) return null;
+    const found = s.codes[await codeDigest(s.list.event, code)];
+    return found && !s.gone[found.ticketId] ? { ...found, event: s.list.event } : null;
   }
 
   // An answer of the service to this device: known at once, before the feed brings it.

@@ -3,6 +3,8 @@
 // once per pause (a held ticket is seen many times a second).
 const SAME_CODE_PAUSE_MS = 2500;
 const FRAME_EVERY_MS = 100;
+// Our tickets are QR codes; tickets sold elsewhere (imported) may carry any of the others.
+const FORMATS = ["qr_code", "code_128", "pdf417", "aztec", "data_matrix"];
 
 export class Camera {
   // video, toggle (its button), status (a line of text); onCode(code) gets each new code;
@@ -56,9 +58,10 @@ export class Camera {
   async makeDetector() {
     if ("BarcodeDetector" in window) {
       try {
-        if ((await window.BarcodeDetector.getSupportedFormats()).includes("qr_code")) {
+        const supported = await window.BarcodeDetector.getSupportedFormats();
+        if (supported.includes("qr_code")) {
           this.probe.detector = "native";
-          return new window.BarcodeDetector({ formats: ["qr_code"] });
+          return new window.BarcodeDetector({ formats: FORMATS.filter((f) => supported.includes(f)) });
         }
       } catch { /* fall through to the polyfill */ }
     }
@@ -72,7 +75,7 @@ export class Camera {
       fireImmediately: true,
     });
     this.probe.detector = "zxing-wasm";
-    return new lib.BarcodeDetector({ formats: ["qr_code"] });
+    return new lib.BarcodeDetector({ formats: FORMATS });
   }
 
   async loop() {
