@@ -181,7 +181,19 @@ class Deliverer:
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.cfg.timeout_s)
         finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        """Attempts still out are given up (their leases run out, and they come due again
+        elsewhere), then the session's connections closed, their sockets with them."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
             await self._session.close()
+        # A closed transport lets go of its socket on the loop's next turn: give it that turn,
+        # so that stopping the loop right after leaves no socket open.
+        await asyncio.sleep(0)
 
     async def step(self) -> int:
         """Take what is due of every active webhook with room; how many attempts began."""
