@@ -26,7 +26,7 @@ from .deliverer import Deliverer, DeliverySettings, Outbox, Webhooks
 from .errors import StoreError
 from .settings import Settings, env_int
 from .store import SHARDS, CheckinStore, Store, StoreConfig, StreamConsumer, StreamEntry
-from .store.client import redis_from_settings
+from .store.client import close_client, redis_from_settings
 from .store.entries import entry_size
 
 log = logging.getLogger("service.processor")
@@ -235,7 +235,7 @@ async def main() -> None:
         await asyncio.gather(processor.run(stop), deliverer.run(stop))
     finally:
         await runner.cleanup()
-        await redis.aclose()
+        await close_client(redis)
 
 
 if __name__ == "__main__":

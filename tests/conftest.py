@@ -19,6 +19,7 @@ from service.api.openapi import build_openapi
 from service.settings import Settings
 from service.signing import TicketSigner
 from service.store import Store, StoreConfig
+from service.store.client import close_client
 from service.store.link import Client
 from tooling.procs import RedisServer
 from tooling.stack import LocalStack
@@ -69,7 +70,7 @@ async def cluster_redis(redis_cluster: RedisNodes) -> AsyncIterator[Client]:
     await client.flushall()
     yield client
     await client.flushall()
-    await client.aclose()
+    await close_client(client)
 
 
 _BACKENDS = {"fakeredis": "fake_redis", "redis-server": "real_redis", "cluster": "cluster_redis"}

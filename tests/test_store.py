@@ -28,6 +28,7 @@ from service.models import (
 )
 from service.store import SHARDS, Store, StoreConfig, keys
 from service.store import feed as feed_module
+from service.store.client import close_client
 from tooling.procs import RedisServer
 from tooling.topologies import RedisNodes
 
@@ -455,7 +456,7 @@ async def test_a_new_cluster_client_can_write_before_any_other_command(redis_clu
         assert (await Store(client).tickets.get(ticket.id)) == ticket
     finally:
         await client.flushall()
-        await client.aclose()
+        await close_client(client)
 
 
 async def test_a_stale_slot_map_is_relearned_and_the_write_confirmed_on_the_right_node(
@@ -479,7 +480,7 @@ async def test_a_stale_slot_map_is_relearned_and_the_write_confirmed_on_the_righ
         assert client.nodes_manager.slots_cache[slot][0].name == right.name
     finally:
         await client.flushall()
-        await client.aclose()
+        await close_client(client)
 
 
 async def test_an_event_and_a_list_made_again_by_the_same_request_are_the_first_ones(store: Store) -> None:
@@ -525,7 +526,7 @@ async def test_a_uniform_load_over_many_events_spreads_evenly_over_the_three_mas
         assert len(shares) == 3 and all(abs(share - 1 / 3) < 0.05 for share in shares), shares
     finally:
         await client.flushall()
-        await client.aclose()
+        await close_client(client)
 
 
 def test_the_pipe_packs_commands_as_redis_py_would() -> None:

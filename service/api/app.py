@@ -12,7 +12,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from ..api_keys import describe
 from ..settings import Settings
 from ..store import Store, StoreConfig
-from ..store.client import redis_from_settings
+from ..store.client import close_client, redis_from_settings
 from ..store.link import Client
 from ..store.migrate import old_layout_present
 from ..webhooks import TargetPolicy
@@ -58,8 +58,8 @@ def _redis_ctx(injected: Client | None) -> Callable[[web.Application], AsyncIter
         await _warn_of_old_layout(client)
         yield
         if injected is None:
-            await client.aclose()
-            await background.aclose()
+            await close_client(client)
+            await close_client(background)
 
     return redis_ctx
 
