@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: up test test-fast lint system clean bench bench-memory bench-profile bench-redis bench-floor bench-starve \
-	bench-lighthouse bench-webhooks bench-export
+	bench-lighthouse bench-webhooks bench-export bench-live
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
@@ -66,6 +66,10 @@ bench-floor: $(STAMP) system
 # Webhook deliveries per second and the delay from a change to its delivery (bench/webhooks.py).
 bench-webhooks: $(STAMP) system
 	$(BIN)/python -m bench.webhooks
+
+# The live view with 1 and 500 viewers: Redis's commands per second, scan to screen (bench/live.py).
+bench-live: $(STAMP) system
+	$(BIN)/python -m bench.live
 
 # A million scans of one event exported, NDJSON and CSV: time and the worker's memory (bench/export.py).
 bench-export: $(STAMP) system

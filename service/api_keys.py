@@ -19,6 +19,8 @@ _EVENT_RE = re.compile(r"^[0-9a-f]{8}$")
 class Role(StrEnum):
     ISSUER = "issuer"
     SCANNER = "scanner"
+    # Watches doors: reads events, lists, stats, devices and the live view; writes nothing.
+    SUPERVISOR = "supervisor"
     ADMIN = "admin"
 
 
@@ -46,6 +48,10 @@ class Permission(StrEnum):
     EXPORT = "export"
     # Tickets sold elsewhere, imported into an event and removed by source: a box office's too.
     IMPORT = "import"
+    # Read the devices (GET /device, /device/{id}): an admin's and a supervisor's.
+    READ_DEVICES = "read_devices"
+    # The live view of an event (GET /event/{id}/live): a supervisor's and an admin's.
+    LIVE = "live"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -53,6 +59,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
                             Permission.PRINT, Permission.IMPORT}),
     Role.SCANNER: frozenset({Permission.READ, Permission.INVALIDATE, Permission.HISTORY, Permission.READ_EVENT,
                              Permission.CHECKIN}),
+    Role.SUPERVISOR: frozenset({Permission.READ_EVENT, Permission.STATS, Permission.READ_DEVICES, Permission.LIVE}),
     Role.ADMIN: frozenset(Permission),
 }
 
@@ -68,7 +75,8 @@ class ApiKey:
     name: str
     role: Role
     digest: bytes
-    # A scanner key may be bound to one event: it scans that event's tickets only.
+    # A scanner key may be bound to one event: it scans that event's tickets only; a
+    # supervisor's watches that event only.
     event: str | None = None
 
 
@@ -102,15 +110,15 @@ class ApiKeys:
 
 
 def _parse_entry(entry: str) -> ApiKey:
-    """`name:role:secret`, or `name:scanner:secret:<event id>` for a scanner bound to one
-    event (8 hex digits; a secret may hold colons, so the event is the last part)."""
+    """`name:role:secret`, or `name:scanner:secret:<event id>` for a scanner (or a supervisor)
+    bound to one event (8 hex digits; a secret may hold colons, so the event is the last part)."""
     parts = entry.split(":", 2)
     if len(parts) != 3:
         raise ValueError("API_KEYS: each entry is name:role:secret")
     name, role, secret = parts
     event = None
     head, _, last = secret.rpartition(":")
-    if role == Role.SCANNER.value and head and _EVENT_RE.fullmatch(last):
+    if role in (Role.SCANNER.value, Role.SUPERVISOR.value) and head and _EVENT_RE.fullmatch(last):
         secret, event = head, last
     if not _NAME_RE.fullmatch(name):
         raise ValueError(f"API_KEYS: bad key name {name!r}")

@@ -121,6 +121,16 @@ class Settings:
     webhook_secret_grace_s: int = 24 * 3600
     # Attempts in flight to one webhook at a time.
     webhook_concurrency: int = 4
+    # The live view (GET /event/{id}/live, docs/live.md): how often each worker looks for new
+    # scans of an event someone watches, re-reads its counters and its devices when none came,
+    # when a device not seen counts as offline, the heartbeat of an idle stream, the viewers
+    # a worker serves, and how long a picture is kept after its last viewer left.
+    live_poll_ms: int = 200
+    live_refresh_ms: int = 5_000
+    live_offline_after_s: int = 30
+    live_heartbeat_s: int = 15
+    live_max_viewers: int = 2_000
+    live_linger_s: int = 30
     # Empty: auth is off (the seed's behaviour), loudly.
     api_keys: ApiKeys = ApiKeys()
     # The secret nginx sends in X-Proxy-Auth. Only a request that carries it has its
@@ -172,6 +182,12 @@ class Settings:
             webhook_keep_s=env_int(env, "WEBHOOK_KEEP_S", d.webhook_keep_s, 1),
             webhook_secret_grace_s=env_int(env, "WEBHOOK_SECRET_GRACE_S", d.webhook_secret_grace_s, 0),
             webhook_concurrency=env_int(env, "WEBHOOK_CONCURRENCY", d.webhook_concurrency, 1),
+            live_poll_ms=env_int(env, "LIVE_POLL_MS", d.live_poll_ms, 10),
+            live_refresh_ms=env_int(env, "LIVE_REFRESH_MS", d.live_refresh_ms, 100),
+            live_offline_after_s=env_int(env, "LIVE_OFFLINE_AFTER_S", d.live_offline_after_s, 1),
+            live_heartbeat_s=env_int(env, "LIVE_HEARTBEAT_S", d.live_heartbeat_s, 1),
+            live_max_viewers=env_int(env, "LIVE_MAX_VIEWERS", d.live_max_viewers, 1),
+            live_linger_s=env_int(env, "LIVE_LINGER_S", d.live_linger_s, 0),
             api_keys=ApiKeys.parse(secret_text(env, "API_KEYS")),
             proxy_secret=_proxy_secret(secret_text(env, "PROXY_SECRET").strip()),
             signer=TicketSigner.parse(secret_text(env, "TICKET_SIGNING_KEYS")),

@@ -229,6 +229,7 @@ EVENT_ROUTES: dict[tuple[str, str], list[tuple[str, dict[str, object] | None]]] 
     ("GET", "/event/{event}/scans"): [("/event/{event}/scans", None)],
     ("POST", "/event/{event}/import"): [("/event/{event}/import", {"source": "shop", "codes": [{"code": "A-1"}]})],
     ("DELETE", "/event/{event}/import/{source}"): [("/event/{event}/import/shop", None)],
+    ("GET", "/event/{event}/live"): [("/event/{event}/live", None)],
     ("POST", "/checkin"): [("/checkin", {"ticket": "{ticket}", "list": "{list}"}),
                            ("/checkin", {"ticket": "{token}", "list": "{list}"})],
     ("POST", "/checkin/annul"): [("/checkin/annul", {"ticket": "{ticket}", "list": "{list}"})],

@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "var" / "screenshots"
 AXE = ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js"
 KEYS = {"box": ("issuer", "box-0123456789abcdef"), "gate": ("scanner", "gate-0123456789abcdef"),
-        "gate2": ("scanner", "gate2-0123456789abcdef"), "ops": ("admin", "ops-0123456789abcdef")}
+        "gate2": ("scanner", "gate2-0123456789abcdef"), "ops": ("admin", "ops-0123456789abcdef"),
+        "watch": ("supervisor", "watch-0123456789abcdef")}
 # The probe's flags: without the background-networking ones, Chromium keeps dialling out.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -390,7 +391,7 @@ def test_the_gate_installs_and_opens_offline(browser: Browser, stack: LocalStack
     context.close()
 
 
-@pytest.mark.parametrize("path", ["/gate/", "/office/"])
+@pytest.mark.parametrize("path", ["/gate/", "/office/", "/live/"])
 def test_a_page_shows_only_its_first_screen_and_nothing_moves_as_it_loads(
     browser: Browser, stack: LocalStack, path: str,
 ) -> None:
@@ -481,6 +482,46 @@ def test_the_pages_pass_axe_and_work_by_keyboard(browser: Browser, stack: LocalS
     office = context.new_page()
     office.goto(f"{stack.url}/office/")
     assert _axe(office) == []
+    context.close()
+
+
+def test_the_live_view_follows_the_doors_as_scans_run(browser: Browser, stack: LocalStack, api: Client) -> None:
+    """A supervisor's wall screen: the tiles move as scans land (pushed, not polled), a full
+    area says so in words and colour, refusals by reason, an enrolled gate never seen is
+    flagged offline; axe-core finds nothing."""
+    event, hall = api.venue("Live night", reentry=True, capacity=4)
+    door = api.call("POST", f"/event/{event}/list", "ops", {"name": "South door"})
+    made = api.call("POST", "/device", "ops", {"name": "Gate phone 7", "role": "scanner", "event": event,
+                                                "lists": [hall["id"]]})
+    api.call("POST", "/device/enrol", "ops", {"token": made["enrolment"]["token"]})
+    tickets = [api.ticket(event)[0] for _ in range(5)]
+    context = browser.new_context(bypass_csp=True, service_workers="block", viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(f"{stack.url}/live/?event={event}")
+    page.get_by_label("Supervisor key").fill(KEYS["watch"][1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_function("() => window.__live.snapshots === 1")
+    hall_tile = page.locator(f"li.tile[data-list='{hall['id']}']")
+    assert hall_tile.locator(".count").inner_text().replace("\n", "") == "0 / 4"
+    assert "Offline: Gate phone 7" in hall_tile.inner_text()
+    assert page.locator("#devices").inner_text().count("Offline") == 1
+    screenshot(page, "live-doors-open")
+    for ticket in tickets[:3]:
+        api.call("POST", "/checkin", "gate2", {"ticket": ticket, "list": hall["id"]})
+    api.call("POST", "/checkin", "gate2", {"ticket": tickets[4], "list": door["id"]})
+    page.wait_for_function(f"() => document.querySelector(\"li.tile[data-list='{hall['id']}'] .count\")"
+                           ".textContent.startsWith('3')", timeout=10_000)
+    assert "Near capacity" not in hall_tile.inner_text() and "75% full" in hall_tile.inner_text()
+    api.call("POST", "/checkin", "gate2", {"ticket": tickets[3], "list": hall["id"]})
+    api.call("POST", "/checkin", "gate2", {"ticket": tickets[0], "list": hall["id"]})  # already inside: refused
+    page.wait_for_function(f"() => document.querySelector(\"li.tile[data-list='{hall['id']}']\")"
+                           ".textContent.includes('already inside')", timeout=10_000)
+    assert "Full" in hall_tile.inner_text() and "over" in (hall_tile.get_attribute("class") or "")
+    assert page.locator("#inside").inner_text() == "5" and page.locator("#refused").inner_text() == "1"
+    assert page.evaluate("window.__live.updates") >= 1 and page.evaluate("window.__live.connects") == 1
+    image = screenshot(page, "live-area-full")
+    assert (176, 0, 32) in {c for _, c in (image.getcolors(maxcolors=1 << 20) or [])}  # the full tile's red
+    assert _axe(page) == []
     context.close()
 
 

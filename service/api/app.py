@@ -26,6 +26,7 @@ from .appkeys import (
     DEVICES,
     FEED,
     IMPORTS,
+    LIVE,
     OPENAPI_BODY,
     SCANS,
     SETTINGS,
@@ -36,6 +37,9 @@ from .appkeys import (
 from .budget import Budget
 from .device_cache import DeviceCache, device_cache_ctx
 from .handlers import setup_routes
+from .live import close_streams
+from .live_hub import Hubs
+from .live_hub import Stores as LiveStores
 from .middleware import edge_middleware
 from .observability import metrics_flush_ctx
 from .openapi import build_openapi
@@ -51,6 +55,7 @@ def _redis_ctx(injected: Client | None) -> Callable[[web.Application], AsyncIter
         app[TICKETS], app[FEED], app[CONSUMER], app[CHECKIN] = store.tickets, store.feed, store.consumer, store.checkin
         app[DEVICES], app[WEBHOOKS], app[SCANS] = store.devices, store.webhooks, store.scans
         app[IMPORTS] = store.imports
+        app[LIVE] = Hubs(lambda: LiveStores(store.tickets, store.checkin, store.scans, store.devices), settings)
         # The device cache's checks run on a client of their own (see DeviceCache).
         background = injected if injected is not None else redis_from_settings(settings, "tickets-api-background")
         app[DEVICE_CACHE] = DeviceCache(store.devices, settings.device_cache_check_ms,
@@ -113,5 +118,6 @@ def create_app(settings: Settings | None = None, redis: Client | None = None) ->
     app.cleanup_ctx.append(_redis_ctx(redis))
     app.cleanup_ctx.append(device_cache_ctx(DEVICE_CACHE))
     app.cleanup_ctx.append(metrics_flush_ctx)
+    app.on_shutdown.append(close_streams)
     setup_routes(app)
     return app

@@ -11,6 +11,7 @@ from ..store import CheckinStore, DeviceStore, Feed, ImportStore, ScanLog, Strea
 from ..webhooks import TargetPolicy
 from .budget import Budget
 from .device_cache import DeviceCache
+from .live_hub import Hubs
 
 SETTINGS = web.AppKey("settings", Settings)
 TICKETS = web.AppKey("tickets", TicketStore)
@@ -21,6 +22,8 @@ DEVICES = web.AppKey("devices", DeviceStore)
 WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 SCANS = web.AppKey("scans", ScanLog)
 IMPORTS = web.AppKey("imports", ImportStore)
+# This worker's live pictures of the events watched, and their viewers (live_hub.py).
+LIVE = web.AppKey("live", Hubs)
 # Which addresses a webhook may be registered for (its deliveries are checked again).
 WEBHOOK_POLICY = web.AppKey("webhook_policy", TargetPolicy)
 # This worker's devices, by their keys' digests (device_cache.py).

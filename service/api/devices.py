@@ -79,7 +79,7 @@ async def enrol_device(request: web.Request) -> web.Response:
     return json_answer({"device": device.to_json(), "key": key}, status=201, headers=_SECRET_HEADERS)
 
 
-@requires(Permission.MANAGE_DEVICES, scope=all_events)
+@requires(Permission.READ_DEVICES, scope=all_events)
 async def list_devices(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     devices = request.app[DEVICES]
@@ -87,7 +87,7 @@ async def list_devices(request: web.Request) -> web.Response:
     return json_answer([{**d.to_json(), "scans": scans.get(d.id, {})} for d in await devices.all()])
 
 
-@requires(Permission.MANAGE_DEVICES, scope=all_events)
+@requires(Permission.READ_DEVICES, scope=all_events)
 async def get_device(request: web.Request) -> web.Response:
     inputs.reject_unknown_params(request, ())
     devices = request.app[DEVICES]

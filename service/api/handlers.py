@@ -40,6 +40,7 @@ from .budget import STATS_COST, fixed, page_cost
 from .devices import setup_device_routes
 from .export import export_scans
 from .imports import setup_import_routes
+from .live import setup_live_routes
 from .observability import metrics_handler
 from .problems import problem
 from .webhooks import setup_webhook_routes
@@ -503,6 +504,7 @@ def setup_routes(app: web.Application) -> None:
     setup_device_routes(r)
     setup_webhook_routes(r)
     setup_import_routes(r)
+    setup_live_routes(r)
     # The id pattern leaves out the words of the routes above, so `GET /ticket/invalidate` is
     # a 405 from its resource rather than a malformed-id 400 from this one.
     r.add_get(r"/ticket/{id:(?!(?:(?:in)?validate|batch)$)[^/]+}", get_ticket)
