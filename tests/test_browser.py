@@ -523,6 +523,7 @@ def test_the_live_view_follows_the_doors_as_scans_run(browser: Browser, stack: L
     assert (176, 0, 32) in {c for _, c in (image.getcolors(maxcolors=1 << 20) or [])}  # the full tile's red
     assert _axe(page) == []
     context.close()
+    api.call("POST", f"/device/{made['id']}/revoke", "ops")  # the module's stack is shared: leave no device
 
 
 def test_the_vendored_files_are_the_pinned_ones_and_nothing_loads_from_elsewhere() -> None:

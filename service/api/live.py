@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from ..api_keys import Permission
+from ..errors import InvalidInput
 from . import inputs
 from .appkeys import LIVE, TICKETS
 from .auth import event_in_path, requires
@@ -29,8 +30,11 @@ async def live(request: web.Request) -> web.StreamResponse:
     inputs.reject_unknown_params(request, ())
     event_id = inputs.event_id(request.match_info["event"])
     await request.app[TICKETS].get_event(event_id)  # 404 for an event that does not exist
+    last_event_id = request.headers.get("Last-Event-ID")
+    if last_event_id is not None and len(last_event_id) > 64:
+        raise InvalidInput("Last-Event-ID is at most 64 characters: a message's id", slug="bad-last-event-id")
     hubs = request.app[LIVE]
-    hub, viewer = await hubs.join(event_id, request.headers.get("Last-Event-ID"))
+    hub, viewer = await hubs.join(event_id, last_event_id)
     try:
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
