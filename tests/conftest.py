@@ -37,18 +37,45 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-async def real_redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+def open_apps() -> list[TestClient]:  # type: ignore[type-arg]
+    """Every app the test started (through `aiohttp_client`). A Redis fixture closes them
+    before it closes its client: pytest tears fixtures down in the reverse order of their
+    setup, so a test that asks for `aiohttp_client` before its Redis fixture would otherwise
+    shut its app down (the device cache's last flush of last-seen times) on a closed client,
+    which redis-py quietly connects again and nobody closes."""
+    return []
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: AiohttpClient, open_apps: list[TestClient]) -> AiohttpClient:  # type: ignore[type-arg]
+    async def start(app: web.Application) -> TestClient:  # type: ignore[type-arg]
+        client = await aiohttp_client(app)
+        open_apps.append(client)
+        return client
+
+    return start
+
+
+async def close_apps(open_apps: list[TestClient]) -> None:  # type: ignore[type-arg]
+    for app in reversed(open_apps):
+        await app.close()  # a no-op for one closed already
+
+
+@pytest.fixture
+async def real_redis(redis_server: RedisServer, open_apps: list[TestClient]) -> AsyncIterator[Redis]:  # type: ignore[type-arg]
     client = Redis.from_url(redis_server.url, decode_responses=True)
     await client.flushdb()
     yield client
+    await close_apps(open_apps)
     await client.flushdb()
     await client.aclose()
 
 
 @pytest.fixture
-async def fake_redis() -> AsyncIterator[Redis]:
+async def fake_redis(open_apps: list[TestClient]) -> AsyncIterator[Redis]:  # type: ignore[type-arg]
     client = fakeredis.FakeAsyncRedis(decode_responses=True)
     yield client
+    await close_apps(open_apps)
     await client.flushall()
     await client.aclose()
 
@@ -63,12 +90,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNod
 
 
 @pytest.fixture
-async def cluster_redis(redis_cluster: RedisNodes) -> AsyncIterator[Client]:
+async def cluster_redis(redis_cluster: RedisNodes, open_apps: list[TestClient]) -> AsyncIterator[Client]:  # type: ignore[type-arg]
     """A client of the session's Cluster (redis-py's RedisCluster, from the service's own
     factory), on empty nodes."""
     client = redis_cluster.client()
     await client.flushall()
     yield client
+    await close_apps(open_apps)
     await client.flushall()
     await close_client(client)
 

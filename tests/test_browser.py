@@ -545,7 +545,8 @@ def test_the_vendored_files_are_the_pinned_ones_and_nothing_loads_from_elsewhere
     ours = [p for p in (ROOT / "web").rglob("*") if p.suffix in (".html", ".js", ".css", ".json")
             and "vendor" not in p.parts]
     for page in ours:
-        text = page.read_text()
+        # SVG's namespace name is an identifier the browser compares, never an address it fetches.
+        text = page.read_text().replace('"http://www.w3.org/2000/svg"', "")
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, page
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -23,7 +24,7 @@ from tooling.procs import RedisServer, free_port, wait_until
 from tooling.redis_nodes import confirms_writes, form_cluster, master_probes
 from tooling.topologies import RedisNodes
 
-from .conftest import AiohttpClient, Api
+from .conftest import AiohttpClient, Api, close_apps
 from .test_api import assert_problem
 
 
@@ -35,9 +36,10 @@ def master(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def client(master: RedisServer) -> AsyncIterator[Redis]:
+async def client(master: RedisServer, open_apps: list[TestClient]) -> AsyncIterator[Redis]:  # type: ignore[type-arg]
     c = Redis.from_url(master.url, decode_responses=True)
     yield c
+    await close_apps(open_apps)
     await c.aclose()
 
 
@@ -147,14 +149,14 @@ def test_a_cluster_counts_as_formed_once_each_master_has_a_write_confirmed(tmp_p
     ports = nodes.layout.data_ports
     replica = next(n.name for n in nodes.data_nodes() if nodes.role(n.name) == "slave")
     try:
-        assert all(confirms_writes(port, key, timeout_ms=100) for port, key in master_probes(ports[0]))
+        assert all(confirms_writes(node, key, timeout_ms=100) for node, key in master_probes(ports[0]))
         with redis.Redis(port=nodes.nodes[replica].port) as paused:
             paused.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
             with pytest.raises(SystemExit, match="confirmed by a replica"):
                 form_cluster(ports, timeout_s=2)
             paused.execute_command("CLIENT", "UNPAUSE")
         form_cluster(ports, timeout_s=30)
-        assert all(confirms_writes(port, key, timeout_ms=100) for port, key in master_probes(ports[0]))
+        assert all(confirms_writes(node, key, timeout_ms=100) for node, key in master_probes(ports[0]))
     finally:
         nodes.stop()
 
