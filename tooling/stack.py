@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .procs import children, free_port, free_port_run, http_status, port_is_free, wait_until
+from .procs import children, free_port, free_port_run, http_status, port_is_free, stop_groups, wait_until
 from .topologies import RedisNodes
 from .up import (
     StackConfig,
@@ -162,18 +162,7 @@ class LocalStack:
         if self.stopped:
             return
         self.stopped = True
-        procs = [self.nginx, *self.replicas, self.processor, self.redis]
-        for proc in procs:
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            if proc is None:
-                continue
-            try:
-                proc.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_groups([self.nginx, *self.replicas, self.processor, self.redis])
         if self.nodes is not None:
             self.nodes.stop()
 

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -31,13 +32,24 @@ def free_cluster_ports(n: int) -> int:
     raise RuntimeError(f"no run of {n} free ports")
 
 
-class RedisNodes:
-    """Every node of a layout, as processes of their own."""
+Spawn = Callable[[Node, Path], "subprocess.Popen[bytes]"]
 
-    def __init__(self, workdir: Path, topology: str) -> None:
+
+def _spawn_here(node: Node, log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(node.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+class RedisNodes:
+    """Every node of a layout, as processes of their own: on this machine, or each on a host
+    of the network lab (`hosts` and `spawn`, from tooling/spread.py)."""
+
+    def __init__(self, workdir: Path, topology: str, hosts: tuple[str, ...] = (), spawn: Spawn = _spawn_here,
+                 base_port: int | None = None) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
-        self.layout = RedisLayout(topology, free_cluster_ports(8), workdir, appendfsync="everysec",
-                                  extra_args=("--enable-debug-command", "local"))
+        self.layout = RedisLayout(topology, base_port or free_cluster_ports(8), workdir, appendfsync="everysec",
+                                  extra_args=("--enable-debug-command", "local"), hosts=hosts)
+        self._spawn = spawn
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.nodes = {node.name: node for node in self.layout.nodes()}
 
@@ -46,17 +58,15 @@ class RedisNodes:
         for node in self.nodes.values():
             self.start_node(node.name)
         if self.layout.topology == "cluster":
-            form_cluster(self.layout.data_ports)
+            form_cluster([self.layout.addr(p) for p in self.layout.data_ports])
         else:
             wait_until(self.sentinels_agree, timeout_s=30, what="the sentinels to see 2 replicas")
         return self
 
-    def start_node(self, name: str) -> None:
+    def start_node(self, name: str, timeout_s: float = 15.0) -> None:
         node = self.nodes[name]
-        with open(self.layout.var_dir / f"{name}.log", "ab") as log:
-            self.procs[name] = subprocess.Popen(node.argv, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
-        wait_until(lambda: _pings(node.port), what=f"{name} on {node.port}")
+        self.procs[name] = self._spawn(node, self.layout.var_dir / f"{name}.log")
+        wait_until(lambda: self.answers(name), timeout_s=timeout_s, what=f"{name} on {node.port}")
 
     def kill(self, name: str) -> None:
         proc = self.procs[name]
@@ -83,18 +93,30 @@ class RedisNodes:
     def data_nodes(self) -> list[Node]:
         return [n for n in self.nodes.values() if not n.sentinel]
 
+    def connect(self, name: str, timeout_s: float = 2) -> redis.Redis:
+        port = self.nodes[name].port
+        return redis.Redis(host=self.layout.host(port), port=port, socket_timeout=timeout_s,
+                           socket_connect_timeout=timeout_s, decode_responses=True)
+
+    def answers(self, name: str) -> bool:
+        try:
+            with self.connect(name, timeout_s=1) as c:
+                return bool(c.ping())
+        except redis.RedisError:
+            return False
+
     def role(self, name: str) -> str:
-        with redis.Redis(port=self.nodes[name].port, socket_timeout=2, decode_responses=True) as c:
+        with self.connect(name) as c:
             return str(c.execute_command("ROLE")[0])
 
     def masters(self) -> list[str]:
         alive = [n.name for n in self.data_nodes() if self.procs[n.name].poll() is None]
-        return [name for name in alive if _answers(self.nodes[name].port) and self.role(name) == "master"]
+        return [name for name in alive if self.answers(name) and self.role(name) == "master"]
 
     def sentinels_agree(self) -> bool:
-        port = self.layout.sentinel_ports[0]
+        first = next(n.name for n in self.nodes.values() if n.sentinel)
         try:
-            with redis.Redis(port=port, socket_timeout=2, decode_responses=True) as c:
+            with self.connect(first) as c:
                 info = c.execute_command("SENTINEL", "MASTER", "tickets")
         except redis.RedisError:
             return False
@@ -102,31 +124,19 @@ class RedisNodes:
         return int(fields.get("num-slaves", 0)) == 2 and int(fields.get("num-other-sentinels", 0)) == 2
 
     def cluster_ok(self) -> bool:
-        return all(cluster_state(n.port).get("cluster_state") == "ok" for n in self.data_nodes()
+        return all(cluster_state(self.layout.addr(n.port)).get("cluster_state") == "ok" for n in self.data_nodes()
                    if self.procs[n.name].poll() is None)
 
     def owner_of_slot(self, slot: int) -> str:
         """The node that serves `slot` as master now."""
         for node in self.data_nodes():
-            if self.procs[node.name].poll() is not None or not _answers(node.port):
+            if self.procs[node.name].poll() is not None or not self.answers(node.name):
                 continue
-            with redis.Redis(port=node.port, socket_timeout=2, decode_responses=True) as c:
+            with self.connect(node.name) as c:
                 for start, end, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
                     if start <= slot <= end:
                         return next(n.name for n in self.data_nodes() if n.port == int(master[1]))
         raise LookupError(slot)
-
-
-def _answers(port: int) -> bool:
-    try:
-        with redis.Redis(port=port, socket_timeout=1) as c:
-            return bool(c.ping())
-    except redis.RedisError:
-        return False
-
-
-def _pings(port: int) -> bool:
-    return _answers(port)
 
 
 def wait_for(check: object, timeout_s: float, what: str) -> float:

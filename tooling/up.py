@@ -174,11 +174,11 @@ def metrics_dir(cfg: StackConfig, port: int) -> Path:
     return cfg.var_dir / "prometheus" / str(port)
 
 
-def replica_argv(cfg: StackConfig, port: int, app: str = API_APP) -> list[str]:
+def replica_argv(cfg: StackConfig, port: int, app: str = API_APP, host: str = "127.0.0.1") -> list[str]:
     return [
         "env", f"PROMETHEUS_MULTIPROC_DIR={metrics_dir(cfg, port)}", f"LOG_NAME=api:{port}",
         sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-        "--bind", f"127.0.0.1:{port}", "--workers", str(cfg.web_concurrency),
+        "--bind", f"{host}:{port}", "--workers", str(cfg.web_concurrency),
         app,
     ]
 
@@ -207,19 +207,22 @@ def nginx_argv(cfg: StackConfig) -> list[str]:
     return [binary("nginx"), "-c", str(cfg.nginx_conf), "-p", str(cfg.var_dir / "nginx")]
 
 
-def render_nginx(cfg: StackConfig, upstream_ports: Sequence[int], access_log: str | None = None) -> str:
-    """The local nginx.conf: the shared http.conf and server.conf, a static upstream list."""
+def render_nginx(cfg: StackConfig, upstream_ports: Sequence[int | str], access_log: str | None = None,
+                 listen: str | None = None) -> str:
+    """The local nginx.conf: the shared http.conf and server.conf, a static upstream list
+    (ports on loopback, or host:port each)."""
     # max_fails=0: a dead replica refuses connections at once and nginx re-sends to the next,
     # whereas marking it down after failures could mark every replica down at the same time
     # (a worker restart on one while the other is being replaced) and turn a blip into 502s.
-    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=0;" for p in upstream_ports)
+    servers = "\n".join(f"        server {p if isinstance(p, str) else f'127.0.0.1:{p}'} max_fails=0;"
+                        for p in upstream_ports)
     template = (NGINX_DIR / "local.conf.template").read_text()
     for name, value in {
         "@VAR_DIR@": str(cfg.var_dir),
         "@NGINX_DIR@": str(NGINX_DIR),
         "@WEB_DIR@": str(WEB_DIR),
         "@UPSTREAM_SERVERS@": servers,
-        "@LISTEN@": f"127.0.0.1:{cfg.port}",
+        "@LISTEN@": listen or f"127.0.0.1:{cfg.port}",
         "@ACCESS_LOG@": access_log or str(cfg.var_dir / "log" / "nginx-access.log"),
         "@RATE_LIMIT_RPS@": str(cfg.rate_limit_rps),
         "@RATE_LIMIT_BURST@": str(cfg.rate_limit_burst),
