@@ -5,7 +5,7 @@
 set -euo pipefail
 
 declare -A package=([redis-server]=redis-server [redis-sentinel]=redis-sentinel [nginx]=nginx [wrk]=wrk
-                    [promtool]=prometheus [node]=nodejs)
+                    [promtool]=prometheus [node]=nodejs [ip]=iproute2)
 missing=()
 for prog in "$@"; do
   # podman's network helpers (netavark, aardvark-dns) live in /usr/lib/podman, off the PATH.
