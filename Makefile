@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: up test test-fast lint system clean bench bench-memory bench-profile bench-redis bench-floor bench-starve \
-	bench-lighthouse bench-webhooks bench-export bench-live
+	bench-lighthouse bench-webhooks bench-export bench-live chaos
 
 # Environment for `make up` (defaults): PORT=8080 REPLICAS=2 WEB_CONCURRENCY=1 VAR_DIR=./var MONITORING=on
 # REDIS_TOPOLOGY=standalone (or sentinel, cluster); with REDIS_URL set, that Redis is used and
@@ -37,7 +37,7 @@ up: $(STAMP) system
 
 test: $(STAMP) $(LINT_STAMP) system
 	bash tooling/ensure-system.sh chromium prometheus promtool prometheus-redis-exporter mtail \
-	  podman runc mmdebstrap netavark aardvark-dns iptables
+	  podman runc mmdebstrap netavark aardvark-dns iptables ip
 	$(BIN)/pytest
 
 # The quick loop, under a minute: unit and store tests on fakeredis and a real redis-server;
@@ -74,6 +74,13 @@ bench-live: $(STAMP) system
 # A million scans of one event exported, NDJSON and CSV: time and the worker's memory (bench/export.py).
 bench-export: $(STAMP) system
 	$(BIN)/python -m bench.export
+
+# The long chaos run: both topologies over seven hosts in network namespaces, every fault
+# twice, the checker over the record (tooling/chaos, docs/chaos.md). As root. A seed replays
+# a run: make chaos CHAOS_ARGS="--seed 7".
+chaos: $(STAMP) system
+	bash tooling/ensure-system.sh iptables ip
+	$(BIN)/python -m tooling.chaos --rounds 12 $(CHAOS_ARGS)
 
 # One key's flood of expensive reads against another key's plain reads (bench/starve.py).
 bench-starve: $(STAMP) system

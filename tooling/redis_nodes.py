@@ -104,8 +104,11 @@ class RedisLayout:
         if self.topology == "cluster":
             return {"REDIS_CLUSTER_NODES": ",".join(f"{self.host(p)}:{p}" for p in self.data_ports)}
         if self.topology == "sentinel":
+            # Every replica confirms each write: with fewer, a replica that missed acknowledged
+            # writes can be the one Sentinel promotes (docs/chaos.md: the stale-promotion run).
             return {"REDIS_SENTINELS": ",".join(f"{self.host(p)}:{p}" for p in self.sentinel_ports),
-                    "REDIS_SENTINEL_MASTER": SENTINEL_MASTER}
+                    "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+                    "REDIS_MIN_REPLICAS_ACK": str(len(self.data_ports) - 1)}
         return {"REDIS_URL": f"redis://{HOST}:{self.base_port}/0"}
 
     def _server_argv(self, port: int) -> list[str]:
