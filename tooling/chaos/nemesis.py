@@ -11,10 +11,10 @@ starts, as a real fault would find it.
   stall): it wakes believing it is still master.
 - kill-master: a master SIGKILLed, started again when the round heals.
 - stale-promotion: one of a master's replicas cut from the master's host (and from it alone)
-  for half the round, so that writes are confirmed by the other replicas alone; then, at
-  once, the master killed and the replicas that had those writes cut off: the only replica
-  left to promote is the one that missed them (why WAIT is no consensus). On a Cluster, with
-  one replica a master, the replica cut off is that one.
+  for half the round, so that writes are confirmed by the other replicas alone; then those
+  cut off for longer than Sentinel keeps a silent replica a candidate; then the master killed:
+  the only replica left to promote is the one that missed them (why WAIT is no consensus).
+  On a Cluster, with one replica a master, the replica cut off first is that one.
 """
 
 from __future__ import annotations
